@@ -1,0 +1,203 @@
+"""What every stage's command line has in common.
+
+- Every long flag also reads an environment variable: ``--env-repo`` reads
+  ``GITOPS_ENV_REPO``. A flag on the command line wins over the variable.
+- Cloud Build's built-in substitutions are read for provenance when present.
+- ``run_step`` is the one place that turns errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, NoReturn
+
+from steps.errors import StepError, UsageError
+from steps.output import say, write_result
+
+ENV_PREFIX = "GITOPS_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_name(flag: str) -> str:
+    """``--env-repo`` -> ``GITOPS_ENV_REPO``."""
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+class StepParser(argparse.ArgumentParser):
+    """An ArgumentParser whose long options fall back to environment variables.
+
+    Errors are raised as ``UsageError`` (one line, exit 2) instead of argparse
+    printing usage and exiting from deep inside.
+    """
+
+    def __init__(self, prog: str, description: str, **kwargs: Any) -> None:
+        super().__init__(
+            prog=prog,
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs,
+        )
+        self._env_options: list[tuple[argparse.Action, str]] = []
+        self._required: set[str] = set()
+
+    def add_option(self, *flags: str, env: bool = True, **kwargs: Any) -> argparse.Action:
+        """Add an option that also reads ``GITOPS_<FLAG>`` when not given."""
+        long_flag = next((f for f in flags if f.startswith("--")), None)
+        variable = env_name(long_flag) if (env and long_flag) else None
+        help_text = kwargs.get("help")
+        if variable and help_text is not argparse.SUPPRESS:
+            kwargs["help"] = f"{help_text or ''} [env: {variable}]".strip()
+        required = bool(kwargs.pop("required", False))
+        action = self.add_argument(*flags, **kwargs)
+        action.required = False
+        if required:
+            self._required.add(action.dest)
+        if variable:
+            self._env_options.append((action, variable))
+        elif required:
+            action.required = True
+        return action
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_step_args(
+        self, argv: Sequence[str] | None, environ: Mapping[str, str] | None = None
+    ) -> argparse.Namespace:
+        """Parse flags, then fill what was not given from the environment."""
+        env = os.environ if environ is None else environ
+        args = self.parse_args(argv)
+        for action, variable in self._env_options:
+            current = getattr(args, action.dest)
+            if _is_unset(action, current) and variable in env:
+                setattr(args, action.dest, _from_env(action, variable, env[variable]))
+            if action.dest in self._required and _is_unset(action, getattr(args, action.dest)):
+                flag = max(action.option_strings, key=len)
+                raise UsageError(f"{flag} is required (or set {variable})")
+        return args
+
+
+def _is_unset(action: argparse.Action, value: Any) -> bool:
+    if isinstance(action, argparse._StoreTrueAction):
+        return value is False
+    return value is None or value == []
+
+
+def _from_env(action: argparse.Action, variable: str, raw: str) -> Any:
+    if isinstance(action, argparse._StoreTrueAction):
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise UsageError(f"{variable}={raw!r}: expected true or false")
+    convert: Callable[[str], Any] = action.type if callable(action.type) else str
+    try:
+        if isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*"):
+            values = [convert(item) for item in raw.split()]
+            if isinstance(action, argparse._AppendAction) and action.nargs in ("+", "*"):
+                return [values]
+            return values
+        value = convert(raw)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise UsageError(f"{variable}={raw!r}: {exc}") from None
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise UsageError(f"{variable}={raw!r}: expected one of {choices}")
+    return value
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Cloud Build's built-in substitutions, when the step runs there."""
+
+    project_id: str | None = None
+    build_id: str | None = None
+    commit_sha: str | None = None
+    short_sha: str | None = None
+    repo_name: str | None = None
+    branch_name: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Provenance:
+        env = os.environ if environ is None else environ
+        return cls(
+            project_id=env.get("PROJECT_ID") or None,
+            build_id=env.get("BUILD_ID") or None,
+            commit_sha=env.get("COMMIT_SHA") or None,
+            short_sha=env.get("SHORT_SHA") or None,
+            repo_name=env.get("REPO_NAME") or None,
+            branch_name=env.get("BRANCH_NAME") or None,
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in asdict(self).items() if v}
+
+
+def add_common_options(parser: StepParser) -> None:
+    """Options every stage has."""
+    parser.add_option(
+        "--result-file",
+        metavar="PATH",
+        help="write a JSON result here (also written to $BUILDER_OUTPUT/output when set)",
+    )
+
+
+@dataclass
+class StepRun:
+    """What a stage body tells ``run_step`` once it has parsed its flags."""
+
+    result_file: str | None = None
+
+
+def run_step(step: str, body: Callable[[StepRun], dict[str, Any]]) -> int:
+    """Run a stage body, report its result, and map errors to exit codes.
+
+    ``body`` parses flags, sets ``run.result_file`` and returns the result
+    dictionary (with ``status`` and, when not 0, ``exit_code``).
+    """
+    run = StepRun()
+    provenance = Provenance.from_env().as_dict()
+    try:
+        result = body(run)
+    except StepError as exc:
+        say(f"{step}: error: {exc.message}")
+        failure = {
+            "step": step,
+            "status": "error",
+            "exit_code": exc.exit_code,
+            "error": exc.message,
+            "provenance": provenance,
+        }
+        _write_quietly(failure, run.result_file)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        say(f"{step}: interrupted")
+        return 130
+    except Exception:
+        say(traceback.format_exc().rstrip())
+        say(f"{step}: internal error: a bug in gitops-steps; please report it with the above")
+        return 70
+    exit_code = int(result.get("exit_code", 0))
+    result = {"step": step, **result, "exit_code": exit_code, "provenance": provenance}
+    _write_quietly(result, run.result_file)
+    return exit_code
+
+
+def _write_quietly(result: dict[str, Any], result_file: str | None) -> None:
+    try:
+        write_result(result, result_file)
+    except OSError as exc:
+        say(f"warning: could not write the result file {result_file}: {exc.strerror}")
+
+
+def version_text() -> str:
+    from steps import __version__
+
+    return f"gitops-steps {__version__} (python {sys.version.split()[0]})"

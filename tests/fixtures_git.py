@@ -1,0 +1,1 @@
+"""Fixtures for the loopback Git server (see steps/sandbox/gitserver.py)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the loopback OCI registry (see steps/sandbox/registry.py)."""
