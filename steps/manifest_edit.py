@@ -1,0 +1,668 @@
+"""Lossless image pinning in YAML text (pure: text in, text out).
+
+Why not round-trip through a YAML library: every round-tripping updater
+rewrites something the user did not ask to change (indentation, quotes, a
+leading ``---``, a missing final newline...). Instead we *locate* the scalars
+to change with PyYAML's composer (which records where each node starts and
+ends in the text), describe each change as data, and splice only those
+characters. Every byte outside the replaced values stays as it was.
+
+A second parse of the result then proves that the new text means exactly the
+old one plus the intended changes, before anything is written.
+
+The flow for one file:
+``plan_file`` -> ``FilePlan(changes, edits)`` -> ``apply_edits`` -> ``verify_plan``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import yaml
+
+from steps.errors import ManifestError, UsageError
+from steps.imageref import ImageRef, InvalidReference, canonical
+
+try:  # libyaml is ten times faster; the pure-Python loader gives the same marks.
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - wheels ship libyaml
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+STR_TAG = "tag:yaml.org,2002:str"
+
+# Where each workload kind keeps its pod spec (kstatus style: one row a kind).
+POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    "Pod": ("spec",),
+    "PodTemplate": ("template", "spec"),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "ReplicationController": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+KUSTOMIZATION_FILENAMES = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
+
+# Flux image-automation setter: `image: x # {"$imagepolicy": "ns:name[:tag|:name|:digest]"}`.
+MARKER = re.compile(r'#\s*\{\s*"\$imagepolicy"\s*:\s*"(?P<policy>[^"]+)"\s*\}')
+MARKER_NEEDLE = b'"$imagepolicy"'
+_POLICY_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_MARKER_FIELDS = ("tag", "name", "digest")
+
+# A scalar we can write plain: no indicator characters, no spaces.
+_PLAIN_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./@:+=-]*$")
+# An anchor and/or tag written before a scalar is part of its node's marks.
+_NODE_PROPERTIES = re.compile(r"(?:(?:&[^\s,\[\]{}]+|![^\s,\[\]{}]*)\s+)*")
+_resolver = yaml.resolver.Resolver()
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class ImageRule:
+    """One ``--image`` flag: what it matches and what it sets.
+
+    ``requested`` is the reference as given; ``target`` is what is written,
+    which differs from ``requested`` once its tag is resolved to a digest.
+    A target without tag or digest renames the repository and keeps the rest.
+    """
+
+    spec: str
+    requested: ImageRef
+    match: str | None = None
+    policy: str | None = None
+    target: ImageRef | None = None
+
+    @property
+    def new(self) -> ImageRef:
+        return self.target or self.requested
+
+    @property
+    def needle(self) -> bytes:
+        """Text every file that this rule can change must contain."""
+        if self.policy:
+            return MARKER_NEEDLE
+        assert self.match is not None
+        return self.match.rsplit("/", 1)[-1].encode()
+
+    def resolved(self, target: ImageRef) -> ImageRule:
+        return replace(self, target=target)
+
+    def applied_to(self, old: ImageRef) -> ImageRef:
+        """The reference a container holding ``old`` gets from this rule."""
+        new = self.new
+        if new.tag is None and new.digest is None:
+            return ImageRef(new.repository, old.tag, old.digest)
+        return new
+
+
+def parse_image_rule(spec: str) -> ImageRule:
+    """Parse ``REF``, ``OLD=REF`` or ``ns:name=REF`` (a Flux image policy)."""
+    old, sep, new = spec.partition("=")
+    if not sep:
+        old, new = "", spec
+    try:
+        requested = ImageRef.parse(new)
+    except InvalidReference as exc:
+        raise UsageError(f"--image {spec}: {exc}") from None
+    if not old:
+        if requested.tag is None and requested.digest is None:
+            raise UsageError(
+                f"--image {spec}: give a tag or a digest (for example {new}:v1), "
+                "or OLD=NEW to rename a repository"
+            )
+        return ImageRule(spec, requested, match=canonical(requested.repository))
+    if _POLICY_NAME.match(old):
+        return ImageRule(spec, requested, policy=old)
+    try:
+        old_ref = ImageRef.parse(old)
+    except InvalidReference as exc:
+        raise UsageError(f"--image {spec}: {exc}") from None
+    if old_ref.tag or old_ref.digest:
+        raise UsageError(f"--image {spec}: OLD must be a repository without a tag or digest")
+    return ImageRule(spec, requested, match=canonical(old_ref.repository))
+
+
+def check_rules_distinct(rules: Sequence[ImageRule]) -> None:
+    """Two rules for the same image would make the result depend on order."""
+    seen: dict[str, str] = {}
+    for rule in rules:
+        key = rule.policy or rule.match or ""
+        if key in seen:
+            raise UsageError(f"--image {rule.spec} and --image {seen[key]} both set {key}")
+        seen[key] = rule.spec
+
+
+# --------------------------------------------------------------------------- changes
+
+
+@dataclass(frozen=True)
+class Change:
+    """One value changed in one file: the data behind logs, commits, results."""
+
+    path: str
+    line: int
+    kind: str
+    name: str
+    target: str
+    old: str
+    new: str
+    image: str
+
+    def describe(self) -> str:
+        where = f"{self.path}:{self.line} {self.kind}/{self.name} {self.target}"
+        return f"{where}: {self.old} -> {self.new}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "line": self.line,
+            "kind": self.kind,
+            "name": self.name,
+            "target": self.target,
+            "old": self.old,
+            "new": self.new,
+            "image": self.image,
+        }
+
+
+@dataclass(frozen=True)
+class TextEdit:
+    """Replace ``text[start:end]`` with ``replacement``."""
+
+    start: int
+    end: int
+    replacement: str
+
+
+@dataclass
+class FilePlan:
+    """Everything that will change in one file, and how to prove it."""
+
+    path: str
+    documents: list[yaml.Node] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    edits: list[TextEdit] = field(default_factory=list)
+    matched: set[str] = field(default_factory=set)
+    # Expectations for verify_plan, keyed by node identity in the old tree.
+    scalar_values: dict[int, str] = field(default_factory=dict)
+    mapping_updates: dict[int, dict[str, str | None]] = field(default_factory=dict)
+    _edited_spans: set[tuple[int, int]] = field(default_factory=set)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.edits)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def compose_documents(path: str, text: str) -> list[yaml.Node]:
+    """Parse ``text`` into node trees, turning YAML errors into ManifestError."""
+    try:
+        return [node for node in yaml.compose_all(text, Loader=_Loader) if node is not None]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ManifestError(path, line, f"invalid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(path, None, f"invalid YAML: {exc}") from None
+
+
+def _get(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            found: yaml.Node = value_node
+            return found
+    return None
+
+
+def _get_path(node: yaml.Node | None, path: Iterable[str]) -> yaml.Node | None:
+    for key in path:
+        node = _get(node, key)
+    return node
+
+
+def _scalar(node: yaml.Node | None) -> str | None:
+    if isinstance(node, yaml.ScalarNode) and node.tag == STR_TAG:
+        return str(node.value)
+    return None
+
+
+def _identity(document: yaml.Node) -> tuple[str, str]:
+    kind = _scalar(_get(document, "kind")) or "-"
+    name = _scalar(_get_path(document, ("metadata", "name"))) or "-"
+    return kind, name
+
+
+def _objects(document: yaml.Node) -> Iterator[yaml.Node]:
+    """The object and, for a ``List`` kind, each of its items."""
+    yield document
+    kind = _scalar(_get(document, "kind")) or ""
+    items = _get(document, "items")
+    if kind.endswith("List") and isinstance(items, yaml.SequenceNode):
+        for item in items.value:
+            if isinstance(item, yaml.MappingNode):
+                yield from _objects(item)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan_file(
+    path: str,
+    text: str,
+    rules: Sequence[ImageRule],
+    *,
+    kustomization: bool = False,
+) -> FilePlan:
+    """Work out every change ``rules`` make to one file, without writing."""
+    documents = compose_documents(path, text)
+    plan = FilePlan(path, documents)
+    image_rules = [rule for rule in rules if rule.match]
+    policy_rules = {rule.policy: rule for rule in rules if rule.policy}
+    for document in documents:
+        if image_rules:
+            for obj in _objects(document):
+                _plan_containers(plan, text, obj, image_rules)
+                is_kustomization = (_scalar(_get(obj, "kind")) == "Kustomization") or (
+                    kustomization and obj is document and _get(obj, "kind") is None
+                )
+                if is_kustomization:
+                    _plan_kustomization(plan, text, obj, image_rules)
+        if policy_rules and MARKER_NEEDLE.decode() in text:
+            _plan_markers(plan, text, document, policy_rules)
+    plan.edits.sort(key=lambda edit: edit.start)
+    return plan
+
+
+def _plan_containers(plan: FilePlan, text: str, obj: yaml.Node, rules: Sequence[ImageRule]) -> None:
+    kind, name = _identity(obj)
+    spec_path = POD_SPEC_PATHS.get(kind)
+    if spec_path is None:
+        return
+    pod_spec = _get_path(obj, spec_path)
+    for list_key in CONTAINER_LISTS:
+        containers = _get(pod_spec, list_key)
+        if not isinstance(containers, yaml.SequenceNode):
+            continue
+        for container in containers.value:
+            image_node = _get(container, "image")
+            value = _scalar(image_node)
+            if image_node is None or value is None:
+                continue
+            try:
+                old = ImageRef.parse(value)
+            except InvalidReference:
+                continue
+            rule = _rule_for(rules, old.repository)
+            if rule is None:
+                continue
+            plan.matched.add(rule.spec)
+            new = str(rule.applied_to(old))
+            container_name = _scalar(_get(container, "name")) or "?"
+            label = "container" if list_key == "containers" else list_key[:-1]
+            if new != value:
+                assert isinstance(image_node, yaml.ScalarNode)
+                _check_replaceable(plan, text, image_node)
+                plan.scalar_values[id(image_node)] = new
+                _splice_scalar(plan, text, image_node, new)
+                plan.changes.append(
+                    Change(
+                        plan.path,
+                        image_node.start_mark.line + 1,
+                        kind,
+                        name,
+                        f"{label} {container_name}",
+                        value,
+                        new,
+                        rule.spec,
+                    )
+                )
+
+
+def _rule_for(rules: Sequence[ImageRule], repository: str) -> ImageRule | None:
+    wanted = canonical(repository)
+    return next((rule for rule in rules if rule.match == wanted), None)
+
+
+def _plan_kustomization(
+    plan: FilePlan, text: str, obj: yaml.Node, rules: Sequence[ImageRule]
+) -> None:
+    images = _get(obj, "images")
+    if not isinstance(images, yaml.SequenceNode):
+        return
+    for entry in images.value:
+        name = _scalar(_get(entry, "name"))
+        if not isinstance(entry, yaml.MappingNode) or name is None:
+            continue
+        try:
+            ImageRef.parse(name)
+        except InvalidReference:
+            continue
+        rule = _rule_for(rules, name)
+        if rule is None:
+            continue
+        plan.matched.add(rule.spec)
+        current = {key: _scalar(_get(entry, key)) for key in ("newName", "newTag", "digest")}
+        old = ImageRef(current["newName"] or name, current["newTag"], current["digest"])
+        new = rule.applied_to(old)
+        wanted: dict[str, str | None] = {"newTag": new.tag, "digest": new.digest}
+        if current["newName"] is not None or canonical(new.repository) != canonical(name):
+            wanted["newName"] = new.repository
+        updates = {key: value for key, value in wanted.items() if current.get(key) != value}
+        if not updates:
+            continue
+        for key in ("newName", "newTag", "digest"):
+            if key in updates:
+                _update_mapping_key(plan, text, entry, key, updates[key])
+        plan.mapping_updates[id(entry)] = updates
+        plan.changes.append(
+            Change(
+                plan.path,
+                entry.start_mark.line + 1,
+                "Kustomization",
+                _identity(obj)[1],
+                f"images[{name}]",
+                str(old),
+                str(new),
+                rule.spec,
+            )
+        )
+
+
+def _plan_markers(
+    plan: FilePlan, text: str, document: yaml.Node, rules: dict[str, ImageRule]
+) -> None:
+    scalars_by_line: dict[int, list[yaml.ScalarNode]] = {}
+    for node in _walk_scalars(document):
+        scalars_by_line.setdefault(node.end_mark.line, []).append(node)
+    if not scalars_by_line:
+        return
+    first_line = document.start_mark.line
+    last_line = document.end_mark.line
+    kind, name = _identity(document)
+    line_starts = _line_starts(text)
+    for line_number in range(first_line, min(last_line + 1, len(line_starts))):
+        start = line_starts[line_number]
+        end = line_starts[line_number + 1] if line_number + 1 < len(line_starts) else len(text)
+        match = MARKER.search(text, start, end)
+        if not match:
+            continue
+        policy_name, field_name = split_marker_policy(match.group("policy"))
+        rule = rules.get(policy_name)
+        if rule is None:
+            continue
+        candidates = [
+            n for n in scalars_by_line.get(line_number, []) if n.end_mark.index <= match.start()
+        ]
+        if not candidates:
+            raise ManifestError(plan.path, line_number + 1, "image policy marker follows no value")
+        node = max(candidates, key=lambda n: n.end_mark.index)
+        if id(node) in plan.scalar_values:
+            continue
+        plan.matched.add(rule.spec)
+        old = str(node.value)
+        new = _marker_value(plan.path, line_number + 1, rule, field_name, old)
+        if new == old:
+            continue
+        _check_replaceable(plan, text, node)
+        plan.scalar_values[id(node)] = new
+        _splice_scalar(plan, text, node, new)
+        plan.changes.append(
+            Change(
+                plan.path,
+                line_number + 1,
+                kind,
+                name,
+                f"marker {match.group('policy')}",
+                old,
+                new,
+                rule.spec,
+            )
+        )
+
+
+def split_marker_policy(text: str) -> tuple[str, str]:
+    """``ns:name:tag`` -> (``ns:name``, ``tag``); ``ns:name`` -> (``ns:name``, ``image``)."""
+    parts = text.split(":")
+    if len(parts) == 3 and parts[2] in _MARKER_FIELDS:
+        return f"{parts[0]}:{parts[1]}", parts[2]
+    return text, "image"
+
+
+def _marker_value(path: str, line: int, rule: ImageRule, field_name: str, old: str) -> str:
+    new = rule.new
+    if field_name == "image":
+        try:
+            return str(rule.applied_to(ImageRef.parse(old)))
+        except InvalidReference:
+            return str(new)
+    if field_name == "name":
+        return new.repository
+    if field_name == "tag":
+        tag = new.tag or rule.requested.tag
+        if tag is None:
+            raise ManifestError(
+                path, line, f"the marker sets a tag but --image {rule.spec} has none"
+            )
+        return tag
+    if new.digest is None:
+        raise ManifestError(
+            path,
+            line,
+            f"the marker sets a digest but --image {rule.spec} has none "
+            "(give REF@sha256:... or --resolve-digests)",
+        )
+    return new.digest
+
+
+def _walk_scalars(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.ScalarNode):
+            yield current
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                stack.extend((key, value))
+
+
+def _line_starts(text: str) -> list[int]:
+    starts = [0]
+    for match in re.finditer("\n", text):
+        starts.append(match.end())
+    return starts
+
+
+# --------------------------------------------------------------------------- text edits
+
+
+def _check_replaceable(plan: FilePlan, text: str, node: yaml.ScalarNode) -> None:
+    """Check the scalar can be replaced in place (not a block scalar)."""
+    if node.style in ("|", ">"):
+        raise ManifestError(
+            plan.path,
+            node.start_mark.line + 1,
+            f"{node.value!r} is a block scalar; write it on one line to let it be updated",
+        )
+
+
+def _value_span(text: str, node: yaml.Node) -> tuple[int, int]:
+    """Where the value itself is written, without a leading anchor or tag."""
+    start, end = node.start_mark.index, node.end_mark.index
+    properties = _NODE_PROPERTIES.match(text, start, end)
+    if properties:
+        start = properties.end()
+    return start, end
+
+
+def _splice_scalar(plan: FilePlan, text: str, node: yaml.ScalarNode, value: str) -> None:
+    span = _value_span(text, node)
+    if span in plan._edited_spans:
+        return  # an alias of a scalar we already change
+    plan._edited_spans.add(span)
+    plan.edits.append(TextEdit(span[0], span[1], render_scalar(value, node.style)))
+
+
+def render_scalar(value: str, style: str | None) -> str:
+    """Write ``value`` as a YAML string scalar in the given style.
+
+    A plain scalar stays plain only when it would still read as a string:
+    ``1.10`` written plain is the float 1.1, so it gets double quotes.
+    """
+    if style == "'":
+        return "'" + value.replace("'", "''") + "'"
+    if style is None and _PLAIN_SAFE.match(value) and _resolves_to_str(value):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _resolves_to_str(value: str) -> bool:
+    tag = _resolver.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+    return bool(tag == STR_TAG)
+
+
+def _update_mapping_key(
+    plan: FilePlan, text: str, mapping: yaml.MappingNode, key: str, value: str | None
+) -> None:
+    """Set, add or remove ``key`` in a mapping by editing its text."""
+    pairs = mapping.value
+    index = next(
+        (i for i, (k, _) in enumerate(pairs) if isinstance(k, yaml.ScalarNode) and k.value == key),
+        None,
+    )
+    if index is not None:
+        value_node = pairs[index][1]
+        if value is not None:
+            if not isinstance(value_node, yaml.ScalarNode):
+                raise ManifestError(
+                    plan.path, value_node.start_mark.line + 1, f"{key} is not a string"
+                )
+            _check_replaceable(plan, text, value_node)
+            _splice_scalar(plan, text, value_node, value)
+            return
+        plan.edits.append(_removal(plan.path, text, mapping, index))
+        return
+    if value is None:
+        return
+    rendered = f"{key}: {render_scalar(value, None)}"
+    last_end = pairs[-1][1].end_mark.index
+    if mapping.flow_style:
+        plan.edits.append(TextEdit(last_end, last_end, f", {rendered}"))
+        return
+    indent = " " * pairs[0][0].start_mark.column
+    newline_at = text.find("\n", last_end)
+    if newline_at == -1:
+        eol = "\r\n" if "\r\n" in text else "\n"
+        plan.edits.append(TextEdit(len(text), len(text), f"{eol}{indent}{rendered}"))
+        return
+    eol = "\r\n" if text[newline_at - 1 : newline_at] == "\r" else "\n"
+    plan.edits.append(TextEdit(newline_at + 1, newline_at + 1, f"{indent}{rendered}{eol}"))
+
+
+def _removal(path: str, text: str, mapping: yaml.MappingNode, index: int) -> TextEdit:
+    pairs = mapping.value
+    key_node, value_node = pairs[index]
+    if mapping.flow_style:
+        if index > 0:
+            return TextEdit(pairs[index - 1][1].end_mark.index, value_node.end_mark.index, "")
+        if len(pairs) > 1:
+            return TextEdit(key_node.start_mark.index, pairs[1][0].start_mark.index, "")
+        return TextEdit(key_node.start_mark.index, value_node.end_mark.index, "")
+    line_start = text.rfind("\n", 0, key_node.start_mark.index) + 1
+    if text[line_start : key_node.start_mark.index].strip():
+        raise ManifestError(
+            path,
+            key_node.start_mark.line + 1,
+            f"cannot remove {key_node.value}: it shares its line with another key "
+            "(put 'name:' first in this entry)",
+        )
+    line_end = text.find("\n", value_node.end_mark.index)
+    rest = text[value_node.end_mark.index : line_end if line_end != -1 else len(text)]
+    if rest.strip() and not rest.strip().startswith("#"):
+        raise ManifestError(path, key_node.start_mark.line + 1, f"cannot remove {key_node.value}")
+    if line_end == -1:
+        # Last line of a file without a final newline: drop the newline before it.
+        return TextEdit(max(line_start - 1, 0), len(text), "")
+    return TextEdit(line_start, line_end + 1, "")
+
+
+def apply_edits(text: str, edits: Sequence[TextEdit]) -> str:
+    """Apply non-overlapping edits (sorted by start) to ``text``."""
+    pieces: list[str] = []
+    position = 0
+    for edit in sorted(edits, key=lambda e: (e.start, e.end)):
+        if edit.start < position:
+            raise ValueError(f"overlapping edits at {edit.start}")
+        pieces.append(text[position : edit.start])
+        pieces.append(edit.replacement)
+        position = edit.end
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+# --------------------------------------------------------------------------- verification
+
+
+class _Plain:
+    """Turns node trees into comparable values, applying a plan's expectations."""
+
+    def __init__(self, plan: FilePlan | None) -> None:
+        self.scalars = plan.scalar_values if plan else {}
+        self.mappings = plan.mapping_updates if plan else {}
+
+    def convert(self, node: yaml.Node, depth: int = 0) -> Any:
+        if depth > 200:
+            raise ValueError("nesting too deep to verify")
+        if isinstance(node, yaml.ScalarNode):
+            if id(node) in self.scalars:
+                return (STR_TAG, self.scalars[id(node)])
+            return (node.tag, node.value)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, depth + 1) for item in node.value]
+        pairs = [(self.convert(k, depth + 1), self.convert(v, depth + 1)) for k, v in node.value]
+        for key, value in self.mappings.get(id(node), {}).items():
+            pairs = [pair for pair in pairs if pair[0] != (STR_TAG, key)]
+            if value is not None:
+                pairs.append(((STR_TAG, key), (STR_TAG, value)))
+        return sorted(pairs, key=repr)
+
+
+def verify_plan(plan: FilePlan, new_text: str) -> None:
+    """Prove ``new_text`` is the planned text with exactly the planned changes.
+
+    Raises ManifestError (nothing is written) if the edit would change the
+    meaning of anything else: that would be a bug in this module.
+    """
+    try:
+        new_documents = compose_documents(plan.path, new_text)
+    except ManifestError as exc:
+        raise ManifestError(
+            plan.path, None, f"refusing to write: the edited file would not parse ({exc.problem})"
+        ) from None
+    expected = [_Plain(plan).convert(node) for node in plan.documents]
+    actual = [_Plain(None).convert(node) for node in new_documents]
+    if expected != actual:
+        raise ManifestError(
+            plan.path,
+            None,
+            "refusing to write: the edit would change more than the images "
+            "(a bug in gitops-steps; please report it with this file)",
+        )

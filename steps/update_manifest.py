@@ -1,0 +1,467 @@
+"""gitops-update-manifest: pin new images in Kubernetes manifests, losslessly.
+
+Two modes:
+  --in-place PATH...   edit manifests where they are
+  --from DIR --to DIR  render a directory (``*.tpl`` templates included) into another
+
+The flow: flags -> rules -> read only the files that can contain an image
+(a cheap byte search) -> plan every change -> verify -> write all or nothing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steps.cli import StepParser, StepRun, add_common_options, run_step, version_text
+from steps.errors import ManifestError, UsageError
+from steps.manifest_edit import (
+    KUSTOMIZATION_FILENAMES,
+    Change,
+    ImageRule,
+    apply_edits,
+    check_rules_distinct,
+    compose_documents,
+    parse_image_rule,
+    plan_file,
+    verify_plan,
+)
+from steps.output import say, warn
+from steps.templates import parse_assignments, render_template
+
+STEP = "update-manifest"
+YAML_SUFFIXES = (".yaml", ".yml")
+TEMPLATE_SUFFIX = ".tpl"
+
+DESCRIPTION = """\
+Pin new images in Kubernetes manifests without touching anything else.
+
+examples:
+  gitops-update-manifest --in-place k8s/ --image us-docker.pkg.dev/p/r/app:v2
+  gitops-update-manifest --from k8s --to out/manifests --set PROJECT_ID=my-proj \\
+      --image us-docker.pkg.dev/p/r/app:$SHORT_SHA --resolve-digests
+  gitops-update-manifest --in-place values.yaml --image flux-system:app=ghcr.io/o/app:1.4
+
+--image forms:
+  REF          replace every container image whose repository is REF's
+  OLD=REF      replace images of repository OLD (renaming allowed)
+  NS:NAME=REF  update values marked # {"$imagepolicy": "NS:NAME[:tag|:name|:digest]"}
+"""
+
+
+# --------------------------------------------------------------------------- I/O model
+
+
+@dataclass
+class FileOutcome:
+    """One file read and, when it changes, its new bytes."""
+
+    display: str
+    source: Path
+    original: bytes
+    new: bytes | None = None
+    changes: list[Change] = field(default_factory=list)
+    output_name: str | None = None  # render mode: path relative to --to
+
+
+@dataclass
+class Outcome:
+    files: list[FileOutcome]
+    matched: set[str]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[Change]:
+        return [change for outcome in self.files for change in outcome.changes]
+
+    @property
+    def changed_files(self) -> list[FileOutcome]:
+        return [outcome for outcome in self.files if outcome.new is not None]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def update_in_place(
+    paths: Sequence[Path], image_specs: Sequence[str], *, allow_unmatched: bool = False
+) -> list[Change]:
+    """Apply ``--image`` specs to files and directories in place (for other stages).
+
+    Raises UsageError / ManifestError on bad input, having written nothing.
+    """
+    rules = parse_rules(image_specs)
+    outcome = plan_in_place(paths, rules)
+    check_unmatched(rules, outcome.matched, allow_unmatched)
+    write_in_place(outcome.changed_files)
+    return outcome.changes
+
+
+def parse_rules(image_specs: Sequence[str]) -> list[ImageRule]:
+    rules = [parse_image_rule(spec) for spec in image_specs]
+    check_rules_distinct(rules)
+    return rules
+
+
+def check_unmatched(rules: Sequence[ImageRule], matched: set[str], allow: bool) -> None:
+    unmatched = [rule.spec for rule in rules if rule.spec not in matched]
+    if unmatched and not allow:
+        names = ", ".join(unmatched)
+        raise UsageError(
+            f"--image {names}: matches no container, kustomization image or marker "
+            "(pass --allow-unmatched to accept this)"
+        )
+    for spec in unmatched:
+        warn(f"--image {spec} matched nothing")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def iter_manifest_files(path: Path) -> Iterator[Path]:
+    """A file as given, or a directory's YAML files (hidden directories skipped)."""
+    if path.is_file():
+        yield path
+        return
+    if not path.is_dir():
+        raise UsageError(f"--in-place {path}: no such file or directory")
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            candidate = Path(root, name)
+            if _is_manifest_name(name) and not candidate.is_symlink():
+                yield candidate
+
+
+def _is_manifest_name(name: str) -> bool:
+    return name.endswith(YAML_SUFFIXES) or name in KUSTOMIZATION_FILENAMES
+
+
+def read_bytes(path: Path, display: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(display, None, f"cannot read: {exc.strerror}") from None
+
+
+def decode(display: str, data: bytes) -> tuple[str, bytes]:
+    """UTF-8 text and its byte-order mark (kept as it was)."""
+    bom = codecs.BOM_UTF8 if data.startswith(codecs.BOM_UTF8) else b""
+    try:
+        return data[len(bom) :].decode("utf-8"), bom
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ManifestError(display, line, "not UTF-8 text") from None
+
+
+def plan_text(
+    display: str, text: str, bom: bytes, rules: Sequence[ImageRule], matched: set[str]
+) -> tuple[bytes | None, list[Change]]:
+    """New bytes for a text (None when unchanged), verified before returning."""
+    kustomization = Path(display).name in KUSTOMIZATION_FILENAMES
+    plan = plan_file(display, text, rules, kustomization=kustomization)
+    matched |= plan.matched
+    if not plan.changed:
+        return None, []
+    new_text = apply_edits(text, plan.edits)
+    verify_plan(plan, new_text)
+    return bom + new_text.encode("utf-8"), plan.changes
+
+
+def plan_in_place(paths: Sequence[Path], rules: Sequence[ImageRule]) -> Outcome:
+    """Read every candidate file and plan its changes; write nothing."""
+    needles = {rule.needle for rule in rules}
+    outcome = Outcome(files=[], matched=set())
+    seen: set[Path] = set()
+    for root in paths:
+        for path in iter_manifest_files(root):
+            resolved = path.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            display = str(path)
+            data = read_bytes(path, display)
+            # The cheap check: a file that cannot mention an image is not parsed.
+            if not any(needle in data for needle in needles):
+                continue
+            text, bom = decode(display, data)
+            new, changes = plan_text(display, text, bom, rules, outcome.matched)
+            outcome.files.append(FileOutcome(display, path, data, new, changes))
+    return outcome
+
+
+def plan_render(
+    source: Path, rules: Sequence[ImageRule], values: dict[str, str]
+) -> tuple[Outcome, set[str]]:
+    """Render every manifest and template under ``source``; write nothing."""
+    if not source.is_dir():
+        raise UsageError(f"--from {source}: not a directory")
+    needles = {rule.needle for rule in rules}
+    outcome = Outcome(files=[], matched=set())
+    used: set[str] = set()
+    outputs: dict[str, str] = {}
+    for root, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(root, name)
+            relative = path.relative_to(source).as_posix()
+            is_template = name.endswith(TEMPLATE_SUFFIX)
+            if not (is_template or _is_manifest_name(name)) or path.is_symlink():
+                outcome.skipped.append(relative)
+                continue
+            display = str(path)
+            output_name = relative[: -len(TEMPLATE_SUFFIX)] if is_template else relative
+            if output_name in outputs:
+                raise UsageError(
+                    f"--from {source}: {outputs[output_name]} and {relative} "
+                    f"would both be written as {output_name}"
+                )
+            outputs[output_name] = relative
+            data = read_bytes(path, display)
+            text, bom = decode(display, data)
+            if is_template:
+                text, names = render_template(display, text, values)
+                used |= names
+            # Every file written to --to must parse, whether or not it changes.
+            compose_documents(display, text)
+            new: bytes | None = None
+            changes: list[Change] = []
+            if any(needle in data for needle in needles):
+                new, changes = plan_text(display, text, bom, rules, outcome.matched)
+            rendered = new if new is not None else bom + text.encode("utf-8")
+            outcome.files.append(
+                FileOutcome(display, path, data, rendered, changes, output_name=output_name)
+            )
+    return outcome, used
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_in_place(files: Sequence[FileOutcome]) -> None:
+    """Replace each file atomically; on any failure put back what was replaced."""
+    replaced: list[FileOutcome] = []
+    try:
+        for outcome in files:
+            assert outcome.new is not None
+            _replace_file(outcome.source, outcome.new)
+            replaced.append(outcome)
+    except OSError as exc:
+        for done in replaced:
+            _replace_file(done.source, done.original)
+        raise UsageError(
+            f"cannot write {exc.filename or 'a manifest'}: {exc.strerror}; no file was changed"
+        ) from None
+
+
+def _replace_file(path: Path, content: bytes) -> None:
+    mode = path.stat().st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_render(files: Sequence[FileOutcome], destination: Path, clean: bool) -> None:
+    """Build the output next to ``destination``, then swap it into place."""
+    if destination.exists() and not destination.is_dir():
+        raise UsageError(f"--to {destination}: exists and is not a directory")
+    if destination.is_dir() and any(destination.iterdir()) and not clean:
+        raise UsageError(f"--to {destination}: not empty (pass --clean to replace its contents)")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
+    try:
+        for outcome in files:
+            assert outcome.new is not None and outcome.output_name is not None
+            target = staging / outcome.output_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(outcome.new)
+            shutil.copymode(outcome.source, target)
+        if destination.exists():
+            old = destination.with_name(f".{destination.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            destination.rename(old)
+            staging.rename(destination)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(destination)
+    except OSError as exc:
+        raise UsageError(f"--to {destination}: cannot write: {exc.strerror}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- digests
+
+
+def resolve_digests(
+    rules: Sequence[ImageRule], *, insecure_registries: Sequence[str], keep_tag: bool
+) -> list[ImageRule]:
+    """Pin each rule's tag to the digest the registry serves for it now."""
+    from steps.registry import RegistryClient
+
+    client = RegistryClient(insecure_registries=insecure_registries)
+    resolved: list[ImageRule] = []
+    for rule in rules:
+        ref = rule.requested
+        if ref.digest is not None or ref.tag is None:
+            resolved.append(rule)
+            continue
+        digest = client.resolve_digest(ref)
+        target = ref.with_digest(digest, keep_tag=keep_tag)
+        say(f"resolved {ref} -> {target}")
+        resolved.append(rule.resolved(target))
+    return resolved
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser() -> StepParser:
+    parser = StepParser(prog="gitops-update-manifest", description=DESCRIPTION)
+    parser.add_option(
+        "--in-place",
+        nargs="+",
+        metavar="PATH",
+        help="files or directories (walked for *.yaml, *.yml) to edit where they are",
+    )
+    parser.add_option(
+        "--from",
+        dest="source",
+        metavar="DIR",
+        help="directory of manifests and *.tpl templates to render into --to",
+    )
+    parser.add_option("--to", metavar="DIR", help="output directory for --from")
+    parser.add_option(
+        "--image",
+        action="append",
+        nargs="+",
+        metavar="REF",
+        help="image to pin: REF, OLD=REF or NS:NAME=REF (repeatable)",
+    )
+    parser.add_option(
+        "--set",
+        dest="values",
+        action="append",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="value for ${NAME} in *.tpl templates (repeatable)",
+    )
+    parser.add_option(
+        "--resolve-digests",
+        action="store_true",
+        help="replace each tag by the digest the registry serves for it",
+    )
+    parser.add_option(
+        "--keep-tag", action="store_true", help="with --resolve-digests, write repo:tag@sha256:..."
+    )
+    parser.add_option(
+        "--insecure-registry",
+        action="append",
+        nargs="+",
+        metavar="HOST:PORT",
+        help="registry reached over plain HTTP (a local registry)",
+    )
+    parser.add_option(
+        "--allow-unmatched", action="store_true", help="do not fail when an --image matches nothing"
+    )
+    parser.add_option("--clean", action="store_true", help="replace a non-empty --to directory")
+    parser.add_option(
+        "--dry-run", action="store_true", help="print the changes but write no manifest"
+    )
+    add_common_options(parser)
+    parser.add_argument("--version", action="version", version=version_text())
+    return parser
+
+
+def _flatten(groups: Sequence[Sequence[str]] | None) -> list[str]:
+    return [item for group in groups or () for item in group]
+
+
+def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
+    args = build_parser().parse_step_args(argv)
+    step_run.result_file = args.result_file
+    in_place: list[str] = args.in_place or []
+    source: str | None = args.source
+    if bool(in_place) == bool(source):
+        raise UsageError("give either --in-place PATH... or --from DIR --to DIR")
+    if source and not args.to:
+        raise UsageError("--from needs --to DIR")
+    if in_place and args.to:
+        raise UsageError("--to only goes with --from")
+    specs = _flatten(args.image)
+    if in_place and not specs:
+        raise UsageError("--in-place needs at least one --image")
+    assignments = _flatten(args.values)
+    if in_place and assignments:
+        raise UsageError("--set only applies to templates rendered with --from")
+    rules = parse_rules(specs)
+    values = parse_assignments(assignments)
+    if args.resolve_digests:
+        rules = resolve_digests(
+            rules,
+            insecure_registries=_flatten(args.insecure_registry),
+            keep_tag=args.keep_tag,
+        )
+    elif args.keep_tag:
+        raise UsageError("--keep-tag only goes with --resolve-digests")
+
+    if in_place:
+        outcome = plan_in_place([Path(p) for p in in_place], rules)
+    else:
+        outcome, used = plan_render(Path(source or "."), rules, values)
+        for name in sorted(set(values) - used):
+            warn(f"--set {name} is used by no template")
+    check_unmatched(rules, outcome.matched, args.allow_unmatched)
+
+    for change in outcome.changes:
+        say(change.describe())
+    changed = outcome.changed_files
+    if args.dry_run:
+        say(f"dry run: {len(outcome.changes)} change(s) in {len(changed)} file(s); nothing written")
+    elif in_place:
+        write_in_place(changed)
+        say(f"{len(outcome.changes)} change(s) in {len(changed)} file(s)")
+    else:
+        destination = Path(args.to)
+        write_render(outcome.files, destination, args.clean)
+        say(
+            f"rendered {len(outcome.files)} file(s) into {destination} "
+            f"with {len(outcome.changes)} image change(s)"
+        )
+        if outcome.skipped:
+            say(f"skipped {len(outcome.skipped)} file(s) that are not YAML or *.tpl")
+    result: dict[str, Any] = {
+        "status": "changed" if outcome.changes else "unchanged",
+        "mode": "in-place" if in_place else "render",
+        "dry_run": bool(args.dry_run),
+        "images": [
+            {"spec": rule.spec, "requested": str(rule.requested), "pinned": str(rule.new)}
+            for rule in rules
+        ],
+        "files_changed": [f.display for f in outcome.files if f.changes],
+        "changes": [change.as_dict() for change in outcome.changes],
+    }
+    if not in_place:
+        result["output_dir"] = args.to
+        result["files_written"] = len(outcome.files)
+        result["skipped"] = outcome.skipped
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_step(STEP, lambda step_run: run(argv, step_run))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
