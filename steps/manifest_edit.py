@@ -85,12 +85,23 @@ class ImageRule:
         return self.target or self.requested
 
     @property
-    def needle(self) -> bytes:
+    def repositories(self) -> tuple[str, ...]:
+        """Canonical repositories this rule applies to.
+
+        A renaming rule (``OLD=NEW``) also applies to images already renamed,
+        so that running the same build again is a no-op rather than an error.
+        """
+        if self.match is None:
+            return ()
+        renamed = canonical(self.new.repository)
+        return (self.match,) if renamed == self.match else (self.match, renamed)
+
+    @property
+    def needles(self) -> tuple[bytes, ...]:
         """Text every file that this rule can change must contain."""
         if self.policy:
-            return MARKER_NEEDLE
-        assert self.match is not None
-        return self.match.rsplit("/", 1)[-1].encode()
+            return (MARKER_NEEDLE,)
+        return tuple(repo.rsplit("/", 1)[-1].encode() for repo in self.repositories)
 
     def resolved(self, target: ImageRef) -> ImageRule:
         return replace(self, target=target)
@@ -134,10 +145,10 @@ def check_rules_distinct(rules: Sequence[ImageRule]) -> None:
     """Two rules for the same image would make the result depend on order."""
     seen: dict[str, str] = {}
     for rule in rules:
-        key = rule.policy or rule.match or ""
-        if key in seen:
-            raise UsageError(f"--image {rule.spec} and --image {seen[key]} both set {key}")
-        seen[key] = rule.spec
+        for key in (rule.policy,) if rule.policy else rule.repositories:
+            if key in seen and seen[key] != rule.spec:
+                raise UsageError(f"--image {rule.spec} and --image {seen[key]} both set {key}")
+            seen[key] = rule.spec
 
 
 # --------------------------------------------------------------------------- changes
@@ -283,6 +294,7 @@ def plan_file(
         if policy_rules and MARKER_NEEDLE.decode() in text:
             _plan_markers(plan, text, document, policy_rules)
     plan.edits.sort(key=lambda edit: edit.start)
+    plan.changes.sort(key=lambda change: change.line)
     return plan
 
 
@@ -333,7 +345,7 @@ def _plan_containers(plan: FilePlan, text: str, obj: yaml.Node, rules: Sequence[
 
 def _rule_for(rules: Sequence[ImageRule], repository: str) -> ImageRule | None:
     wanted = canonical(repository)
-    return next((rule for rule in rules if rule.match == wanted), None)
+    return next((rule for rule in rules if wanted in rule.repositories), None)
 
 
 def _plan_kustomization(
@@ -529,7 +541,7 @@ def render_scalar(value: str, style: str | None) -> str:
     """
     if style == "'":
         return "'" + value.replace("'", "''") + "'"
-    if style is None and _PLAIN_SAFE.match(value) and _resolves_to_str(value):
+    if not style and _PLAIN_SAFE.match(value) and _resolves_to_str(value):
         return value
     return json.dumps(value, ensure_ascii=False)
 

@@ -125,17 +125,35 @@ def check_unmatched(rules: Sequence[ImageRule], matched: set[str], allow: bool) 
 
 def iter_manifest_files(path: Path) -> Iterator[Path]:
     """A file as given, or a directory's YAML files (hidden directories skipped)."""
-    if path.is_file():
+    try:
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except OSError as exc:
+        raise ManifestError(str(path), None, f"cannot read: {exc.strerror}") from None
+    if is_file:
         yield path
         return
-    if not path.is_dir():
+    if not is_dir:
         raise UsageError(f"--in-place {path}: no such file or directory")
-    for root, dirs, files in os.walk(path):
+    for root, name in walk_files(path):
+        if _is_manifest_name(name):
+            yield Path(root, name)
+
+
+def walk_files(top: Path) -> Iterator[tuple[str, str]]:
+    """(directory, file name) below ``top``, sorted, without hidden dirs or symlinks.
+
+    Unlike a bare os.walk, a directory that cannot be read is an error: a
+    silently skipped directory would be a silently skipped manifest.
+    """
+
+    def fail(exc: OSError) -> None:
+        raise ManifestError(str(exc.filename), None, f"cannot read: {exc.strerror}")
+
+    for root, dirs, files in os.walk(top, onerror=fail):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            candidate = Path(root, name)
-            if _is_manifest_name(name) and not candidate.is_symlink():
-                yield candidate
+            if not os.path.islink(os.path.join(root, name)):
+                yield root, name
 
 
 def _is_manifest_name(name: str) -> bool:
@@ -175,7 +193,7 @@ def plan_text(
 
 def plan_in_place(paths: Sequence[Path], rules: Sequence[ImageRule]) -> Outcome:
     """Read every candidate file and plan its changes; write nothing."""
-    needles = {rule.needle for rule in rules}
+    needles = {needle for rule in rules for needle in rule.needles}
     outcome = Outcome(files=[], matched=set())
     seen: set[Path] = set()
     for root in paths:
@@ -201,42 +219,46 @@ def plan_render(
     """Render every manifest and template under ``source``; write nothing."""
     if not source.is_dir():
         raise UsageError(f"--from {source}: not a directory")
-    needles = {rule.needle for rule in rules}
+    needles = {needle for rule in rules for needle in rule.needles}
     outcome = Outcome(files=[], matched=set())
     used: set[str] = set()
     outputs: dict[str, str] = {}
-    for root, dirs, files in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root, name)
-            relative = path.relative_to(source).as_posix()
-            is_template = name.endswith(TEMPLATE_SUFFIX)
-            if not (is_template or _is_manifest_name(name)) or path.is_symlink():
-                outcome.skipped.append(relative)
-                continue
-            display = str(path)
-            output_name = relative[: -len(TEMPLATE_SUFFIX)] if is_template else relative
-            if output_name in outputs:
-                raise UsageError(
-                    f"--from {source}: {outputs[output_name]} and {relative} "
-                    f"would both be written as {output_name}"
-                )
-            outputs[output_name] = relative
-            data = read_bytes(path, display)
-            text, bom = decode(display, data)
-            if is_template:
-                text, names = render_template(display, text, values)
-                used |= names
+    for root, name in walk_files(source):
+        path = Path(root, name)
+        relative = path.relative_to(source).as_posix()
+        is_template = name.endswith(TEMPLATE_SUFFIX)
+        if not (is_template or _is_manifest_name(name)):
+            outcome.skipped.append(relative)
+            continue
+        display = str(path)
+        output_name = relative[: -len(TEMPLATE_SUFFIX)] if is_template else relative
+        if output_name in outputs:
+            raise UsageError(
+                f"--from {source}: {outputs[output_name]} and {relative} "
+                f"would both be written as {output_name}"
+            )
+        outputs[output_name] = relative
+        data = read_bytes(path, display)
+        text, bom = decode(display, data)
+        if is_template:
+            text, names = render_template(display, text, values)
+            used |= names
+        new: bytes | None = None
+        changes: list[Change] = []
+        try:
             # Every file written to --to must parse, whether or not it changes.
             compose_documents(display, text)
-            new: bytes | None = None
-            changes: list[Change] = []
-            if any(needle in data for needle in needles):
+            encoded = text.encode("utf-8")
+            if any(needle in encoded for needle in needles):
                 new, changes = plan_text(display, text, bom, rules, outcome.matched)
-            rendered = new if new is not None else bom + text.encode("utf-8")
-            outcome.files.append(
-                FileOutcome(display, path, data, rendered, changes, output_name=output_name)
-            )
+        except ManifestError as exc:
+            if not is_template:
+                raise
+            raise ManifestError(display, exc.line, f"after rendering: {exc.problem}") from None
+        rendered = new if new is not None else bom + text.encode("utf-8")
+        outcome.files.append(
+            FileOutcome(display, path, data, rendered, changes, output_name=output_name)
+        )
     return outcome, used
 
 
