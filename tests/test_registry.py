@@ -44,6 +44,7 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -58,7 +59,9 @@ class ScriptedServer:
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
-                request = Seen(self.command, self.path, dict(self.headers.items()))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = Seen(self.command, self.path, dict(self.headers.items()), body)
                 seen.append(request)
                 status, headers, body = respond(request)
                 self.send_response(status)
@@ -69,7 +72,7 @@ class ScriptedServer:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
-            do_GET = do_HEAD = _answer
+            do_GET = do_HEAD = do_POST = _answer
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -104,12 +107,27 @@ def forward(upstream: str, request: Seen) -> Reply:
         connection.close()
 
 
-def client_for(address: str, **kwargs: object) -> RegistryClient:
+def scripted(replies: list[Reply]) -> Callable[[Seen], Reply]:
+    """Answer with ``replies`` in turn, repeating the last one."""
+    remaining = list(replies)
+
+    def respond(request: Seen) -> Reply:
+        return remaining.pop(0) if len(remaining) > 1 else remaining[0]
+
+    return respond
+
+
+def client_for(
+    address: str, *, attempts: int = 4, environ: dict[str, str] | None = None
+) -> RegistryClient:
     """A client that talks plain HTTP to ``address`` and retries quickly."""
-    kwargs.setdefault("backoff", 0.01)
-    kwargs.setdefault("timeout", 5.0)
-    kwargs.setdefault("environ", {"HOME": "/nonexistent"})
-    return RegistryClient(insecure_registries=[address], **kwargs)  # type: ignore[arg-type]
+    return RegistryClient(
+        insecure_registries=[address],
+        environ=environ if environ is not None else {"HOME": "/nonexistent"},
+        timeout=5.0,
+        attempts=attempts,
+        backoff=0.01,
+    )
 
 
 def write_docker_config(directory: Path, config: dict[str, object]) -> dict[str, str]:
@@ -286,6 +304,55 @@ def test_google_hosts_without_adc_say_how_to_provide_credentials(
     assert "GOOGLE_APPLICATION_CREDENTIALS" in caught.value.message
 
 
+def test_google_hosts_use_application_default_credentials(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A service-account key whose token endpoint is a loopback server.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    access_token = "ya29.loopback-" + "y" * 20
+    answer = {"access_token": access_token, "expires_in": 3600, "token_type": "Bearer"}
+    reply: Reply = (200, {"Content-Type": "application/json"}, json.dumps(answer).encode())
+    with ScriptedServer(scripted([reply])) as server:
+        key_file = tmp_path / "sa.json"
+        key_file.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "project_id": "sandbox",
+                    "private_key_id": "k1",
+                    "private_key": pem,
+                    "client_email": "deployer@sandbox.iam.gserviceaccount.com",
+                    "client_id": "1",
+                    "token_uri": f"http://{server.address}/token",
+                }
+            )
+        )
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+        client = RegistryClient(environ={})
+
+        gcr = client.credentials_for("gcr.io")
+        artifact_registry = client.credentials_for("europe-docker.pkg.dev")
+
+    assert gcr is not None
+    assert (gcr.username, gcr.password, gcr.source) == (
+        "oauth2accesstoken",
+        access_token,
+        "Application Default Credentials",
+    )
+    assert artifact_registry == gcr
+    assert [r.method for r in server.requests] == ["POST"]
+    assert redact(access_token) == "[REDACTED]"
+    assert access_token not in repr(gcr)
+
+
 @pytest.mark.parametrize(
     "host, google",
     [
@@ -418,16 +485,6 @@ def test_bearer_token_service_refusal_is_a_usage_error_without_the_secret(
 
 
 # -- retries, failures, shortcuts -------------------------------------------------
-
-
-def scripted(replies: list[Reply]) -> Callable[[Seen], Reply]:
-    """Answer with ``replies`` in turn, repeating the last one."""
-    remaining = list(replies)
-
-    def respond(request: Seen) -> Reply:
-        return remaining.pop(0) if len(remaining) > 1 else remaining[0]
-
-    return respond
 
 
 def test_retries_500_and_429_then_succeeds(capsys: pytest.CaptureFixture[str]) -> None:

@@ -115,7 +115,6 @@ class LocalRegistry:
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
-                    start_new_session=True,
                 )
             try:
                 self._wait_ready()
