@@ -44,6 +44,9 @@ class ImageRef:
         name = match.group("name")
         if len(name) > 255:
             raise InvalidReference(f"{text!r}: repository name longer than 255 characters")
+        path = split_domain(name)[1]
+        if not all(re.fullmatch(_COMPONENT, part) for part in path.split("/")):
+            raise InvalidReference(f"{text!r}: repository path must be lowercase")
         digest = match.group("digest")
         if digest and digest.startswith("sha256:") and not _SHA256.match(digest):
             raise InvalidReference(f"{text!r}: a sha256 digest has 64 lowercase hex digits")

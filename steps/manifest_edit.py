@@ -60,6 +60,15 @@ _PLAIN_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./@:+=-]*$")
 # An anchor and/or tag written before a scalar is part of its node's marks.
 _NODE_PROPERTIES = re.compile(r"(?:(?:&[^\s,\[\]{}]+|![^\s,\[\]{}]*)\s+)*")
 _resolver = yaml.resolver.Resolver()
+# Plain scalars that some YAML reader (1.1 or 1.2, Go or Python) takes for a
+# number, boolean or null; quoted whatever PyYAML thinks of them.
+_AMBIGUOUS = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|0[xX][0-9a-fA-F_]+|0o[0-7]+|0b[01_]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+    r"|[0-9]+(?::[0-5]?[0-9])+(?:\.[0-9_]*)?"
+    r"|y|Y|n|N|yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|true|True|TRUE|false|False|FALSE"
+    r"|~|null|Null|NULL)$"
+)
 
 
 # --------------------------------------------------------------------------- rules
@@ -547,6 +556,8 @@ def render_scalar(value: str, style: str | None) -> str:
 
 
 def _resolves_to_str(value: str) -> bool:
+    if _AMBIGUOUS.match(value):
+        return False
     tag = _resolver.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     return bool(tag == STR_TAG)
 
