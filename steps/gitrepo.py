@@ -544,6 +544,23 @@ class Workspace:
 
     # -- local object work -------------------------------------------------------
 
+    def shallow_commits(self) -> set[str]:
+        """The commits at the shallow boundary (their parents are not here)."""
+        path = Path(self.repo.git_dir) / "shallow"
+        return set(path.read_text().split()) if path.exists() else set()
+
+    def history(self, tip: str, subdir: str = "") -> list[tuple[str, str]]:
+        """(sha, message) of the fetched commits from ``tip`` touching ``subdir``."""
+        args = ["log", "--format=%H%x00%B%x1e", tip]
+        if subdir:
+            args += ["--", subdir]
+        entries: list[tuple[str, str]] = []
+        for record in self.check(*args).split("\x1e"):
+            sha, sep, message = record.strip("\n").partition("\0")
+            if sep:
+                entries.append((sha, message))
+        return entries
+
     def has_commit(self, sha: str) -> bool:
         return self.run("cat-file", "-e", f"{sha}^{{commit}}").status == 0
 

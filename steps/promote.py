@@ -1,0 +1,316 @@
+"""gitops-promote: make production's SUBDIR what it was at one candidate commit.
+
+The flow: flags -> config -> find the commit on --from (deepening a shallow
+fetch until it shows up) -> on production's current tip, decide promote,
+rollback or unchanged -> commit with trailers -> push, retrying on a new tip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_step, version_text
+from steps.errors import UsageError
+from steps.gitrepo import (
+    DEFAULT_COMMITTER,
+    DEFAULT_MAX_ATTEMPTS,
+    Attempt,
+    Identity,
+    RepoLocation,
+    Workspace,
+    diff_states,
+    format_message,
+    git_credentials,
+    parse_identity,
+    parse_repo,
+    parse_trailers,
+    push_with_retry,
+    trailer_values,
+    validate_branch,
+    validate_subpath,
+)
+from steps.output import say, warn
+
+STEP = "promote"
+FIRST_DEPTH = 64
+"""Commits of --from fetched first; doubled until the commit shows up."""
+LIVE_SEARCH_LIMIT = 4096
+"""How far back to look for the candidate commit production reflects."""
+CARRIED_TRAILERS = ("Source-Repo", "Source-Commit", "Image")
+
+DESCRIPTION = """\
+Make SUBDIR of --to identical to SUBDIR at candidate commit --commit, and
+record it as a promotion (or a rollback, when that commit is older than the
+one production reflects now).
+
+example:
+  gitops-promote --repo https://github.com/o/env --commit $COMMIT_SHA --path web
+
+environment:
+  GIT_TOKEN, GIT_USERNAME      HTTPS token (user defaults to x-access-token)
+  GIT_SSH_KEY, GIT_KNOWN_HOSTS SSH private key and known_hosts lines
+  COMMIT_SHA, BUILD_ID         Cloud Build built-ins (--commit defaults to COMMIT_SHA)
+"""
+
+_SHA = re.compile(r"^[0-9a-fA-F]{7,64}$")
+
+
+@dataclass(frozen=True)
+class Config:
+    location: RepoLocation
+    commit: str
+    source_branch: str
+    target_branch: str
+    subdir: str
+    max_attempts: int
+    committer: Identity
+    provenance: Provenance
+
+
+def build_parser() -> StepParser:
+    parser = StepParser("gitops-promote", DESCRIPTION)
+    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_option("--repo", required=True, metavar="URL", help="env repo URL or local path")
+    parser.add_option(
+        "--commit", metavar="SHA", help="candidate commit to promote (default: $COMMIT_SHA)"
+    )
+    parser.add_option(
+        "--from", dest="source_branch", default="candidate", help="branch the commit is on"
+    )
+    parser.add_option("--to", dest="target_branch", default="production", help="branch to write")
+    parser.add_option("--path", metavar="SUBDIR", help="subdirectory to promote (default: root)")
+    parser.add_option(
+        "--max-attempts",
+        type=int,
+        default=DEFAULT_MAX_ATTEMPTS,
+        metavar="N",
+        help=f"push attempts before giving up (default: {DEFAULT_MAX_ATTEMPTS})",
+    )
+    parser.add_option(
+        "--committer",
+        default=DEFAULT_COMMITTER,
+        metavar="'NAME <EMAIL>'",
+        help="bot identity committing (never root)",
+    )
+    add_common_options(parser)
+    return parser
+
+
+def config_from_args(args: Any, provenance: Provenance) -> Config:
+    commit = args.commit or provenance.commit_sha
+    if not commit:
+        raise UsageError("--commit is required (or set GITOPS_COMMIT or COMMIT_SHA)")
+    if not _SHA.match(commit):
+        raise UsageError(f"--commit {commit!r}: expected a commit SHA (7 to 64 hex digits)")
+    source = validate_branch(args.source_branch, "--from")
+    target = validate_branch(args.target_branch, "--to")
+    if source == target:
+        raise UsageError("--from and --to must be different branches")
+    if args.max_attempts < 1:
+        raise UsageError("--max-attempts must be at least 1")
+    return Config(
+        location=parse_repo(args.repo),
+        commit=commit.lower(),
+        source_branch=source,
+        target_branch=target,
+        subdir=validate_subpath(args.path),
+        max_attempts=args.max_attempts,
+        committer=parse_identity(args.committer, "--committer", allow_root=False),
+        provenance=provenance,
+    )
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+def promoted_from(message: str) -> str | None:
+    """The candidate SHA in a message's last ``Promoted-From: branch@sha`` trailer."""
+    values = trailer_values(parse_trailers(message), "Promoted-From")
+    if not values:
+        return None
+    sha = values[-1].rpartition("@")[2].strip()
+    return sha.lower() if _SHA.match(sha) else None
+
+
+def promotion_kind(commit: str, live: str | None, live_is_descendant: bool) -> str:
+    """``rollback`` when ``commit`` is an older candidate than the live one."""
+    if live and live != commit and live_is_descendant:
+        return "rollback"
+    return "promote"
+
+
+def promote_message(
+    config: Config,
+    commit: str,
+    candidate_message: str,
+    kind: str,
+    live: str | None,
+    changes: Sequence[Any],
+) -> str:
+    subject_of_candidate = candidate_message.strip().splitlines()[0] if candidate_message else ""
+    verb = "Rollback to" if kind == "rollback" else "Promote"
+    subject = f"{verb} {commit[:12]}: {subject_of_candidate}"
+    where = config.subdir or "/"
+    body = [f"{config.target_branch}:{where} := {config.source_branch}@{commit}:{where}"]
+    if kind == "rollback" and live:
+        body.append(f"Rolls back {config.source_branch}@{live}.")
+    body += [f"  {c.kind} {c.path}" for c in changes[:30]]
+    if len(changes) > 30:
+        body.append(f"  ... and {len(changes) - 30} more")
+    trailers = [("Promoted-From", f"{config.source_branch}@{commit}")]
+    if kind == "rollback" and live:
+        trailers.append(("Rollback-From", live))
+    trailers.append(("Build-Id", config.provenance.build_id or ""))
+    carried = parse_trailers(candidate_message)
+    for key in CARRIED_TRAILERS:
+        trailers += [(key, value) for value in trailer_values(carried, key)]
+    return format_message(subject, "\n".join(body), trailers)
+
+
+# --------------------------------------------------------------------------- side effects
+
+
+def find_on_branch(ws: Workspace, branch: str, sha: str) -> str | None:
+    """Fetch ``branch`` deep enough to contain ``sha``; its full SHA, or None."""
+    tip = ws.fetch_branch(branch, depth=FIRST_DEPTH)
+    if tip is None:
+        return None
+    return deepen_until(ws, branch, tip, sha, FIRST_DEPTH, limit=None)
+
+
+def deepen_until(
+    ws: Workspace, branch: str, tip: str, sha: str, depth: int, limit: int | None
+) -> str | None:
+    """Deepen the fetched ``branch`` until ``sha`` is in its history (or give up)."""
+    while True:
+        full = ws.resolve_commit(sha)
+        if full and ws.is_ancestor(full, tip):
+            return full
+        if not ws.is_shallow() or (limit is not None and depth >= limit):
+            return None
+        ws.fetch_branch(branch, deepen=depth)
+        depth *= 2
+
+
+def live_candidate(ws: Workspace, branch: str, tip: str, subdir: str) -> str | None:
+    """The candidate commit production reflects for ``subdir``: the latest trailer."""
+    depth = 2
+    while True:
+        boundary = ws.shallow_commits()
+        for sha, message in ws.history(tip, subdir):
+            if sha in boundary:
+                break  # cannot tell whether it touched subdir: look deeper
+            found = promoted_from(message)
+            if found:
+                return found
+        if not ws.is_shallow() or depth >= LIVE_SEARCH_LIMIT:
+            return None
+        ws.fetch_branch(branch, deepen=depth)
+        depth *= 2
+
+
+class Promoter:
+    def __init__(self, ws: Workspace, config: Config, commit: str, source_tip: str) -> None:
+        self.ws = ws
+        self.source_tip = source_tip
+        self.config = config
+        self.commit = commit
+        self.desired = ws.read_state(commit, config.subdir)
+        self.candidate_message = ws.message_of(commit)
+        self.author = ws.author_of(commit)
+        self.looked_up: dict[str, bool] = {}
+
+    def live_is_descendant(self, live: str) -> bool:
+        """Whether ``live`` is on --from after our commit (fetching if need be)."""
+        if live not in self.looked_up:
+            found = deepen_until(
+                self.ws,
+                self.config.source_branch,
+                self.source_tip,
+                live,
+                FIRST_DEPTH,
+                limit=LIVE_SEARCH_LIMIT,
+            )
+            self.looked_up[live] = bool(found) and self.ws.is_ancestor(self.commit, live)
+        return self.looked_up[live]
+
+    def prepare(self, attempt: int) -> Attempt:
+        config, ws = self.config, self.ws
+        tip = ws.fetch_branch(config.target_branch, depth=2)
+        current = ws.read_state(tip, config.subdir)
+        changes = diff_states(current, self.desired)
+        live = live_candidate(ws, config.target_branch, tip, config.subdir) if tip else None
+        kind = promotion_kind(self.commit, live, bool(live) and self.live_is_descendant(live or ""))
+        details: dict[str, Any] = {
+            "kind": kind,
+            "live_before": live,
+            "parent": tip,
+            "changes": [c.as_dict() for c in changes],
+        }
+        if tip is not None and not changes:
+            where = f"{config.target_branch}:{config.subdir or '/'}"
+            say(f"{STEP}: {where} already matches {self.commit[:12]}; nothing to do")
+            details["kind"] = "none"
+            return Attempt(None, tip, details)
+        if tip is None:
+            say(f"{STEP}: {config.target_branch} does not exist yet; creating it")
+        tree = ws.write_tree(tip, config.subdir, current, self.desired)
+        message = promote_message(config, self.commit, self.candidate_message, kind, live, changes)
+        new = ws.commit_tree(tree, tip, message, self.author, config.committer)
+        say(f"{STEP}: {message.splitlines()[0]} ({len(changes)} file(s))")
+        return Attempt(new, tip, details)
+
+
+def promote(config: Config) -> dict[str, Any]:
+    say(
+        f"{STEP}: {config.location.url} {config.source_branch}@{config.commit[:12]} -> "
+        f"{config.target_branch}:{config.subdir or '/'}"
+    )
+    with git_credentials(config.location) as env, Workspace(config.location, env) as ws:
+        commit = find_on_branch(ws, config.source_branch, config.commit)
+        if commit is None:
+            raise UsageError(
+                f"--commit {config.commit}: not on branch {config.source_branch} of "
+                f"{config.location.url}"
+            )
+        source_tip = ws.resolve_commit(f"refs/remotes/origin/{config.source_branch}")
+        assert source_tip is not None
+        promoter = Promoter(ws, config, commit, source_tip)
+        if not promoter.desired:
+            warn(f"{config.subdir or '/'} is empty at {commit[:12]}; promoting removes it")
+        report = push_with_retry(
+            ws, config.target_branch, promoter.prepare, max_attempts=config.max_attempts
+        )
+    prepared = report.attempt
+    pushed = report.status == "pushed"
+    result: dict[str, Any] = {
+        "status": report.status,
+        "repo": config.location.url,
+        "from": f"{config.source_branch}@{commit}",
+        "branch": config.target_branch,
+        "path": config.subdir,
+        "commit": report.landed or (prepared.commit if pushed else prepared.parent),
+        "attempts": report.attempts,
+        **prepared.details,
+    }
+    if pushed:
+        say(f"{STEP}: pushed {result['commit']} to {config.target_branch}")
+    return result
+
+
+def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
+    args = build_parser().parse_step_args(argv)
+    step_run.result_file = args.result_file
+    return promote(config_from_args(args, Provenance.from_env(os.environ)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_step(STEP, lambda step_run: run(argv, step_run))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
