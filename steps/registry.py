@@ -235,7 +235,8 @@ class RegistryClient:
         sent = self._cached_authorization(registry, scope)
         if sent:
             headers["Authorization"] = sent
-        response = self._request(registry, method, url, headers)
+        where = f"registry {registry}"
+        response = self._request(where, method, url, headers)
         if response.status != 401:
             return response
         challenge = parse_challenge(response.headers.get_all("WWW-Authenticate") or [])
@@ -256,7 +257,7 @@ class RegistryClient:
             stale = sent if sent and sent.startswith("Bearer ") else None
             token = self._bearer_token(registry, params, scope, stale=stale)
             headers["Authorization"] = f"Bearer {token}"
-        return self._request(registry, method, url, headers)
+        return self._request(where, method, url, headers)
 
     def _cached_authorization(self, registry: str, scope: str) -> str | None:
         if registry in self._basic:
@@ -296,8 +297,8 @@ class RegistryClient:
         response = self._request(where, "GET", url, headers)
         if response.status in (401, 403):
             raise UsageError(
-                f"registry {registry}: the token service {parts.netloc} refused "
-                f"{self._source(registry)} for {scope} ({_error_detail(response)})"
+                f"registry {registry}: the token service {parts.netloc} refused a token "
+                f"for {scope} (credentials: {self._source(registry)}): {_error_detail(response)}"
             )
         if response.status != 200:
             raise ExternalError(
@@ -490,7 +491,7 @@ class RegistryClient:
                 break
             delay = retry_after if retry_after is not None else self._backoff_delay(attempt)
             say(
-                f"registry: {where}: {method} failed ({failure}); "
+                f"{where}: {method} failed ({failure}); "
                 f"retrying in {delay:.1f}s (attempt {attempt}/{self._attempts})"
             )
             time.sleep(delay)
@@ -537,8 +538,8 @@ class RegistryClient:
             raise UsageError(f"image {ref} not found on {registry}: {detail}")
         if response.status in (401, 403):
             raise UsageError(
-                f"registry {registry} refused access to {ref} with {self._source(registry)}: "
-                f"{_error_detail(response)}"
+                f"registry {registry} refused access to {ref} "
+                f"(credentials: {self._source(registry)}): {_error_detail(response)}"
             )
         if 400 <= response.status < 500:
             raise UsageError(f"registry {registry} rejected {ref}: {_error_detail(response)}")
