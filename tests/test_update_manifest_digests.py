@@ -125,3 +125,25 @@ def test_flux_digest_marker_takes_the_resolved_digest(tmp_path: Path, images: Im
         '  tag: 1.4.0 # {"$imagepolicy": "apps:chart-app:tag"}\n'
         f'  digest: "{digest}" # {{"$imagepolicy": "apps:chart-app:digest"}}\n'
     )
+
+
+def test_the_readme_demo_runs(tmp_path: Path) -> None:
+    """scripts/demo: render the example, pin by digest, pin again in place."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "steps.sandbox", "demo", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    render = json.loads((out / "render-result.json").read_text())
+    in_place = json.loads((out / "in-place-result.json").read_text())
+    assert render["status"] == in_place["status"] == "changed"
+    deployment_text = (out / "manifests" / "deployment.yaml").read_text()
+    assert in_place["changes"][0]["new"] in deployment_text
+    assert "@sha256:" in in_place["changes"][0]["new"]

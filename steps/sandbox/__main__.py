@@ -10,6 +10,7 @@ from collections.abc import Sequence
 SERVICES = {
     "registry": ("steps.sandbox.registry", "an OCI registry (Debian's docker-registry)"),
     "git": ("steps.sandbox.gitserver", "a Git server over HTTP (git http-backend)"),
+    "demo": ("steps.sandbox.demo", "update-manifest on the bundled example, with a registry"),
 }
 
 
