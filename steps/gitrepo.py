@@ -74,10 +74,12 @@ def parse_repo(text: str, flag: str = "--repo") -> RepoLocation:
         raise UsageError(f"{flag} is empty")
     if text.startswith("-"):
         raise UsageError(f"{flag} {text!r}: must not start with '-'")
-    if _CONTROL.search(text):
-        raise UsageError(f"{flag}: URL contains whitespace or control characters")
     if "::" in text.split("/", 1)[0]:
         raise UsageError(f"{flag}: transport helpers (like 'ext::') are not allowed")
+    if re.search(r"[\x00-\x1f\x7f]", text):
+        raise UsageError(f"{flag}: contains control characters")
+    if "://" in text and _CONTROL.search(text):
+        raise UsageError(f"{flag}: URL contains whitespace")
     if "://" in text:
         parts = urlsplit(text)
         scheme = parts.scheme.lower()

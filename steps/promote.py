@@ -79,22 +79,20 @@ def build_parser() -> StepParser:
         "--commit", metavar="SHA", help="candidate commit to promote (default: $COMMIT_SHA)"
     )
     parser.add_option(
-        "--from", dest="source_branch", default="candidate", help="branch the commit is on"
+        "--from", dest="source_branch", help="branch the commit is on (default: candidate)"
     )
-    parser.add_option("--to", dest="target_branch", default="production", help="branch to write")
+    parser.add_option("--to", dest="target_branch", help="branch to write (default: production)")
     parser.add_option("--path", metavar="SUBDIR", help="subdirectory to promote (default: root)")
     parser.add_option(
         "--max-attempts",
         type=int,
-        default=DEFAULT_MAX_ATTEMPTS,
         metavar="N",
         help=f"push attempts before giving up (default: {DEFAULT_MAX_ATTEMPTS})",
     )
     parser.add_option(
         "--committer",
-        default=DEFAULT_COMMITTER,
         metavar="'NAME <EMAIL>'",
-        help="bot identity committing (never root)",
+        help=f"bot identity committing, never root (default: {DEFAULT_COMMITTER})",
     )
     add_common_options(parser)
     return parser
@@ -106,11 +104,12 @@ def config_from_args(args: Any, provenance: Provenance) -> Config:
         raise UsageError("--commit is required (or set GITOPS_COMMIT or COMMIT_SHA)")
     if not _SHA.match(commit):
         raise UsageError(f"--commit {commit!r}: expected a commit SHA (7 to 64 hex digits)")
-    source = validate_branch(args.source_branch, "--from")
-    target = validate_branch(args.target_branch, "--to")
+    source = validate_branch(args.source_branch or "candidate", "--from")
+    target = validate_branch(args.target_branch or "production", "--to")
     if source == target:
         raise UsageError("--from and --to must be different branches")
-    if args.max_attempts < 1:
+    max_attempts = DEFAULT_MAX_ATTEMPTS if args.max_attempts is None else args.max_attempts
+    if max_attempts < 1:
         raise UsageError("--max-attempts must be at least 1")
     return Config(
         location=parse_repo(args.repo),
@@ -118,8 +117,10 @@ def config_from_args(args: Any, provenance: Provenance) -> Config:
         source_branch=source,
         target_branch=target,
         subdir=validate_subpath(args.path),
-        max_attempts=args.max_attempts,
-        committer=parse_identity(args.committer, "--committer", allow_root=False),
+        max_attempts=max_attempts,
+        committer=parse_identity(
+            args.committer or DEFAULT_COMMITTER, "--committer", allow_root=False
+        ),
         provenance=provenance,
     )
 

@@ -82,7 +82,7 @@ def build_parser() -> StepParser:
     parser = StepParser("gitops-push-candidate", DESCRIPTION)
     parser.add_argument("--version", action="version", version=version_text())
     parser.add_option("--repo", required=True, metavar="URL", help="env repo URL or local path")
-    parser.add_option("--branch", default="candidate", help="branch to write (default: candidate)")
+    parser.add_option("--branch", help="branch to write (default: candidate)")
     parser.add_option(
         "--from", dest="source", metavar="DIR", help="directory that SUBDIR should mirror"
     )
@@ -96,8 +96,8 @@ def build_parser() -> StepParser:
     parser.add_option("--path", metavar="SUBDIR", help="subdirectory to write (default: root)")
     parser.add_option(
         "--base-branch",
-        default="production",
-        help="create a missing branch from this one if it exists (default: production)",
+        help="create a missing branch from this one if it exists (default: production; "
+        "'' for none)",
     )
     parser.add_option(
         "--message", metavar="TEXT", help="commit subject (and body after a blank line)"
@@ -105,16 +105,14 @@ def build_parser() -> StepParser:
     parser.add_option(
         "--max-attempts",
         type=int,
-        default=DEFAULT_MAX_ATTEMPTS,
         metavar="N",
         help=f"push attempts before giving up (default: {DEFAULT_MAX_ATTEMPTS})",
     )
     parser.add_option("--author", metavar="'NAME <EMAIL>'", help="commit author")
     parser.add_option(
         "--committer",
-        default=DEFAULT_COMMITTER,
         metavar="'NAME <EMAIL>'",
-        help="bot identity committing (never root)",
+        help=f"bot identity committing, never root (default: {DEFAULT_COMMITTER})",
     )
     parser.add_option(
         "--allow-empty", action="store_true", help="commit even when nothing changes (redeploy)"
@@ -130,8 +128,9 @@ def build_parser() -> StepParser:
 
 def config_from_args(args: Any, provenance: Provenance) -> Config:
     location = parse_repo(args.repo)
-    branch = validate_branch(args.branch, "--branch")
-    base = validate_branch(args.base_branch, "--base-branch") if args.base_branch else None
+    branch = validate_branch(args.branch or "candidate", "--branch")
+    base_name = "production" if args.base_branch is None else args.base_branch
+    base = validate_branch(base_name, "--base-branch") if base_name else None
     if base == branch:
         base = None
     images = tuple(spec for group in args.image or [] for spec in group)
@@ -142,9 +141,10 @@ def config_from_args(args: Any, provenance: Provenance) -> Config:
         source = Path(args.source).resolve()
         if not source.is_dir():
             raise UsageError(f"--from {args.source}: not a directory")
-    if args.max_attempts < 1:
+    max_attempts = DEFAULT_MAX_ATTEMPTS if args.max_attempts is None else args.max_attempts
+    if max_attempts < 1:
         raise UsageError("--max-attempts must be at least 1")
-    committer = parse_identity(args.committer, "--committer", allow_root=False)
+    committer = parse_identity(args.committer or DEFAULT_COMMITTER, "--committer", allow_root=False)
     author = parse_identity(args.author, "--author") if args.author else None
     return Config(
         location=location,
@@ -154,7 +154,7 @@ def config_from_args(args: Any, provenance: Provenance) -> Config:
         images=images,
         subdir=validate_subpath(args.path),
         message=args.message,
-        max_attempts=args.max_attempts,
+        max_attempts=max_attempts,
         author=author,
         committer=committer,
         allow_empty=bool(args.allow_empty),
