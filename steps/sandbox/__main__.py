@@ -10,6 +10,8 @@ from collections.abc import Sequence
 SERVICES = {
     "registry": ("steps.sandbox.registry", "an OCI registry (Debian's docker-registry)"),
     "git": ("steps.sandbox.gitserver", "a Git server over HTTP (git http-backend)"),
+    "kube": ("steps.sandbox.kube", "a Kubernetes API emulator with controllers and a fake kubelet"),
+    "gcp": ("steps.sandbox.gcp", "a GCE metadata server and a GKE Container API stand-in"),
     "demo": ("steps.sandbox.demo", "update-manifest on the bundled example, with a registry"),
 }
 
