@@ -507,22 +507,6 @@ def test_render_refuses_non_empty_output_unless_clean(
 # --------------------------------------------------------------------------- packaging
 
 
-def test_help_does_not_import_git_or_kubernetes() -> None:
-    code = (
-        "import sys, contextlib, io\n"
-        "from steps import update_manifest\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    try:\n"
-        "        update_manifest.main(['--help'])\n"
-        "    except SystemExit as exc:\n"
-        "        assert exc.code == 0\n"
-        "heavy = ('git', 'kubernetes', 'google')\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert proc.stdout.strip() == "[]"
-
-
 def test_console_script_and_module_entry_points() -> None:
     script = Path(sys.executable).parent / "gitops-update-manifest"
     for argv in (
