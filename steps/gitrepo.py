@@ -770,8 +770,10 @@ def push_with_retry(
             if not outcome.retryable:
                 raise_for_failure(outcome, workspace.location, "push")
             last_problem = redact(outcome.detail) or outcome.kind
-            reason = "branch moved" if outcome.kind == "moved" else outcome.detail
-            say(f"push: rejected ({redact(reason)}); will fetch the new tip and re-apply")
+            if outcome.kind == "moved":
+                say("push: rejected, the branch moved; will fetch the new tip and re-apply")
+            else:
+                say(f"push: failed ({redact(outcome.detail)}); will fetch the tip and try again")
         except TransientGitError as exc:
             last_problem = str(exc)
             say(f"push: {redact(last_problem)}")

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,9 +288,17 @@ def edit_images(
         edits = update_in_place(
             [target], list(config.images), allow_unmatched=config.allow_unmatched
         )
-        return workspace.hash_directory(target), list(edits)
+        return workspace.hash_directory(target), [relative_edit(e, target) for e in edits]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def relative_edit(edit: Any, root: Path) -> dict[str, Any]:
+    """An update-manifest change as data, its path relative to SUBDIR."""
+    data: dict[str, Any] = dict(edit.as_dict())
+    with suppress(ValueError):
+        data["path"] = Path(data["path"]).relative_to(root).as_posix()
+    return data
 
 
 class CandidateWriter:
@@ -339,7 +348,7 @@ class CandidateWriter:
             "parent": parent,
         }
         if edits:
-            details["edits"] = [e.as_dict() for e in edits]
+            details["edits"] = edits
         if not changes and not created and not config.allow_empty:
             say(f"{STEP}: {config.subdir or '/'} on {config.branch} already matches; nothing to do")
             return Attempt(None, parent, details)
