@@ -378,3 +378,41 @@ def test_token_never_leaks_and_wrong_token_is_exit_3(
 
 def all_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
+
+
+# ----------------------------------------------------------------- --image mode
+
+
+def test_image_mode_pins_in_place_and_re_runs_on_a_new_tip(
+    tmp_path: Path, bare_repo: Path, git_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(bare_repo, "candidate", {"web/deploy.yaml": deployment("web:v1")}, tmp_path / "w")
+    racing_push(
+        monkeypatch,
+        lambda: seed(
+            bare_repo, "candidate", {"web/deploy.yaml": deployment("web:v1", 3)}, tmp_path / "w"
+        ),
+    )
+    result_file = tmp_path / "r.json"
+    args = ["--repo", str(bare_repo), "--path", "web", "--image", f"web@{DIGEST_B}"]
+    assert main([*args, "--result-file", str(result_file)]) == 0
+    # The edit was re-run on their tip: their replicas change stays, our image lands.
+    assert show_file(bare_repo, "web/deploy.yaml") == deployment(f"web@{DIGEST_B}", 3)
+    result = result_of(result_file)
+    assert result["attempts"] == 2
+    assert result["images"] == [f"web@{DIGEST_B}"]
+    assert [(e["path"], e["new"]) for e in result["edits"]] == [("deploy.yaml", f"web@{DIGEST_B}")]
+    message = log(bare_repo, "candidate", "%B")[0]
+    assert message.startswith("Deploy web@sha256:bbbbbbbbbbbb to web")
+    assert ("Image", f"web@{DIGEST_B}") in parse_trailers(message)
+
+
+def test_image_mode_unmatched_image_is_exit_2(
+    tmp_path: Path, bare_repo: Path, git_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(bare_repo, "candidate", {"web/deploy.yaml": deployment("web:v1")}, tmp_path / "w")
+    args = ["--repo", str(bare_repo), "--path", "web", "--image", f"other@{DIGEST_B}"]
+    assert main(args) == 2
+    assert "--image" in capsys.readouterr().err
+    assert main([*args, "--allow-unmatched"]) == 0
+    assert len(log(bare_repo, "candidate")) == 1
