@@ -1,0 +1,581 @@
+"""When is a rollout done, and when has it failed? Pure rules over plain dicts.
+
+kstatus style: one function per kind, each a run of guard clauses over plain
+fields returning a ``Verdict`` (a status, a reason constant users can grep,
+and a human message); ``RULES`` maps group/kind to its function. Workloads
+follow ``kubectl rollout status`` exactly (reading the live ``spec.replicas``,
+so an HPA's choice counts); other kinds follow kstatus.
+
+The second half judges pods: which pods belong to the new revision (only
+they can fail a rollout), which container states are fatal at once and which
+only when they persist. Nothing here does I/O or reads a clock: the watch
+loop feeds objects in and passes ``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+Obj = Mapping[str, Any]
+
+
+class Status(StrEnum):
+    CURRENT = "Current"
+    IN_PROGRESS = "InProgress"
+    FAILED = "Failed"
+
+
+# Reasons (grep-able; they appear in progress lines and in the result file).
+GENERATION_LAG = "ObservedGenerationLag"
+NOT_APPLIED_YET = "AppliedGenerationNotObserved"
+PAUSED = "DeploymentPaused"
+PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
+LESS_UPDATED = "LessUpdated"
+OLD_PENDING = "OldReplicasPending"
+LESS_AVAILABLE = "LessAvailable"
+LESS_READY = "LessReady"
+PARTITION_PENDING = "PartitionRollingOut"
+PARTITION_DONE = "PartitionRolledOut"
+REVISION_PENDING = "UpdateRevisionPending"
+ON_DELETE = "OnDeleteStrategy"
+ROLLED_OUT = "RolledOut"
+JOB_COMPLETE = "JobComplete"
+JOB_FAILED = "JobFailed"
+JOB_RUNNING = "JobRunning"
+JOB_SUSPENDED = "JobSuspended"
+PVC_BOUND = "Bound"
+PVC_PENDING = "NotBound"
+PVC_LOST = "ClaimLost"
+CRD_ESTABLISHED = "Established"
+CRD_NOT_ESTABLISHED = "NotEstablished"
+CRD_NAMES_REJECTED = "NamesNotAccepted"
+POD_READY = "PodReady"
+POD_NOT_READY = "PodNotReady"
+POD_SUCCEEDED = "PodSucceeded"
+POD_FAILED = "PodFailed"
+LB_PENDING = "LoadBalancerPending"
+LB_READY = "LoadBalancerReady"
+NAMESPACE_ACTIVE = "NamespaceActive"
+NAMESPACE_TERMINATING = "NamespaceTerminating"
+STALLED = "Stalled"
+RECONCILING = "Reconciling"
+NOT_READY = "NotReady"
+READY = "Ready"
+NO_STATUS = "NoStatus"
+
+ROLLING_UPDATE = "RollingUpdate"
+ON_DELETE_TYPE = "OnDelete"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    reason: str
+    message: str
+
+    @property
+    def done(self) -> bool:
+        return self.status is Status.CURRENT
+
+
+def current(reason: str, message: str) -> Verdict:
+    return Verdict(Status.CURRENT, reason, message)
+
+
+def in_progress(reason: str, message: str) -> Verdict:
+    return Verdict(Status.IN_PROGRESS, reason, message)
+
+
+def failed(reason: str, message: str) -> Verdict:
+    return Verdict(Status.FAILED, reason, message)
+
+
+# --------------------------------------------------------------------------- field access
+
+
+def get_path(obj: Obj, *path: str, default: Any = None) -> Any:
+    """``obj[path[0]][path[1]]...`` or ``default`` when anything is missing."""
+    value: Any = obj
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return default
+        value = value[key]
+    return default if value is None else value
+
+
+def int_field(obj: Obj, *path: str, default: int = 0) -> int:
+    value = get_path(obj, *path)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def condition(obj: Obj, type_: str) -> Mapping[str, Any] | None:
+    for cond in get_path(obj, "status", "conditions", default=[]):
+        if isinstance(cond, Mapping) and cond.get("type") == type_:
+            return cond
+    return None
+
+
+def condition_is(obj: Obj, type_: str, status: str) -> bool:
+    cond = condition(obj, type_)
+    return cond is not None and cond.get("status") == status
+
+
+def group_kind(obj: Obj) -> tuple[str, str]:
+    api_version = str(obj.get("apiVersion", ""))
+    group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+    return group, str(obj.get("kind", ""))
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def deployment_status(obj: Obj) -> Verdict:
+    """``kubectl rollout status deployment``, plus a paused Deployment failing."""
+    spec_replicas = int_field(obj, "spec", "replicas", default=1)
+    updated = int_field(obj, "status", "updatedReplicas")
+    replicas = int_field(obj, "status", "replicas")
+    available = int_field(obj, "status", "availableReplicas")
+    progressing = condition(obj, "Progressing")
+    if progressing is not None and progressing.get("reason") == PROGRESS_DEADLINE:
+        return failed(
+            PROGRESS_DEADLINE,
+            f"exceeded its progress deadline: {progressing.get('message') or 'no progress'}",
+        )
+    complete = updated >= spec_replicas and replicas <= updated and available >= updated
+    if get_path(obj, "spec", "paused") is True and not complete:
+        return failed(
+            PAUSED,
+            f"paused with {updated} of {spec_replicas} replicas updated: "
+            "the new template cannot roll out until it is resumed",
+        )
+    if updated < spec_replicas:
+        return in_progress(LESS_UPDATED, f"{updated} of {spec_replicas} new replicas updated")
+    if replicas > updated:
+        return in_progress(OLD_PENDING, f"{replicas - updated} old replicas pending termination")
+    if available < updated:
+        return in_progress(LESS_AVAILABLE, f"{available} of {updated} updated replicas available")
+    return current(ROLLED_OUT, f"{available} of {spec_replicas} updated replicas available")
+
+
+def statefulset_status(obj: Obj) -> Verdict:
+    """``kubectl rollout status statefulset``; OnDelete is done once its pods are ready."""
+    spec_replicas = int_field(obj, "spec", "replicas", default=1)
+    ready = int_field(obj, "status", "readyReplicas")
+    updated = int_field(obj, "status", "updatedReplicas")
+    strategy = get_path(obj, "spec", "updateStrategy", "type", default=ROLLING_UPDATE)
+    if ready < spec_replicas:
+        return in_progress(LESS_READY, f"{ready} of {spec_replicas} pods ready")
+    if strategy == ON_DELETE_TYPE:
+        return current(
+            ON_DELETE,
+            f"{ready} of {spec_replicas} pods ready, {updated} at the update revision "
+            "(OnDelete: the others update when deleted)",
+        )
+    rolling = get_path(obj, "spec", "updateStrategy", "rollingUpdate")
+    if isinstance(rolling, Mapping):
+        partition = int_field(obj, "spec", "updateStrategy", "rollingUpdate", "partition")
+        wanted = spec_replicas - partition
+        if updated < wanted:
+            return in_progress(
+                PARTITION_PENDING,
+                f"{updated} of {wanted} new pods updated (partition {partition})",
+            )
+        return current(PARTITION_DONE, f"{updated} new pods updated (partition {partition})")
+    update_revision = get_path(obj, "status", "updateRevision", default="")
+    if update_revision != get_path(obj, "status", "currentRevision", default=""):
+        return in_progress(
+            REVISION_PENDING, f"{updated} of {spec_replicas} pods at revision {update_revision}"
+        )
+    current_replicas = int_field(obj, "status", "currentReplicas")
+    return current(ROLLED_OUT, f"{current_replicas} pods at revision {update_revision}")
+
+
+def daemonset_status(obj: Obj) -> Verdict:
+    """``kubectl rollout status daemonset``; OnDelete is done once its pods are available."""
+    desired = int_field(obj, "status", "desiredNumberScheduled")
+    updated = int_field(obj, "status", "updatedNumberScheduled")
+    available = int_field(obj, "status", "numberAvailable")
+    strategy = get_path(obj, "spec", "updateStrategy", "type", default=ROLLING_UPDATE)
+    if strategy == ON_DELETE_TYPE:
+        if available < desired:
+            return in_progress(LESS_AVAILABLE, f"{available} of {desired} pods available")
+        return current(
+            ON_DELETE,
+            f"{available} of {desired} pods available, {updated} updated "
+            "(OnDelete: the others update when deleted)",
+        )
+    if updated < desired:
+        return in_progress(LESS_UPDATED, f"{updated} of {desired} new pods updated")
+    if available < desired:
+        return in_progress(LESS_AVAILABLE, f"{available} of {desired} updated pods available")
+    return current(ROLLED_OUT, f"{available} of {desired} updated pods available")
+
+
+def job_status(obj: Obj) -> Verdict:
+    succeeded = int_field(obj, "status", "succeeded")
+    completions = int_field(obj, "spec", "completions", default=1)
+    failed_cond = condition(obj, "Failed")
+    if failed_cond is not None and failed_cond.get("status") == "True":
+        detail = failed_cond.get("message") or failed_cond.get("reason") or "failed"
+        return failed(JOB_FAILED, f"failed: {detail}")
+    if condition_is(obj, "Complete", "True"):
+        return current(JOB_COMPLETE, f"complete: {succeeded} of {completions} succeeded")
+    if get_path(obj, "spec", "suspend") is True:
+        return current(JOB_SUSPENDED, "suspended")
+    active = int_field(obj, "status", "active")
+    return in_progress(JOB_RUNNING, f"{succeeded} of {completions} succeeded, {active} active")
+
+
+def pvc_status(obj: Obj) -> Verdict:
+    phase = get_path(obj, "status", "phase", default="Pending")
+    if phase == "Bound":
+        return current(PVC_BOUND, "bound")
+    if phase == "Lost":
+        return failed(PVC_LOST, "lost its volume")
+    return in_progress(PVC_PENDING, f"{phase.lower()}, not bound yet")
+
+
+def crd_status(obj: Obj) -> Verdict:
+    if condition_is(obj, "NamesAccepted", "False"):
+        cond = condition(obj, "NamesAccepted") or {}
+        return failed(CRD_NAMES_REJECTED, f"names not accepted: {cond.get('message', '')}")
+    if condition_is(obj, "Established", "True"):
+        return current(CRD_ESTABLISHED, "established")
+    return in_progress(CRD_NOT_ESTABLISHED, "not established yet")
+
+
+def pod_status(obj: Obj) -> Verdict:
+    phase = get_path(obj, "status", "phase", default="Pending")
+    if phase == "Succeeded":
+        return current(POD_SUCCEEDED, "succeeded")
+    if phase == "Failed":
+        return failed(POD_FAILED, f"failed: {get_path(obj, 'status', 'message', default='')}")
+    if condition_is(obj, "Ready", "True"):
+        return current(POD_READY, "ready")
+    return in_progress(POD_NOT_READY, f"{phase.lower()}, not ready")
+
+
+def namespace_status(obj: Obj) -> Verdict:
+    if get_path(obj, "status", "phase") == "Terminating":
+        return in_progress(NAMESPACE_TERMINATING, "terminating")
+    return current(NAMESPACE_ACTIVE, "active")
+
+
+def service_status(obj: Obj, *, wait_load_balancer: bool = False) -> Verdict:
+    if get_path(obj, "spec", "type") != "LoadBalancer" or not wait_load_balancer:
+        return current(NO_STATUS, "applied")
+    ingress = get_path(obj, "status", "loadBalancer", "ingress", default=[])
+    if not ingress:
+        return in_progress(LB_PENDING, "waiting for a load balancer address")
+    first = ingress[0] if isinstance(ingress[0], Mapping) else {}
+    address = first.get("ip") or first.get("hostname") or "?"
+    return current(LB_READY, f"load balancer at {address}")
+
+
+def generic_status(obj: Obj) -> Verdict:
+    """kstatus for kinds we do not know: the standard Stalled/Reconciling/Ready conditions."""
+    if condition_is(obj, "Stalled", "True"):
+        cond = condition(obj, "Stalled") or {}
+        return failed(STALLED, f"stalled: {cond.get('message') or cond.get('reason', '')}")
+    if condition_is(obj, "Reconciling", "True"):
+        cond = condition(obj, "Reconciling") or {}
+        return in_progress(RECONCILING, f"reconciling: {cond.get('message', '')}".rstrip(": "))
+    ready = condition(obj, "Ready")
+    if ready is not None and ready.get("status") == "False":
+        return in_progress(NOT_READY, f"not ready: {ready.get('message', '')}".rstrip(": "))
+    if ready is not None:
+        return current(READY, "ready")
+    return current(NO_STATUS, "applied")
+
+
+Rule = Callable[[Obj], Verdict]
+
+RULES: dict[tuple[str, str], Rule] = {
+    ("apps", "Deployment"): deployment_status,
+    ("apps", "StatefulSet"): statefulset_status,
+    ("apps", "DaemonSet"): daemonset_status,
+    ("batch", "Job"): job_status,
+    ("", "PersistentVolumeClaim"): pvc_status,
+    ("apiextensions.k8s.io", "CustomResourceDefinition"): crd_status,
+    ("", "Pod"): pod_status,
+    ("", "Namespace"): namespace_status,
+    ("", "Service"): service_status,
+}
+
+WORKLOADS = {("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet")}
+"""Kinds whose status is meaningless until ``status.observedGeneration`` is written."""
+
+POD_OWNERS = WORKLOADS | {("batch", "Job"), ("", "Pod")}
+"""Kinds whose pods we watch for fail-fast reasons."""
+
+
+def status_of(
+    obj: Obj, *, applied_generation: int | None = None, wait_load_balancer: bool = False
+) -> Verdict:
+    """The verdict for one live object, once its controller has seen what we applied."""
+    key = group_kind(obj)
+    generation = int_field(obj, "metadata", "generation")
+    observed = get_path(obj, "status", "observedGeneration")
+    if isinstance(observed, int) or key in WORKLOADS:
+        seen = observed if isinstance(observed, int) else 0
+        if applied_generation is not None and seen < applied_generation:
+            return in_progress(
+                NOT_APPLIED_YET,
+                f"waiting for the controller to observe generation {applied_generation}",
+            )
+        if seen < generation:
+            return in_progress(
+                GENERATION_LAG, f"waiting for the controller to observe generation {generation}"
+            )
+    if key == ("", "Service"):
+        return service_status(obj, wait_load_balancer=wait_load_balancer)
+    return RULES.get(key, generic_status)(obj)
+
+
+# --------------------------------------------------------------------------- pods
+
+
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+TEMPLATE_HASH_LABEL = "pod-template-hash"
+CONTROLLER_REVISION_LABEL = "controller-revision-hash"
+TEMPLATE_GENERATION_LABEL = "pod-template-generation"
+
+
+def uid(obj: Obj) -> str:
+    return str(get_path(obj, "metadata", "uid", default=""))
+
+
+def owned_by(obj: Obj, owner_uid: str) -> bool:
+    if not owner_uid:
+        return False
+    refs = get_path(obj, "metadata", "ownerReferences", default=[])
+    return any(isinstance(r, Mapping) and r.get("uid") == owner_uid for r in refs)
+
+
+def new_replicaset(deployment: Obj, replicasets: Iterable[Obj]) -> Obj | None:
+    """The ReplicaSet of the Deployment's current revision (None until it exists)."""
+    revision = get_path(deployment, "metadata", "annotations", REVISION_ANNOTATION)
+    if revision is None:
+        return None
+    owner = uid(deployment)
+    for rs in replicasets:
+        if owned_by(rs, owner) and (
+            get_path(rs, "metadata", "annotations", REVISION_ANNOTATION) == revision
+        ):
+            return rs
+    return None
+
+
+def new_revision_pods(
+    workload: Obj, pods: Iterable[Obj], replicasets: Iterable[Obj] = ()
+) -> list[Obj]:
+    """The pods of the workload's newest revision: only they can fail a rollout."""
+    key = group_kind(workload)
+    owner = uid(workload)
+    if key == ("", "Pod"):
+        return [workload]
+    if key == ("apps", "Deployment"):
+        rs = new_replicaset(workload, replicasets)
+        if rs is None:
+            return []
+        rs_uid = uid(rs)
+        return [p for p in pods if owned_by(p, rs_uid)]
+    owned = [p for p in pods if owned_by(p, owner)]
+    if key == ("apps", "StatefulSet"):
+        revision = get_path(workload, "status", "updateRevision")
+        if not revision:
+            return []
+        return [p for p in owned if pod_label(p, CONTROLLER_REVISION_LABEL) == revision]
+    if key == ("apps", "DaemonSet"):
+        generation = str(int_field(workload, "metadata", "generation"))
+        labelled = [p for p in owned if pod_label(p, TEMPLATE_GENERATION_LABEL) is not None]
+        if labelled:
+            return [p for p in labelled if pod_label(p, TEMPLATE_GENERATION_LABEL) == generation]
+        return owned
+    return owned
+
+
+def pod_label(pod: Obj, name: str) -> str | None:
+    value = get_path(pod, "metadata", "labels", name)
+    return None if value is None else str(value)
+
+
+# Container states that fail a rollout at once, and those that must persist first.
+FATAL_AT_ONCE = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerError",
+    "RunContainerError",
+}
+FATAL_IF_PERSISTING = {"ErrImagePull", "CreateContainerConfigError"}
+UNSCHEDULABLE = "Unschedulable"
+OOM_KILLED = "OOMKilled"
+REPEATED_OOM = "RepeatedOOMKilled"
+REPEATED_EXIT = "RepeatedNonZeroExit"
+FAILED_CREATE = "FailedCreate"
+OOM_RESTARTS = 2
+"""An OOM kill on this many restarts is no longer bad luck."""
+ERROR_RESTARTS = 3
+"""Nor is a non-zero exit on this many restarts."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with one container (or pod, when ``container`` is None)."""
+
+    pod: str
+    container: str | None
+    reason: str
+    message: str
+    restarts: int = 0
+    persisting: bool = False
+    """True: only fatal once it has lasted a grace period."""
+    since: str | None = None
+    """When the API says it started (RFC 3339), if it says."""
+
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        return (self.pod, self.container, self.reason)
+
+
+def pod_problems(pod: Obj) -> list[Problem]:
+    """Every fail-fast reason visible on one pod, fatal at once or persisting."""
+    name = str(get_path(pod, "metadata", "name", default="?"))
+    problems: list[Problem] = []
+    scheduled = condition(pod, "PodScheduled")
+    if (
+        scheduled is not None
+        and scheduled.get("status") == "False"
+        and scheduled.get("reason") == UNSCHEDULABLE
+    ):
+        problems.append(
+            Problem(
+                name,
+                None,
+                UNSCHEDULABLE,
+                str(scheduled.get("message") or "no node fits the pod"),
+                persisting=True,
+                since=scheduled.get("lastTransitionTime"),
+            )
+        )
+    statuses = [
+        *get_path(pod, "status", "initContainerStatuses", default=[]),
+        *get_path(pod, "status", "containerStatuses", default=[]),
+    ]
+    for status in statuses:
+        if isinstance(status, Mapping):
+            found = container_problem(name, status)
+            if found is not None:
+                problems.append(found)
+    return problems
+
+
+def container_problem(pod: str, status: Obj) -> Problem | None:
+    container = str(status.get("name", "?"))
+    restarts = int_field(status, "restartCount")
+    waiting = get_path(status, "state", "waiting", default={})
+    reason = str(waiting.get("reason", "")) if isinstance(waiting, Mapping) else ""
+    message = str(waiting.get("message", "")) if isinstance(waiting, Mapping) else ""
+    last = get_path(status, "lastState", "terminated", default={})
+    if reason in FATAL_AT_ONCE:
+        return Problem(pod, container, reason, message or last_exit(last), restarts)
+    if reason in FATAL_IF_PERSISTING:
+        return Problem(pod, container, reason, message, restarts, persisting=True)
+    if isinstance(last, Mapping) and last:
+        if last.get("reason") == OOM_KILLED and restarts >= OOM_RESTARTS:
+            return Problem(pod, container, REPEATED_OOM, last_exit(last), restarts)
+        exit_code = last.get("exitCode")
+        if isinstance(exit_code, int) and exit_code != 0 and restarts >= ERROR_RESTARTS:
+            return Problem(pod, container, REPEATED_EXIT, last_exit(last), restarts)
+    return None
+
+
+def last_exit(last: Any) -> str:
+    if not isinstance(last, Mapping) or not last:
+        return ""
+    text = f"last exit: {last.get('reason') or 'terminated'} (code {last.get('exitCode', '?')})"
+    if last.get("message"):
+        text += f": {last['message']}"
+    return text
+
+
+def parse_time(text: Any) -> float | None:
+    """RFC 3339 as the API writes it -> seconds since the epoch (None if absent/bad)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Graces:
+    """How long a persisting problem may last before it fails the rollout."""
+
+    persisting: float = 30.0
+    unschedulable: float = 120.0
+
+    def for_reason(self, reason: str) -> float:
+        return self.unschedulable if reason == UNSCHEDULABLE else self.persisting
+
+
+def is_fatal(problem: Problem, first_seen: float, now: float, graces: Graces) -> bool:
+    """A problem fails the rollout at once, or once it has lasted its grace period."""
+    if not problem.persisting:
+        return True
+    started = first_seen
+    since = parse_time(problem.since)
+    if since is not None:
+        started = min(started, since)
+    return now - started >= graces.for_reason(problem.reason)
+
+
+class ProblemClock:
+    """Remembers when each problem was first seen, forgetting those that went away.
+
+    Pure bookkeeping: the caller passes ``now``.
+    """
+
+    def __init__(self) -> None:
+        self._first_seen: dict[tuple[str, str | None, str], float] = {}
+
+    def fatal(self, problems: Sequence[Problem], now: float, graces: Graces) -> list[Problem]:
+        """Record ``problems`` (all those visible now) and return the fatal ones."""
+        keys = {p.key for p in problems}
+        for key in list(self._first_seen):
+            if key not in keys:
+                del self._first_seen[key]
+        fatal: list[Problem] = []
+        for problem in problems:
+            first = self._first_seen.setdefault(problem.key, now)
+            if is_fatal(problem, first, now, graces):
+                fatal.append(problem)
+        return fatal
+
+
+def failed_create_problems(events: Iterable[Obj], owner_uids: Iterable[str]) -> list[Problem]:
+    """``FailedCreate`` warnings on the new revision's controllers (persisting ones fail)."""
+    owners = set(owner_uids)
+    problems: list[Problem] = []
+    for event in events:
+        involved = get_path(event, "involvedObject", default={})
+        if event.get("reason") != FAILED_CREATE or involved.get("uid") not in owners:
+            continue
+        problems.append(
+            Problem(
+                f"{involved.get('kind', '?')}/{involved.get('name', '?')}",
+                None,
+                FAILED_CREATE,
+                str(event.get("message", "")),
+                persisting=True,
+                since=event.get("firstTimestamp") or event.get("eventTime"),
+            )
+        )
+    return problems
