@@ -366,8 +366,14 @@ def format_message(subject: str, body: str, trailers: Sequence[tuple[str, str]])
     return "\n\n".join(parts) + "\n"
 
 
+CONTENTION_BACKOFF = (0.05, 2.0)
+"""(base, cap) seconds after losing a race: someone else made progress."""
+FAILURE_BACKOFF = (0.5, 8.0)
+"""(base, cap) seconds after a network failure: give the server time."""
+
+
 def backoff_delay(attempt: int, rng: random.Random, base: float = 0.2, cap: float = 5.0) -> float:
-    """Full-jitter exponential backoff before attempt ``attempt + 1``."""
+    """Jittered exponential backoff before attempt ``attempt + 1``."""
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
     return rng.uniform(ceiling / 4, ceiling)
 
@@ -537,7 +543,6 @@ class Workspace:
         result = self.run(
             "push",
             "--porcelain",
-            "--quiet",
             self.location.url,
             f"{commit}:{ref}",
             timeout=NETWORK_TIMEOUT,
@@ -753,6 +758,7 @@ def push_with_retry(
     uncertain: list[str] = []
     last_problem = "no attempt made"
     for attempt in range(1, max_attempts + 1):
+        lost_race = False
         try:
             prepared = prepare(attempt)
             landed = _landed(workspace, branch, uncertain) if uncertain else None
@@ -771,6 +777,7 @@ def push_with_retry(
                 raise_for_failure(outcome, workspace.location, "push")
             last_problem = redact(outcome.detail) or outcome.kind
             if outcome.kind == "moved":
+                lost_race = True
                 say("push: rejected, the branch moved; will fetch the new tip and re-apply")
             else:
                 say(f"push: failed ({redact(outcome.detail)}); will fetch the tip and try again")
@@ -778,7 +785,8 @@ def push_with_retry(
             last_problem = str(exc)
             say(f"push: {redact(last_problem)}")
         if attempt < max_attempts:
-            sleep(backoff_delay(attempt, rng))
+            base, cap = CONTENTION_BACKOFF if lost_race else FAILURE_BACKOFF
+            sleep(backoff_delay(attempt, rng, base, cap))
     raise ExternalError(
         f"gave up on {branch} of {workspace.location.url} after {max_attempts} attempts: "
         f"{redact(last_problem)}"

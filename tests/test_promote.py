@@ -160,7 +160,7 @@ def test_promote_retries_when_production_moves(env: Env) -> None:
         return calls[-1]
 
     env.monkeypatch.setattr(Workspace, "push", push)
-    env.monkeypatch.setattr(gitrepo, "backoff_delay", lambda attempt, rng: 0.01)
+    env.monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
     code, result = env.promote(sha, "--path", "web")
     assert (code, result["attempts"]) == (0, 2)
     assert [c.kind for c in calls] == ["moved", "ok"]

@@ -234,7 +234,7 @@ def racing_push(
         return outcome
 
     monkeypatch.setattr(Workspace, "push", push)
-    monkeypatch.setattr(gitrepo, "backoff_delay", lambda attempt, rng: 0.01)
+    monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
     return outcomes
 
 
@@ -306,7 +306,7 @@ def test_a_push_whose_answer_was_lost_is_not_pushed_twice(
         return outcome
 
     monkeypatch.setattr(Workspace, "push", push)
-    monkeypatch.setattr(gitrepo, "backoff_delay", lambda attempt, rng: 0.01)
+    monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
     seed(bare_repo, "candidate", {"web/a": "1"}, tmp_path / "w")
     src = write_tree(tmp_path / "out", {"a": "2"})
     result_file = tmp_path / "r.json"

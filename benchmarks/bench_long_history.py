@@ -1,0 +1,192 @@
+"""push-candidate on an env repo with a long history, against plain git.
+
+Builds a bare env repo whose ``candidate`` branch has 50,000 commits (with
+``git fast-import``), then times, alternately and in the same run:
+
+- baseline: ``git clone --depth 1 --single-branch`` + change one file +
+  ``git commit`` + ``git push``, the least a script could do;
+- ``gitops-push-candidate`` making the same kind of change (its own process,
+  interpreter start-up included).
+
+Both over the loopback smart-HTTP server and over ``file://``. Prints the
+medians and the ratio (target: at most 1.5x).
+
+    .venv/bin/python benchmarks/bench_long_history.py [--commits N] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from steps.sandbox.gitserver import GitServer
+
+TREES = "20x5,200x10"
+"""Tree shapes (services x files per service): 100 files and 2,000 files."""
+FILES_PER_SERVICE = 5
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.test",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.test",
+}
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITOPS_"))}
+    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, **IDENTITY)
+    return env
+
+
+def build_history(repo: Path, commits: int, env: dict[str, str], services: int, files: int) -> None:
+    """A bare repo whose candidate branch has ``commits`` commits, via fast-import."""
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True, env=env)
+    proc = subprocess.Popen(
+        ["git", "--git-dir", str(repo), "fast-import", "--quiet"], stdin=subprocess.PIPE, env=env
+    )
+    assert proc.stdin is not None
+    write = proc.stdin.write
+    when = 1_700_000_000
+    for n in range(1, commits + 1):
+        service = n % services
+        message = f"Deploy svc-{service:02d} build {n}\n".encode()
+        write(b"commit refs/heads/candidate\n")
+        write(f"mark :{n}\ncommitter bench <bench@example.test> {when + n} +0000\n".encode())
+        write(b"data %d\n%s" % (len(message), message))
+        if n > 1:
+            write(f"from :{n - 1}\n".encode())
+        touched = range(files) if n <= services else [n % files]
+        for f in touched:
+            body = (
+                f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: svc-{service:02d}-{f}\n"
+                f"data:\n  build: '{n}'\n" + "  filler: " + "x" * 400 + "\n"
+            ).encode()
+            write(f"M 100644 inline svc-{service:02d}/file-{f}.yaml\n".encode())
+            write(b"data %d\n%s\n" % (len(body), body))
+    proc.stdin.close()
+    if proc.wait() != 0:
+        raise SystemExit("fast-import failed")
+    subprocess.run(["git", "--git-dir", str(repo), "repack", "-adq"], check=True, env=env)
+
+
+def baseline(url: str, work: Path, env: dict[str, str], n: int) -> None:
+    clone = work / f"clone-{n}"
+    run = lambda *a: subprocess.run(a, check=True, env=env, capture_output=True)  # noqa: E731
+    run(
+        "git",
+        "clone",
+        "-q",
+        "--depth",
+        "1",
+        "--single-branch",
+        "--branch",
+        "candidate",
+        url,
+        str(clone),
+    )
+    (clone / "svc-00" / "file-0.yaml").write_text(f"baseline: {n}\n")
+    run("git", "-C", str(clone), "commit", "-qam", f"baseline {n}")
+    run("git", "-C", str(clone), "push", "-q", "origin", "HEAD:candidate")
+    shutil.rmtree(clone)
+
+
+def stage(url: str, work: Path, env: dict[str, str], n: int) -> None:
+    src = work / f"src-{n}"
+    src.mkdir()
+    for f in range(FILES_PER_SERVICE):
+        (src / f"file-{f}.yaml").write_text(f"stage: {n}\nfile: {f}\n")
+    args = ["--repo", url, "--from", str(src), "--path", "svc-01"]
+    done = subprocess.run(
+        [sys.executable, "-m", "steps.push_candidate", *args],
+        env={**env, "BUILD_ID": f"bench-{n}"},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"push-candidate failed:\n{done.stderr}")
+    shutil.rmtree(src)
+
+
+def timed(action: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def interpreter_cost(env: dict[str, str], rounds: int) -> float:
+    """Median time to start Python and import the stage and GitPython (no work)."""
+    code = "import git, steps.push_candidate"
+    times = [
+        timed(partial(subprocess.run, [sys.executable, "-c", code], env=env, check=True))
+        for _ in range(rounds)
+    ]
+    return statistics.median(times)
+
+
+def compare(label: str, url: str, work: Path, env: dict[str, str], rounds: int) -> float:
+    base_times: list[float] = []
+    stage_times: list[float] = []
+    for n in range(rounds):
+        base_times.append(timed(partial(baseline, url, work, env, n)))
+        stage_times.append(timed(partial(stage, url, work, env, n)))
+    base, ours = statistics.median(base_times), statistics.median(stage_times)
+    print(
+        f"{label:6} baseline clone+commit+push median {base * 1000:7.1f} ms | "
+        f"push-candidate median {ours * 1000:7.1f} ms | ratio {ours / base:4.2f}x "
+        f"(target <= 1.5x)"
+    )
+    return ours / base
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commits", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--trees", default=TREES, help="services x files, comma separated")
+    args = parser.parse_args(argv)
+    ratios: list[float] = []
+    for shape in args.trees.split(","):
+        services, files = (int(x) for x in shape.split("x"))
+        with tempfile.TemporaryDirectory(prefix="bench-long-") as tmp:
+            root = Path(tmp)
+            (root / "home").mkdir()
+            env = clean_env(root / "home")
+            repo = root / "srv" / "env.git"
+            repo.parent.mkdir()
+            started = time.perf_counter()
+            build_history(repo, args.commits, env, services, files)
+            built = time.perf_counter() - started
+            count = subprocess.run(
+                ["git", "--git-dir", str(repo), "rev-list", "--count", "candidate"],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            ).stdout.strip()
+            print(
+                f"env repo: {count} commits, {services * files} files "
+                f"({services} services x {files}), built in {built:.1f} s"
+            )
+            ratios.append(compare("file", f"file://{repo}", root, env, args.rounds))
+            with GitServer(root / "srv") as server:
+                url = server.repo_url("env.git")
+                ratios.append(compare("http", url, root, env, args.rounds))
+    with tempfile.TemporaryDirectory(prefix="bench-long-") as tmp:
+        fixed = interpreter_cost(clean_env(Path(tmp)), args.rounds)
+    print(f"of which fixed: python start-up + imports (stage, GitPython) {fixed * 1000:.1f} ms")
+    worst = max(ratios)
+    print(f"worst ratio {worst:.2f}x: {'within' if worst <= 1.5 else 'ABOVE'} the 1.5x target")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
