@@ -589,7 +589,7 @@ class Workspace:
             return {}
         args = ["ls-tree", "-r", "-z", "--full-tree", commit]
         if subdir:
-            args += ["--", subdir + "/"]
+            args += ["--", subdir]
         state: State = {}
         prefix = subdir + "/" if subdir else ""
         for record in self.check(*args).split("\0"):
@@ -597,6 +597,8 @@ class Workspace:
                 continue
             meta, path = record.split("\t", 1)
             mode, _kind, sha = meta.split()
+            if path == subdir:
+                raise UsageError(f"--path {subdir}: is a file, not a directory, at {commit[:12]}")
             if prefix and not path.startswith(prefix):
                 continue
             state[path[len(prefix) :]] = (mode, sha)
@@ -614,6 +616,8 @@ class Workspace:
                     continue
                 full = Path(root) / name
                 rel = full.relative_to(directory).as_posix()
+                if "\n" in rel or "\r" in rel:
+                    raise UsageError(f"{full}: file names with line breaks are not supported")
                 if full.is_symlink():
                     links.append((rel, os.readlink(full)))
                 elif full.is_file():
@@ -647,7 +651,10 @@ class Workspace:
             if old.get(p) != (mode, sha)
         ]
         if records:
-            self.check("update-index", "-z", "--index-info", input="".join(records), env=env)
+            done = self.run("update-index", "-z", "--index-info", input="".join(records), env=env)
+            if done.status != 0:
+                problem = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+                raise UsageError(f"--path {subdir or '/'}: cannot write files there ({problem})")
         return self.check("write-tree", env=env).strip()
 
     def commit_tree(

@@ -33,7 +33,7 @@ from steps.gitrepo import (
     validate_branch,
     validate_subpath,
 )
-from steps.output import say, warn
+from steps.output import say
 
 STEP = "promote"
 FIRST_DEPTH = 64
@@ -282,7 +282,10 @@ def promote(config: Config) -> dict[str, Any]:
         assert source_tip is not None
         promoter = Promoter(ws, config, commit, source_tip)
         if not promoter.desired:
-            warn(f"{config.subdir or '/'} is empty at {commit[:12]}; promoting removes it")
+            raise UsageError(
+                f"--path {config.subdir or '/'}: nothing there at {config.source_branch}@"
+                f"{commit[:12]}; refusing to promote an empty directory"
+            )
         report = push_with_retry(
             ws, config.target_branch, promoter.prepare, max_attempts=config.max_attempts
         )

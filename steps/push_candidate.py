@@ -309,7 +309,8 @@ class CandidateWriter:
         self.config = config
         self.base: State | None = None
         self.ours: State | None = None
-        author = config.author or source_author(config.source, config.provenance.commit_sha)
+        checkout = config.source or Path.cwd()
+        author = config.author or source_author(checkout, config.provenance.commit_sha)
         self.author = author or config.committer
 
     def prepare(self, attempt: int) -> Attempt:

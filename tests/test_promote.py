@@ -189,3 +189,10 @@ def test_pure_decisions() -> None:
     assert promotion_kind("a", "b", False) == "promote"
     assert promotion_kind("a", "a", True) == "promote"
     assert promotion_kind("a", None, False) == "promote"
+
+
+def test_promoting_a_path_that_is_empty_at_the_commit_is_refused(env: Env) -> None:
+    sha = env.candidate("web", {"a": "1"})
+    code, result = env.promote(sha, "--path", "api")
+    assert code == 2
+    assert "--path api: nothing there" in result["error"]

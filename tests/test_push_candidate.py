@@ -416,3 +416,12 @@ def test_image_mode_unmatched_image_is_exit_2(
     assert "--image" in capsys.readouterr().err
     assert main([*args, "--allow-unmatched"]) == 0
     assert len(log(bare_repo, "candidate")) == 1
+
+
+def test_path_that_is_a_file_on_the_branch_is_exit_2(
+    tmp_path: Path, bare_repo: Path, git_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(bare_repo, "candidate", {"web": "a file\n"}, tmp_path / "w")
+    src = write_tree(tmp_path / "out", {"a": "1"})
+    assert main(["--repo", str(bare_repo), "--from", str(src), "--path", "web"]) == 2
+    assert "--path web: is a file, not a directory" in capsys.readouterr().err
