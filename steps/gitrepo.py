@@ -568,20 +568,12 @@ class Workspace:
                 entries.append((sha, message))
         return entries
 
-    def has_commit(self, sha: str) -> bool:
-        return self.run("cat-file", "-e", f"{sha}^{{commit}}").status == 0
-
     def resolve_commit(self, sha: str) -> str | None:
         result = self.run("rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
         return result.stdout.strip() if result.status == 0 else None
 
     def is_ancestor(self, older: str, newer: str) -> bool:
         return self.run("merge-base", "--is-ancestor", older, newer).status == 0
-
-    def tree_of(self, commit: str | None) -> str:
-        if commit is None:
-            return self.check("hash-object", "-t", "tree", "--stdin", input=b"").strip()
-        return self.check("rev-parse", f"{commit}^{{tree}}").strip()
 
     def read_state(self, commit: str | None, subdir: str) -> State:
         """The files under ``subdir`` at ``commit`` (empty for no commit)."""
@@ -695,15 +687,11 @@ class Workspace:
         index.unlink(missing_ok=True)
         env = {"GIT_INDEX_FILE": str(index)}
         self.check("read-tree", commit, env=env)
-        args = ["--work-tree", str(target), "checkout-index", "--all", "--force"]
-        if subdir:
-            args = ["--work-tree", str(target), "checkout-index", "--force", "--"]
-            paths = [join_path(subdir, p) for p in self.read_state(commit, subdir)]
-            if not paths:
-                return
-            self.check(*args, *paths, env=env)
-            return
-        self.check(*args, env=env)
+        paths = [join_path(subdir, p) for p in self.read_state(commit, subdir)]
+        if paths:
+            listing = "".join(f"{p}\0" for p in paths)
+            args = ["--work-tree", str(target), "checkout-index", "--force", "-z", "--stdin"]
+            self.check(*args, input=listing, env=env)
 
 
 def raise_for_failure(outcome: PushOutcome, location: RepoLocation, action: str) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_git import files_at, git, log, seed, write_tree
+from fixtures_git import GIT_PASSWORD, GIT_USER, files_at, git, log, run_cli, seed, write_tree
 
 from steps import gitrepo
 from steps.gitrepo import PushOutcome, Workspace, parse_trailers
@@ -196,3 +197,33 @@ def test_promoting_a_path_that_is_empty_at_the_commit_is_refused(env: Env) -> No
     code, result = env.promote(sha, "--path", "api")
     assert code == 2
     assert "--path api: nothing there" in result["error"]
+
+
+def test_promote_with_a_token_never_leaks_it(
+    tmp_path: Path, git_auth_server: GitServer, git_env: dict[str, str]
+) -> None:
+    workspace = tmp_path / "workspace"
+    write_tree(workspace / "out", {"a.yaml": "a: 1\n"})
+    builder = tmp_path / "builder"
+    env = {
+        **git_env,
+        "GIT_TOKEN": GIT_PASSWORD,
+        "GIT_USERNAME": GIT_USER,
+        "BUILDER_OUTPUT": str(builder),
+        "BUILD_ID": "b-1",
+    }
+    url = git_auth_server.repo_url("env.git")
+    pushed = run_cli("steps.push_candidate", ["--repo", url, "--from", "out"], env, workspace)
+    assert pushed.returncode == 0, pushed.stderr
+    sha = git("--git-dir", str(git_auth_server.root / "env.git"), "rev-parse", "candidate").strip()
+    args = ["--repo", url, "--commit", sha, "--result-file", "promote.json"]
+    runs = [run_cli("steps.promote", args, env, workspace) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    wrong = run_cli("steps.promote", args, {**env, "GIT_TOKEN": "not-the-token"}, workspace)
+    assert wrong.returncode == 3
+    encoded = base64.b64encode(f"{GIT_USER}:{GIT_PASSWORD}".encode()).decode()
+    texts = [r.stdout + r.stderr for r in [pushed, *runs, wrong]]
+    texts += [p.read_text() for p in [*workspace.rglob("*"), *builder.rglob("*")] if p.is_file()]
+    for text in texts:
+        assert GIT_PASSWORD not in text and encoded not in text
+    assert json.loads((workspace / "promote.json").read_text())["exit_code"] == 3
