@@ -21,6 +21,7 @@ import base64
 import os
 import random
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -257,7 +258,7 @@ def git_credentials(
             else:
                 say("warning: GIT_KNOWN_HOSTS is not set; trusting the host key on first use")
                 command += ["-o", "StrictHostKeyChecking=accept-new"]
-            env["GIT_SSH_COMMAND"] = " ".join(command)
+            env["GIT_SSH_COMMAND"] = shlex.join(command)
             env["GIT_SSH_VARIANT"] = "ssh"
         env.update(config_env(settings, env_in))
         yield env

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import shlex
 import stat
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def test_ssh_key_is_a_private_file_outside_the_workspace_removed_after(
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAfake\n-----END OPENSSH PRIVATE KEY-----"
     environ = {"GIT_SSH_KEY": key, "GIT_KNOWN_HOSTS": "github.com ssh-ed25519 AAAA"}
     with git_credentials(parse_repo("git@github.com:o/env.git"), environ) as env:
-        command = env["GIT_SSH_COMMAND"].split()
+        command = shlex.split(env["GIT_SSH_COMMAND"])
         key_file = Path(command[command.index("-i") + 1])
         assert key_file.read_text() == key + "\n"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
