@@ -367,7 +367,7 @@ def format_message(subject: str, body: str, trailers: Sequence[tuple[str, str]])
     return "\n\n".join(parts) + "\n"
 
 
-CONTENTION_BACKOFF = (0.05, 2.0)
+CONTENTION_BACKOFF = (0.1, 3.0)
 """(base, cap) seconds after losing a race: someone else made progress."""
 FAILURE_BACKOFF = (0.5, 8.0)
 """(base, cap) seconds after a network failure: give the server time."""
