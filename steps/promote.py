@@ -79,9 +79,14 @@ def build_parser() -> StepParser:
         "--commit", metavar="SHA", help="candidate commit to promote (default: $COMMIT_SHA)"
     )
     parser.add_option(
-        "--from", dest="source_branch", help="branch the commit is on (default: candidate)"
+        "--from",
+        dest="source_branch",
+        metavar="BRANCH",
+        help="branch the commit is on (default: candidate)",
     )
-    parser.add_option("--to", dest="target_branch", help="branch to write (default: production)")
+    parser.add_option(
+        "--to", dest="target_branch", metavar="BRANCH", help="branch to write (default: production)"
+    )
     parser.add_option("--path", metavar="SUBDIR", help="subdirectory to promote (default: root)")
     parser.add_option(
         "--max-attempts",

@@ -83,7 +83,7 @@ def build_parser() -> StepParser:
     parser = StepParser("gitops-push-candidate", DESCRIPTION)
     parser.add_argument("--version", action="version", version=version_text())
     parser.add_option("--repo", required=True, metavar="URL", help="env repo URL or local path")
-    parser.add_option("--branch", help="branch to write (default: candidate)")
+    parser.add_option("--branch", metavar="BRANCH", help="branch to write (default: candidate)")
     parser.add_option(
         "--from", dest="source", metavar="DIR", help="directory that SUBDIR should mirror"
     )
@@ -97,6 +97,7 @@ def build_parser() -> StepParser:
     parser.add_option("--path", metavar="SUBDIR", help="subdirectory to write (default: root)")
     parser.add_option(
         "--base-branch",
+        metavar="BRANCH",
         help="create a missing branch from this one if it exists (default: production; "
         "'' for none)",
     )
