@@ -45,6 +45,7 @@ class StepParser(argparse.ArgumentParser):
         )
         self._env_options: list[tuple[argparse.Action, str]] = []
         self._required: set[str] = set()
+        self._defaults: dict[str, Any] = {}
 
     def add_option(self, *flags: str, env: bool = True, **kwargs: Any) -> argparse.Action:
         """Add an option that also reads ``GITOPS_<FLAG>`` when not given."""
@@ -54,7 +55,12 @@ class StepParser(argparse.ArgumentParser):
         if variable and help_text is not argparse.SUPPRESS:
             kwargs["help"] = f"{help_text or ''} [env: {variable}]".strip()
         required = bool(kwargs.pop("required", False))
+        # The default is applied after the environment is read, or a default
+        # would hide GITOPS_<FLAG>.
+        default = kwargs.pop("default", None)
         action = self.add_argument(*flags, **kwargs)
+        if default is not None:
+            self._defaults[action.dest] = default
         action.required = False
         if required:
             self._required.add(action.dest)
@@ -77,6 +83,8 @@ class StepParser(argparse.ArgumentParser):
             current = getattr(args, action.dest)
             if _is_unset(action, current) and variable in env:
                 setattr(args, action.dest, _from_env(action, variable, env[variable]))
+            if action.dest in self._defaults and _is_unset(action, getattr(args, action.dest)):
+                setattr(args, action.dest, self._defaults[action.dest])
             if action.dest in self._required and _is_unset(action, getattr(args, action.dest)):
                 flag = max(action.option_strings, key=len)
                 raise UsageError(f"{flag} is required (or set {variable})")

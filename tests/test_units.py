@@ -231,6 +231,17 @@ def test_parser_reads_environment_for_each_kind_of_option() -> None:
         parser.parse_step_args([], {})
 
 
+def test_defaults_do_not_hide_the_environment() -> None:
+    parser = StepParser(prog="x", description="")
+    parser.add_option("--branch", default="candidate")
+    parser.add_option("--attempts", type=int, default=10)
+    assert parser.parse_step_args([], {}).branch == "candidate"
+    assert parser.parse_step_args([], {"GITOPS_BRANCH": "main"}).branch == "main"
+    assert parser.parse_step_args(["--branch", "x"], {"GITOPS_BRANCH": "main"}).branch == "x"
+    assert parser.parse_step_args([], {"GITOPS_ATTEMPTS": "3"}).attempts == 3
+    assert parser.parse_step_args([], {}).attempts == 10
+
+
 def test_fit_to_limit_truncates_longest_list_and_counts() -> None:
     result = {
         "step": "s",
