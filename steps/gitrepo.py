@@ -699,7 +699,8 @@ def raise_for_failure(outcome: PushOutcome, location: RepoLocation, action: str)
     """Turn a failed fetch or push into the right error (or a retry)."""
     detail = redact(outcome.detail)
     if outcome.kind == "auth":
-        raise ExternalError(
+        # Credentials are configuration: retrying the build will not fix them.
+        raise UsageError(
             f"{action} {location.url}: authentication failed ({detail}); "
             "check GIT_TOKEN/GIT_USERNAME, GIT_SSH_KEY or the credential helper"
         )

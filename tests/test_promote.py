@@ -220,10 +220,10 @@ def test_promote_with_a_token_never_leaks_it(
     runs = [run_cli("steps.promote", args, env, workspace) for _ in range(2)]
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
     wrong = run_cli("steps.promote", args, {**env, "GIT_TOKEN": "not-the-token"}, workspace)
-    assert wrong.returncode == 3
+    assert wrong.returncode == 2
     encoded = base64.b64encode(f"{GIT_USER}:{GIT_PASSWORD}".encode()).decode()
     texts = [r.stdout + r.stderr for r in [pushed, *runs, wrong]]
     texts += [p.read_text() for p in [*workspace.rglob("*"), *builder.rglob("*")] if p.is_file()]
     for text in texts:
         assert GIT_PASSWORD not in text and encoded not in text
-    assert json.loads((workspace / "promote.json").read_text())["exit_code"] == 3
+    assert json.loads((workspace / "promote.json").read_text())["exit_code"] == 2

@@ -335,7 +335,7 @@ def test_push_over_http(tmp_path: Path, git_server: GitServer, git_env: dict[str
     assert len(log(repo, "candidate")) == 1
 
 
-def test_token_never_leaks_and_wrong_token_is_exit_3(
+def test_token_never_leaks_and_wrong_token_is_exit_2(
     tmp_path: Path, git_auth_server: GitServer, git_env: dict[str, str]
 ) -> None:
     workspace = tmp_path / "workspace"
@@ -357,9 +357,9 @@ def test_token_never_leaks_and_wrong_token_is_exit_3(
     assert unchanged.returncode == 0, unchanged.stderr
     no_token = {k: v for k, v in env.items() if k != "GIT_TOKEN"}
     denied = run_cli("steps.push_candidate", args, no_token, cwd=workspace)
-    assert denied.returncode == 3
+    assert denied.returncode == 2
     wrong = run_cli("steps.push_candidate", args, {**env, "GIT_TOKEN": "wrong-token-1"}, workspace)
-    assert wrong.returncode == 3
+    assert wrong.returncode == 2
     assert "authentication failed" in wrong.stderr
 
     encoded = base64.b64encode(f"{GIT_USER}:{GIT_PASSWORD}".encode()).decode()
