@@ -1,0 +1,369 @@
+"""A Kubernetes API emulator on loopback, for tests, benchmarks and the demo.
+
+No real API server can run on our machines, so ``gitops-verify-rollout`` is
+tested against this: real HTTP, a generated kubeconfig, the official client.
+It keeps objects in memory (``store``), changes them with the API server's
+rules (``api``), serves them over HTTP with watches (``server``), and runs
+controllers (``controllers``, ``workloads``, ``crds``) and a fake kubelet
+(``kubelet``) on a short tick, so rollouts really progress, stall and fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from steps.sandbox.kube.api import Cluster, WriteOptions
+from steps.sandbox.kube.controllers import Controllers
+from steps.sandbox.kube.events import EventRecorder
+from steps.sandbox.kube.faults import FaultInjector
+from steps.sandbox.kube.kubelet import BEHAVIOR, BEHAVIORS, Kubelet
+from steps.sandbox.kube.server import ApiServer
+from steps.sandbox.kube.timings import Timings
+
+__all__ = ["BEHAVIOR", "BEHAVIORS", "FaultInjector", "KubeEmulator", "Timings", "main"]
+
+HOST = "127.0.0.1"
+CONTEXT = "sandbox"
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+class KubeEmulator:
+    """The emulator: an API server on 127.0.0.1 plus controllers and a kubelet.
+
+    ``start()`` serves, writes the kubeconfig (context ``sandbox``, no
+    credentials) and starts the controller loop; ``stop()`` undoes it all.
+    ``port=0`` picks a free port; ``kubeconfig=None`` writes one in a temp dir.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        registry: str | None = None,
+        timings: Timings | None = None,
+        nodes: int = 3,
+        kubeconfig: Path | None = None,
+        history: int = 1000,
+    ) -> None:
+        self.port = port
+        self.registry = registry
+        self.timings = timings or Timings()
+        self.node_count = nodes
+        self.history = history
+        self._kubeconfig = Path(kubeconfig) if kubeconfig is not None else None
+        self._tempdir: Path | None = None
+        self.faults = FaultInjector()
+        self.cluster = Cluster(history)
+        self.events = EventRecorder(self.cluster)
+        self.kubelet = Kubelet(
+            self.cluster,
+            self.events,
+            self.timings,
+            [f"node-{i + 1}" for i in range(nodes)],
+            registry,
+        )
+        self.controllers = Controllers(self.cluster, self.kubelet, self.events, self.timings)
+        self._server: ApiServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self.loop_errors: list[BaseException] = []
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        if self._kubeconfig is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._kubeconfig
+
+    def start(self) -> KubeEmulator:
+        if self._server is not None:
+            return self
+        self._bootstrap()
+        self._server = ApiServer(
+            (HOST, self.port), self.cluster, self.faults, self.kubelet.logs, self.timings.bookmark
+        )
+        self.port = int(self._server.server_address[1])
+        serve = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="kube-api", daemon=True
+        )
+        loop = threading.Thread(target=self._loop, name="kube-controllers", daemon=True)
+        self._threads = [serve, loop]
+        for thread in self._threads:
+            thread.start()
+        self._write_kubeconfig()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+        if self._tempdir is not None:
+            for child in self._tempdir.iterdir():
+                child.unlink()
+            self._tempdir.rmdir()
+            self._tempdir = None
+            self._kubeconfig = None
+
+    def __enter__(self) -> KubeEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        """The controller manager and kubelet, one pass per tick."""
+        while not self._stopping.wait(self.timings.tick):
+            try:
+                self.kubelet.tick()
+                self.controllers.tick()
+            except Exception as exc:  # keep serving; tests can read loop_errors
+                self.loop_errors.append(exc)
+                if len(self.loop_errors) == 1:
+                    import traceback
+
+                    traceback.print_exc()
+
+    def _bootstrap(self) -> None:
+        """System namespaces and the fake nodes, as a fresh cluster has them."""
+        ns = self.cluster.registry.lookup("", "v1", "namespaces")
+        node_rt = self.cluster.registry.lookup("", "v1", "nodes")
+        assert ns is not None and node_rt is not None
+        opts = WriteOptions(manager="kube-apiserver")
+        for name in SYSTEM_NAMESPACES:
+            if self.cluster.find(ns, "", name) is None:
+                self.cluster.create(ns, "", {"metadata": {"name": name}}, opts)
+        for index, name in enumerate(self.kubelet.nodes):
+            if self.cluster.find(node_rt, "", name) is None:
+                node = self.cluster.create(node_rt, "", _node(name, index), opts)
+                node["status"] = _node_status(index)
+                self.cluster.write(node_rt, node, subresource="status", manager="kubelet")
+
+    def _write_kubeconfig(self) -> None:
+        if self._kubeconfig is None:
+            self._tempdir = Path(tempfile.mkdtemp(prefix="gitops-kube-"))
+            self._kubeconfig = self._tempdir / "kubeconfig"
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": CONTEXT, "cluster": {"server": self.url}}],
+            "users": [{"name": CONTEXT, "user": {}}],
+            "contexts": [
+                {
+                    "name": CONTEXT,
+                    "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": "default"},
+                }
+            ],
+            "current-context": CONTEXT,
+            "preferences": {},
+        }
+        self._kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._kubeconfig.with_name(self._kubeconfig.name + ".partial")
+        partial.write_text(yaml.safe_dump(config, sort_keys=False))
+        os.replace(partial, self._kubeconfig)
+
+    # -- reading the store (tests) --------------------------------------------------
+
+    def objects(self, kind_plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Stored objects of a resource (``"deployments"``, ``"widgets.example.com"``...).
+
+        ``namespace=None`` means all namespaces. Copies, with kind and apiVersion.
+        """
+        plural, _, group = kind_plural.partition(".")
+        if not group:
+            groups = {rt.group for rt in self.cluster.registry.all() if rt.plural == plural}
+            group = "" if "" in groups or not groups else sorted(groups)[0]
+        with self.cluster.lock:
+            return [copy.deepcopy(o) for o in self.cluster.store.items((group, plural), namespace)]
+
+    def compact(self) -> None:
+        """Forget the watch history: resuming from any earlier resourceVersion gets 410 Gone."""
+        self.cluster.store.compact()
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+        """Poll ``predicate()`` until it returns something truthy (tests); raise on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"condition not met within {timeout}s")
+            time.sleep(interval)
+
+
+def _node(name: str, index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node.kubernetes.io/instance-type": "e2-standard-4",
+                "topology.kubernetes.io/region": "sandbox-region1",
+                "topology.kubernetes.io/zone": f"sandbox-region1-{'abc'[index % 3]}",
+            },
+        },
+        "spec": {"podCIDR": f"10.244.{index}.0/24", "podCIDRs": [f"10.244.{index}.0/24"]},
+    }
+
+
+def _node_status(index: int) -> dict[str, Any]:
+    from steps.sandbox.kube.api import now
+
+    stamp = now()
+    return {
+        "capacity": {
+            "cpu": "4",
+            "memory": "16393244Ki",
+            "pods": "110",
+            "ephemeral-storage": "101203600Ki",
+        },
+        "allocatable": {
+            "cpu": "3920m",
+            "memory": "13198876Ki",
+            "pods": "110",
+            "ephemeral-storage": "47093746742",
+        },
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp,
+                "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+            }
+        ],
+        "addresses": [
+            {"type": "InternalIP", "address": f"127.0.0.{101 + index}"},
+            {"type": "Hostname", "address": f"node-{index + 1}"},
+        ],
+        "nodeInfo": {
+            "kubeletVersion": "v1.31.0-gitops-sandbox",
+            "containerRuntimeVersion": "containerd://1.7.20",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+            "osImage": "Container-Optimized OS",
+            "kernelVersion": "6.1.0",
+            "machineID": f"{index:032x}",
+            "systemUUID": f"00000000-0000-0000-0000-{index:012x}",
+            "bootID": f"00000000-0000-0000-0001-{index:012x}",
+            "kubeProxyVersion": "v1.31.0",
+        },
+    }
+
+
+# -- gitops-sandbox kube --------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator in the foreground; the kubeconfig appears once it serves."""
+    parser = argparse.ArgumentParser(
+        prog="gitops-sandbox kube",
+        description="Run a Kubernetes API emulator (controllers, fake kubelet) on 127.0.0.1.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    parser.add_argument("--kubeconfig", metavar="PATH", help="write the kubeconfig here")
+    parser.add_argument(
+        "--registry", metavar="HOST:PORT", help="ask this registry whether images exist"
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="fake nodes (default 3)")
+    parser.add_argument(
+        "--timing",
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help="override a timing: pull, start, ready, backoff, tick, observe_lag, ...",
+    )
+    parser.add_argument("--fast", action="store_true", help="the fast timings tests use")
+    parser.add_argument(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="PATTERN[:STATUS[:COUNT]]",
+        help="answer requests matching PATTERN with STATUS (default 500) COUNT times (default 1)",
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="add this many seconds to every request"
+    )
+    args = parser.parse_args(argv)
+    timings = Timings.fast() if args.fast else Timings()
+    changes: dict[str, float] = {}
+    for item in args.timing:
+        name, _, value = item.partition("=")
+        if name not in Timings.__dataclass_fields__:
+            parser.error(f"unknown timing {name!r}")
+        try:
+            changes[name] = float(value)
+        except ValueError:
+            parser.error(f"--timing {item}: not a number")
+    emulator = KubeEmulator(
+        port=args.port,
+        registry=args.registry,
+        timings=timings.but(**changes),
+        nodes=args.nodes,
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+    )
+    for spec in args.fail:
+        pattern, _, rest = spec.partition(":")
+        status, _, count = rest.partition(":")
+        emulator.faults.fail(pattern, int(status or 500), int(count or 1))
+    if args.latency:
+        emulator.faults.latency(args.latency)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        emulator.start()
+    except OSError as exc:
+        print(
+            f"gitops-sandbox kube: error: cannot serve on {HOST}:{args.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 3
+    print(
+        f"gitops-sandbox kube: serving {emulator.url}, kubeconfig {emulator.kubeconfig}",
+        file=sys.stderr,
+        flush=True,
+    )
+    print(emulator.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+    return 0

@@ -1,0 +1,851 @@
+"""Controllers that behave like kube-controller-manager's, on a fixed tick.
+
+Each ``sync_*`` reads the store, decides, and writes through ``Cluster`` so
+every change gets a resourceVersion and a watch event. The Deployment logic
+follows the real controller's rolling-update arithmetic (surge first, then
+scale down old ReplicaSets as far as ``maxUnavailable`` allows) and its
+Progressing/Available conditions, because the stage judges rollouts on them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from typing import Any
+
+from steps.sandbox.kube.api import CONTROLLER, Cluster, now
+from steps.sandbox.kube.events import EventRecorder
+from steps.sandbox.kube.kubelet import Kubelet, random_pod_name
+from steps.sandbox.kube.resources import ResourceType
+from steps.sandbox.kube.selectors import selector_matches
+from steps.sandbox.kube.timings import Timings
+
+REVISION = "deployment.kubernetes.io/revision"
+DESIRED = "deployment.kubernetes.io/desired-replicas"
+MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+HASH_LABEL = "pod-template-hash"
+_SAFE = "bcdfghjklmnpqrstvwxz2456789"
+ROOT_CA = "-----BEGIN CERTIFICATE-----\nc2FuZGJveA==\n-----END CERTIFICATE-----\n"
+ROOT_CA_DESCRIPTION = (
+    "Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
+    "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
+    "guaranteed across distributions of Kubernetes clusters."
+)
+
+
+def template_hash(template: Any, collisions: int = 0) -> str:
+    """A pod-template-hash in the controller's alphabet (FNV-1a over the template)."""
+    data = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
+    data += str(collisions).encode()
+    value = 0x811C9DC5
+    for byte in data:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return "".join(_SAFE[ord(ch) % len(_SAFE)] for ch in str(value))
+
+
+def resolve(value: Any, total: int, round_up: bool) -> int:
+    """An int-or-percent against ``total`` (maxSurge rounds up, maxUnavailable down)."""
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.endswith("%"):
+        scaled = int(value[:-1]) * total / 100
+        return int(math.ceil(scaled) if round_up else math.floor(scaled))
+    return int(value)
+
+
+def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
+    uid = owner["metadata"]["uid"]
+    return any(
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in obj["metadata"].get("ownerReferences") or []
+    )
+
+
+def owner_ref(owner: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+
+
+def set_condition(
+    status: dict[str, Any],
+    type_: str,
+    value: str,
+    reason: str,
+    message: str,
+    keep_transition: bool = True,
+) -> None:
+    """Set a condition; lastUpdateTime moves on every change, transition on flips."""
+    stamp = now()
+    conditions = status.setdefault("conditions", [])
+    for existing in conditions:
+        if existing["type"] == type_:
+            if (existing["status"], existing.get("reason"), existing.get("message")) == (
+                value,
+                reason,
+                message,
+            ):
+                return
+            if existing["status"] != value or not keep_transition:
+                existing["lastTransitionTime"] = stamp
+            existing.update(status=value, reason=reason, message=message, lastUpdateTime=stamp)
+            return
+    conditions.append(
+        {
+            "type": type_,
+            "status": value,
+            "lastUpdateTime": stamp,
+            "lastTransitionTime": stamp,
+            "reason": reason,
+            "message": message,
+        }
+    )
+
+
+class Controllers:
+    """All controllers, run one after another on every tick."""
+
+    def __init__(
+        self, cluster: Cluster, kubelet: Kubelet, events: EventRecorder, timings: Timings
+    ) -> None:
+        self.cluster = cluster
+        self.kubelet = kubelet
+        self.events = events
+        self.timings = timings
+        self._seen_generation: dict[str, tuple[int, float]] = {}
+        self._progress_at: dict[str, float] = {}
+        self._timers: dict[str, float] = {}
+        from steps.sandbox.kube.workloads import Workloads
+
+        self.workloads = Workloads(self)
+
+    def rt(self, group: str, plural: str, version: str = "v1") -> ResourceType:
+        found = self.cluster.registry.lookup(group, version, plural)
+        assert found is not None, plural
+        return found
+
+    def tick(self) -> None:
+        for sync in (
+            self.sync_namespaces,
+            self.sync_garbage,
+            self.sync_deployments,
+            self.sync_replicasets,
+            self.workloads.sync_statefulsets,
+            self.workloads.sync_daemonsets,
+            self.workloads.sync_jobs,
+            self.sync_claims,
+            self.sync_services,
+            self.sync_crds,
+        ):
+            with self.cluster.lock:
+                sync()
+
+    # -- helpers ----------------------------------------------------------------
+
+    def observed(self, obj: dict[str, Any]) -> bool:
+        """False while the configured observedGeneration lag for this generation runs."""
+        lag = self.timings.observe_lag
+        if lag <= 0:
+            return True
+        uid, generation = obj["metadata"]["uid"], int(obj["metadata"].get("generation", 1))
+        seen = self._seen_generation.get(uid)
+        if seen is None or seen[0] != generation:
+            self._seen_generation[uid] = (generation, time.monotonic())
+            return False
+        return time.monotonic() - seen[1] >= lag
+
+    def after(self, key: str, delay: float) -> bool:
+        """True once ``delay`` has passed since the first call for ``key``."""
+        start = self._timers.setdefault(key, time.monotonic())
+        return time.monotonic() - start >= delay
+
+    def pods_of(self, owner: dict[str, Any]) -> list[dict[str, Any]]:
+        ns = owner["metadata"].get("namespace", "")
+        return [
+            copy.deepcopy(p)
+            for p in self.cluster.store.items(("", "pods"), ns)
+            if owned_by(p, owner)
+        ]
+
+    def pod_ready(self, pod: dict[str, Any]) -> bool:
+        ready = condition(pod.get("status") or {}, "Ready")
+        return bool(ready and ready["status"] == "True") and not pod["metadata"].get(
+            "deletionTimestamp"
+        )
+
+    def pod_available(self, pod: dict[str, Any], min_ready: int) -> bool:
+        if not self.pod_ready(pod):
+            return False
+        since = self.kubelet.ready_since.get(pod["metadata"]["uid"])
+        return since is not None and time.monotonic() - since >= min_ready
+
+    def create_pod(
+        self,
+        owner: dict[str, Any],
+        template: dict[str, Any],
+        name: str,
+        extra_labels: dict[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        meta = copy.deepcopy(template.get("metadata") or {})
+        labels = {**(meta.get("labels") or {}), **(extra_labels or {})}
+        pod: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": owner["metadata"].get("namespace"),
+                "labels": labels,
+                "annotations": meta.get("annotations") or {},
+                "ownerReferences": [owner_ref(owner)],
+            },
+            "spec": copy.deepcopy(template.get("spec") or {}),
+        }
+        if not pod["metadata"]["annotations"]:
+            pod["metadata"].pop("annotations")
+        created = self.cluster.controller_create(self.rt("", "pods"), pod)
+        if created is not None:
+            self.events.record(
+                owner, "Normal", "SuccessfulCreate", f"Created pod: {name}", self.component(owner)
+            )
+        return created
+
+    def delete_pod(self, owner: dict[str, Any], pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        try:
+            self.cluster.delete(self.rt("", "pods"), meta["namespace"], meta["name"])
+        except Exception:  # already gone
+            return
+        self.events.record(
+            owner,
+            "Normal",
+            "SuccessfulDelete",
+            f"Deleted pod: {meta['name']}",
+            self.component(owner),
+        )
+
+    @staticmethod
+    def component(owner: dict[str, Any]) -> str:
+        return {
+            "ReplicaSet": "replicaset-controller",
+            "Deployment": "deployment-controller",
+            "StatefulSet": "statefulset-controller",
+            "DaemonSet": "daemonset-controller",
+            "Job": "job-controller",
+        }.get(owner.get("kind", ""), CONTROLLER)
+
+    # -- namespaces -------------------------------------------------------------
+
+    def sync_namespaces(self) -> None:
+        ns_rt = self.rt("", "namespaces")
+        for ns in [copy.deepcopy(n) for n in self.cluster.store.items(ns_rt.key)]:
+            name = ns["metadata"]["name"]
+            if ns["metadata"].get("deletionTimestamp"):
+                remaining = 0
+                for rt in self.cluster.registry.all():
+                    if not rt.namespaced:
+                        continue
+                    for obj in list(self.cluster.store.items(rt.key, name)):
+                        remaining += 1
+                        if not obj["metadata"].get("deletionTimestamp"):
+                            try:
+                                self.cluster.delete(rt, name, obj["metadata"]["name"])
+                            except Exception:
+                                continue
+                if remaining == 0:
+                    self.cluster.store.remove(ns_rt.key, "", name)
+                continue
+            self._namespace_defaults(name)
+
+    def _namespace_defaults(self, namespace: str) -> None:
+        sa = self.rt("", "serviceaccounts")
+        if self.cluster.store.get(sa.key, namespace, "default") is None:
+            self.cluster.controller_create(
+                sa,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": "default", "namespace": namespace},
+                },
+            )
+        cm = self.rt("", "configmaps")
+        if self.cluster.store.get(cm.key, namespace, "kube-root-ca.crt") is None:
+            self.cluster.controller_create(
+                cm,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": "kube-root-ca.crt",
+                        "namespace": namespace,
+                        "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION},
+                    },
+                    "data": {"ca.crt": ROOT_CA},
+                },
+            )
+
+    # -- garbage collection -----------------------------------------------------
+
+    def sync_garbage(self) -> None:
+        """Delete dependents whose owners are gone; finish foreground and orphan deletions."""
+        store = self.cluster.store
+        everything: list[tuple[ResourceType, dict[str, Any]]] = []
+        for rt in self.cluster.registry.all():
+            everything += [(rt, o) for o in store.items(rt.key)]
+        uids = {o["metadata"]["uid"]: o for _, o in everything}
+        dependents: dict[str, list[tuple[ResourceType, dict[str, Any]]]] = {}
+        for rt, obj in everything:
+            refs = obj["metadata"].get("ownerReferences") or []
+            for ref in refs:
+                dependents.setdefault(ref.get("uid", ""), []).append((rt, obj))
+            if (
+                refs
+                and not any(ref.get("uid") in uids for ref in refs)
+                and not obj["metadata"].get("deletionTimestamp")
+            ):
+                self._delete(rt, obj)
+        for rt, obj in everything:
+            meta = obj["metadata"]
+            finalizers = meta.get("finalizers") or []
+            if not meta.get("deletionTimestamp"):
+                continue
+            mine = dependents.get(meta["uid"], [])
+            if "foregroundDeletion" in finalizers:
+                blocking = [(drt, d) for drt, d in mine if self._blocks(d, meta["uid"])]
+                for drt, dependent in blocking:
+                    if not dependent["metadata"].get("deletionTimestamp"):
+                        self._delete(drt, dependent, "Foreground")
+                if not blocking:
+                    self._drop_finalizer(rt, obj, "foregroundDeletion")
+            elif "orphan" in finalizers:
+                for drt, dependent in mine:
+                    copy_ = copy.deepcopy(dependent)
+                    copy_["metadata"]["ownerReferences"] = [
+                        r
+                        for r in dependent["metadata"].get("ownerReferences") or []
+                        if r.get("uid") != meta["uid"]
+                    ]
+                    if not copy_["metadata"]["ownerReferences"]:
+                        copy_["metadata"].pop("ownerReferences")
+                    self.cluster.write(drt, copy_, manager="generic-garbage-collector")
+                self._drop_finalizer(rt, obj, "orphan")
+
+    @staticmethod
+    def _blocks(dependent: dict[str, Any], uid: str) -> bool:
+        return any(
+            r.get("uid") == uid and r.get("blockOwnerDeletion")
+            for r in dependent["metadata"].get("ownerReferences") or []
+        )
+
+    def _delete(
+        self, rt: ResourceType, obj: dict[str, Any], propagation: str | None = None
+    ) -> None:
+        meta = obj["metadata"]
+        try:
+            self.cluster.delete(
+                rt, meta.get("namespace", ""), meta["name"], propagation=propagation
+            )
+        except Exception:
+            return
+
+    def _drop_finalizer(self, rt: ResourceType, obj: dict[str, Any], finalizer: str) -> None:
+        updated = copy.deepcopy(obj)
+        updated["metadata"]["finalizers"] = [
+            f for f in obj["metadata"].get("finalizers") or [] if f != finalizer
+        ]
+        if not updated["metadata"]["finalizers"]:
+            updated["metadata"].pop("finalizers")
+        self.cluster.write(rt, updated, manager="generic-garbage-collector")
+
+    # -- ReplicaSets ------------------------------------------------------------
+
+    def sync_replicasets(self) -> None:
+        rt = self.rt("apps", "replicasets")
+        for rs in [copy.deepcopy(r) for r in self.cluster.store.items(rt.key)]:
+            if rs["metadata"].get("deletionTimestamp"):
+                continue
+            spec = rs["spec"]
+            pods = [p for p in self.pods_of(rs)]
+            active = [
+                p
+                for p in pods
+                if not p["metadata"].get("deletionTimestamp")
+                and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+            ]
+            want = int(spec.get("replicas", 1))
+            if len(active) < want:
+                prefix = rs["metadata"]["name"]
+                for _ in range(want - len(active)):
+                    self.create_pod(rs, spec["template"], random_pod_name(prefix))
+            elif len(active) > want:
+                for pod in sorted(active, key=self._deletion_rank)[: len(active) - want]:
+                    self.delete_pod(rs, pod)
+            pods = [p for p in self.pods_of(rs) if not p["metadata"].get("deletionTimestamp")]
+            min_ready = int(spec.get("minReadySeconds") or 0)
+            labels_ok = [
+                p
+                for p in pods
+                if selector_matches(spec.get("selector"), p["metadata"].get("labels") or {})
+            ]
+            status = {
+                "replicas": len(pods),
+                "fullyLabeledReplicas": len(labels_ok),
+                "readyReplicas": sum(1 for p in pods if self.pod_ready(p)),
+                "availableReplicas": sum(1 for p in pods if self.pod_available(p, min_ready)),
+                "observedGeneration": rs["metadata"].get("generation", 1),
+            }
+            terminating = sum(1 for p in self.pods_of(rs) if p["metadata"].get("deletionTimestamp"))
+            if terminating:
+                status["terminatingReplicas"] = terminating
+            for key in ("readyReplicas", "availableReplicas", "fullyLabeledReplicas"):
+                if not status[key]:
+                    status.pop(key)
+            if status != rs.get("status"):
+                rs["status"] = status
+                self.cluster.write(rt, rs, subresource="status", manager="replicaset-controller")
+
+    def _deletion_rank(self, pod: dict[str, Any]) -> tuple[int, int, float, str]:
+        """Which pods a ReplicaSet deletes first: unscheduled, pending, unready, then newest."""
+        status = pod.get("status") or {}
+        scheduled = 1 if pod["spec"].get("nodeName") else 0
+        running = 1 if status.get("phase") == "Running" else 0
+        ready = 1 if self.pod_ready(pod) else 0
+        since = self.kubelet.ready_since.get(pod["metadata"]["uid"], 0.0)
+        return (
+            scheduled + running + ready,
+            ready,
+            -since,
+            pod["metadata"].get("creationTimestamp", ""),
+        )
+
+    # -- Deployments ------------------------------------------------------------
+
+    def sync_deployments(self) -> None:
+        rt = self.rt("apps", "deployments")
+        for deployment in [copy.deepcopy(d) for d in self.cluster.store.items(rt.key)]:
+            if deployment["metadata"].get("deletionTimestamp") or not self.observed(deployment):
+                continue
+            self._sync_deployment(rt, deployment)
+
+    def _sync_deployment(self, rt: ResourceType, d: dict[str, Any]) -> None:
+        rs_rt = self.rt("apps", "replicasets")
+        spec, meta = d["spec"], d["metadata"]
+        ns = meta["namespace"]
+        all_rs = [
+            copy.deepcopy(r) for r in self.cluster.store.items(rs_rt.key, ns) if owned_by(r, d)
+        ]
+        all_rs.sort(key=lambda r: (r["metadata"]["creationTimestamp"], r["metadata"]["name"]))
+        new_rs = next(
+            (r for r in all_rs if _same_template(r["spec"]["template"], spec["template"])), None
+        )
+        old_rs = [r for r in all_rs if r is not new_rs]
+        replicas = int(spec.get("replicas", 1))
+        previous_status = copy.deepcopy(d.get("status") or {})
+        progress_note: tuple[str, str] | None = None
+        if spec.get("paused"):
+            self._deployment_status(rt, d, new_rs, all_rs, previous_status, paused=True)
+            return
+        max_revision = max(
+            (int(r["metadata"].get("annotations", {}).get(REVISION, 0)) for r in old_rs), default=0
+        )
+        if new_rs is None:
+            new_rs = self._new_replicaset(d, old_rs, max_revision + 1)
+            if new_rs is None:
+                return
+            all_rs.append(new_rs)
+            progress_note = (
+                "NewReplicaSetCreated",
+                f'Created new replica set "{new_rs["metadata"]["name"]}"',
+            )
+        elif int(new_rs["metadata"].get("annotations", {}).get(REVISION, 0)) <= max_revision:
+            new_rs["metadata"].setdefault("annotations", {})[REVISION] = str(max_revision + 1)
+            new_rs = self.cluster.write(rs_rt, new_rs, manager="deployment-controller")
+            progress_note = (
+                "FoundNewReplicaSet",
+                f'Found new replica set "{new_rs["metadata"]["name"]}"',
+            )
+        strategy = spec.get("strategy") or {}
+        if strategy.get("type") == "Recreate":
+            self._recreate(d, new_rs, old_rs, replicas)
+        else:
+            self._rolling(d, new_rs, old_rs, replicas, strategy.get("rollingUpdate") or {})
+        self._cleanup(d, old_rs)
+        refreshed = [
+            copy.deepcopy(r) for r in self.cluster.store.items(rs_rt.key, ns) if owned_by(r, d)
+        ]
+        new_now = next(
+            (r for r in refreshed if r["metadata"]["uid"] == new_rs["metadata"]["uid"]), new_rs
+        )
+        self._deployment_status(rt, d, new_now, refreshed, previous_status, note=progress_note)
+
+    def _new_replicaset(
+        self, d: dict[str, Any], old_rs: list[dict[str, Any]], revision: int
+    ) -> dict[str, Any] | None:
+        spec = d["spec"]
+        collisions = int((d.get("status") or {}).get("collisionCount", 0))
+        pod_hash = template_hash(spec["template"], collisions)
+        template = copy.deepcopy(spec["template"])
+        template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = pod_hash
+        selector = copy.deepcopy(spec["selector"])
+        selector.setdefault("matchLabels", {})[HASH_LABEL] = pod_hash
+        replicas = int(spec.get("replicas", 1))
+        strategy = spec.get("strategy") or {}
+        surge = resolve((strategy.get("rollingUpdate") or {}).get("maxSurge"), replicas, True)
+        if strategy.get("type") == "Recreate":
+            initial = (
+                0 if any(int(r["spec"].get("replicas", 0)) for r in old_rs) or old_rs else replicas
+            )
+        else:
+            current = sum(int(r["spec"].get("replicas", 0)) for r in old_rs)
+            initial = replicas if not old_rs else max(0, min(replicas, replicas + surge - current))
+        name = f"{d['metadata']['name']}-{pod_hash}"
+        rs: dict[str, Any] = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": name,
+                "namespace": d["metadata"]["namespace"],
+                "labels": copy.deepcopy(template["metadata"]["labels"]),
+                "annotations": {
+                    DESIRED: str(replicas),
+                    MAX_REPLICAS: str(replicas + surge),
+                    REVISION: str(revision),
+                },
+                "ownerReferences": [owner_ref(d)],
+            },
+            "spec": {"replicas": initial, "selector": selector, "template": template},
+        }
+        if d["spec"].get("minReadySeconds"):
+            rs["spec"]["minReadySeconds"] = d["spec"]["minReadySeconds"]
+        created = self.cluster.controller_create(self.rt("apps", "replicasets"), rs)
+        if created is None:
+            return None
+        if initial:
+            self.events.record(
+                d,
+                "Normal",
+                "ScalingReplicaSet",
+                f"Scaled up replica set {name} from 0 to {initial}",
+                "deployment-controller",
+            )
+        return created
+
+    def _scale(self, d: dict[str, Any], rs: dict[str, Any], replicas: int) -> dict[str, Any]:
+        old = int(rs["spec"].get("replicas", 0))
+        annotations = rs["metadata"].setdefault("annotations", {})
+        total = int(d["spec"].get("replicas", 1))
+        surge = resolve(
+            ((d["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get("maxSurge"),
+            total,
+            True,
+        )
+        if old == replicas and annotations.get(DESIRED) == str(total):
+            return rs
+        rs["spec"]["replicas"] = replicas
+        annotations[DESIRED] = str(total)
+        annotations[MAX_REPLICAS] = str(total + surge)
+        written = self.cluster.write(
+            self.rt("apps", "replicasets"), rs, manager="deployment-controller"
+        )
+        if old != replicas:
+            direction = "up" if replicas > old else "down"
+            self.events.record(
+                d, "Normal", "ScalingReplicaSet",
+                f"Scaled {direction} replica set {rs['metadata']['name']} from {old} to {replicas}",
+                "deployment-controller",
+            )  # fmt: skip
+        return written
+
+    def _recreate(
+        self, d: dict[str, Any], new_rs: dict[str, Any], old_rs: list[dict[str, Any]], replicas: int
+    ) -> None:
+        waiting = False
+        for rs in old_rs:
+            if int(rs["spec"].get("replicas", 0)) > 0:
+                self._scale(d, rs, 0)
+                waiting = True
+        if waiting or any(self.pods_of(rs) for rs in old_rs):
+            return
+        self._scale(d, new_rs, replicas)
+
+    def _rolling(
+        self,
+        d: dict[str, Any],
+        new_rs: dict[str, Any],
+        old_rs: list[dict[str, Any]],
+        replicas: int,
+        rolling: dict[str, Any],
+    ) -> None:
+        surge = resolve(rolling.get("maxSurge", "25%"), replicas, True)
+        unavailable = resolve(rolling.get("maxUnavailable", "25%"), replicas, False)
+        if surge == 0 and unavailable == 0:
+            unavailable = 1
+        all_rs = [new_rs, *old_rs]
+        # scale up the new ReplicaSet as far as maxSurge allows
+        new_count = int(new_rs["spec"].get("replicas", 0))
+        if new_count < replicas:
+            current = sum(int(r["spec"].get("replicas", 0)) for r in all_rs)
+            up = min(replicas + surge - current, replicas - new_count)
+            if up > 0:
+                new_rs = self._scale(d, new_rs, new_count + up)
+        elif new_count > replicas:
+            new_rs = self._scale(d, new_rs, replicas)
+        # scale down old ReplicaSets as far as maxUnavailable allows
+        old_count = sum(int(r["spec"].get("replicas", 0)) for r in old_rs)
+        if old_count == 0:
+            return
+        all_rs = [new_rs, *old_rs]
+        all_count = sum(int(r["spec"].get("replicas", 0)) for r in all_rs)
+        min_available = replicas - unavailable
+        new_status = new_rs.get("status") or {}
+        new_unavailable = int(new_rs["spec"].get("replicas", 0)) - int(
+            new_status.get("availableReplicas", 0)
+        )
+        max_down = all_count - min_available - new_unavailable
+        if max_down <= 0:
+            return
+        cleaned = 0
+        for rs in old_rs:  # first the old ReplicaSets' unhealthy replicas
+            if cleaned >= max_down:
+                break
+            count = int(rs["spec"].get("replicas", 0))
+            healthy = int((rs.get("status") or {}).get("availableReplicas", 0))
+            down = min(count - healthy, max_down - cleaned)
+            if down > 0:
+                self._scale(d, rs, count - down)
+                rs["spec"]["replicas"] = count - down
+                cleaned += down
+        available = sum(int((r.get("status") or {}).get("availableReplicas", 0)) for r in all_rs)
+        budget = min(available - min_available, max_down - cleaned)
+        for rs in old_rs:  # oldest first
+            if budget <= 0:
+                break
+            count = int(rs["spec"].get("replicas", 0))
+            down = min(count, budget)
+            if down > 0:
+                self._scale(d, rs, count - down)
+                budget -= down
+
+    def _cleanup(self, d: dict[str, Any], old_rs: list[dict[str, Any]]) -> None:
+        limit = int(d["spec"].get("revisionHistoryLimit", 10))
+        idle = [
+            r for r in old_rs
+            if not int(r["spec"].get("replicas", 0)) and not (r.get("status") or {}).get("replicas")
+        ]  # fmt: skip
+        idle.sort(key=lambda r: int(r["metadata"].get("annotations", {}).get(REVISION, 0)))
+        for rs in idle[: max(0, len(idle) - limit)]:
+            self._delete(self.rt("apps", "replicasets"), rs)
+
+    def _deployment_status(
+        self,
+        rt: ResourceType,
+        d: dict[str, Any],
+        new_rs: dict[str, Any] | None,
+        all_rs: list[dict[str, Any]],
+        previous: dict[str, Any],
+        paused: bool = False,
+        note: tuple[str, str] | None = None,
+    ) -> None:
+        spec, uid = d["spec"], d["metadata"]["uid"]
+        replicas = int(spec.get("replicas", 1))
+        statuses = [r.get("status") or {} for r in all_rs]
+        new_status = (new_rs or {}).get("status") or {}
+        status: dict[str, Any] = {
+            "observedGeneration": d["metadata"].get("generation", 1),
+            "replicas": sum(int(s.get("replicas", 0)) for s in statuses),
+            "updatedReplicas": int(new_status.get("replicas", 0)),
+            "readyReplicas": sum(int(s.get("readyReplicas", 0)) for s in statuses),
+            "availableReplicas": sum(int(s.get("availableReplicas", 0)) for s in statuses),
+        }
+        total = sum(int(r["spec"].get("replicas", 0)) for r in all_rs)
+        status["unavailableReplicas"] = max(total - status["availableReplicas"], 0)
+        terminating = sum(int(s.get("terminatingReplicas", 0)) for s in statuses)
+        if terminating:
+            status["terminatingReplicas"] = terminating
+        if previous.get("collisionCount"):
+            status["collisionCount"] = previous["collisionCount"]
+        status["conditions"] = copy.deepcopy(previous.get("conditions") or [])
+        rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
+        max_unavailable = resolve(rolling.get("maxUnavailable", "25%"), replicas, False)
+        if (spec.get("strategy") or {}).get("type") == "Recreate":
+            max_unavailable = 0
+        if status["availableReplicas"] >= replicas - max_unavailable:
+            set_condition(
+                status,
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+            )
+        else:
+            set_condition(
+                status,
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            )
+        rs_name = (new_rs or {}).get("metadata", {}).get("name", "")
+        progressing = condition(status, "Progressing")
+        deadline = spec.get("progressDeadlineSeconds")
+        if paused:
+            set_condition(
+                status, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused"
+            )
+        elif progressing is not None and progressing.get("reason") == "DeploymentPaused":
+            set_condition(
+                status, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed"
+            )
+            self._progress_at[uid] = time.monotonic()
+        elif (
+            status["updatedReplicas"] == replicas
+            and status["replicas"] == replicas
+            and status["availableReplicas"] == replicas
+            and new_rs is not None
+        ):
+            set_condition(
+                status,
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{rs_name}" has successfully progressed.',
+            )
+            self._progress_at[uid] = time.monotonic()
+        elif note is not None:
+            set_condition(status, "Progressing", "True", note[0], note[1])
+            self._progress_at[uid] = time.monotonic()
+        elif _made_progress(previous, status):
+            message = f'ReplicaSet "{rs_name}" is progressing.'
+            if progressing is None or progressing.get("status") != "True":
+                set_condition(status, "Progressing", "True", "ReplicaSetUpdated", message)
+            else:
+                progressing.update(
+                    reason="ReplicaSetUpdated", message=message, lastUpdateTime=now()
+                )
+            self._progress_at[uid] = time.monotonic()
+        elif (
+            deadline is not None
+            and progressing is not None
+            and progressing.get("reason") != "ProgressDeadlineExceeded"
+        ):
+            started = self._progress_at.setdefault(uid, time.monotonic())
+            if time.monotonic() - started > float(deadline):
+                set_condition(
+                    status,
+                    "Progressing",
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    f'ReplicaSet "{rs_name}" has timed out progressing.',
+                )
+        if progressing is None and condition(status, "Progressing") is None and new_rs is not None:
+            set_condition(
+                status,
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                f'ReplicaSet "{rs_name}" is progressing.',
+            )
+            self._progress_at[uid] = time.monotonic()
+        order = {"Available": 0, "Progressing": 1}
+        status["conditions"].sort(key=lambda c: order.get(c["type"], 2))
+        for key in (
+            "readyReplicas",
+            "availableReplicas",
+            "unavailableReplicas",
+            "replicas",
+            "updatedReplicas",
+        ):
+            if not status.get(key):
+                status.pop(key, None)
+        if status != previous:
+            d["status"] = status
+            self.cluster.write(rt, d, subresource="status", manager="deployment-controller")
+
+    # -- small controllers ------------------------------------------------------
+
+    def sync_claims(self) -> None:
+        rt = self.rt("", "persistentvolumeclaims")
+        for claim in [copy.deepcopy(c) for c in self.cluster.store.items(rt.key)]:
+            if (claim.get("status") or {}).get("phase") == "Bound" or claim["metadata"].get(
+                "deletionTimestamp"
+            ):
+                continue
+            if not self.after(claim["metadata"]["uid"], self.timings.pvc_bind):
+                continue
+            spec = claim["spec"]
+            spec.setdefault("volumeName", f"pvc-{claim['metadata']['uid']}")
+            claim = self.cluster.write(rt, claim, manager="persistentvolume-controller")
+            claim["status"] = {
+                "phase": "Bound",
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "capacity": {
+                    "storage": ((spec.get("resources") or {}).get("requests") or {}).get(
+                        "storage", "1Gi"
+                    )
+                },
+            }
+            annotations = claim["metadata"].setdefault("annotations", {})
+            annotations["pv.kubernetes.io/bind-completed"] = "yes"
+            self.cluster.write(
+                rt, claim, subresource="status", manager="persistentvolume-controller"
+            )
+
+    def sync_services(self) -> None:
+        rt = self.rt("", "services")
+        for svc in [copy.deepcopy(s) for s in self.cluster.store.items(rt.key)]:
+            if (svc.get("spec") or {}).get("type") != "LoadBalancer":
+                continue
+            if ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+                continue
+            if not self.after(svc["metadata"]["uid"], self.timings.load_balancer):
+                continue
+            last = (sum(ord(ch) for ch in svc["metadata"]["uid"]) % 200) + 20
+            svc["status"] = {
+                "loadBalancer": {"ingress": [{"ip": f"127.0.0.{last}", "ipMode": "VIP"}]}
+            }
+            self.cluster.write(rt, svc, subresource="status", manager="service-controller")
+            self.events.record(
+                svc, "Normal", "EnsuredLoadBalancer", "Ensured load balancer", "service-controller"
+            )
+
+    def sync_crds(self) -> None:
+        from steps.sandbox.kube.crds import sync_crds
+
+        sync_crds(self)
+
+
+def _same_template(rs_template: dict[str, Any], template: dict[str, Any]) -> bool:
+    a = copy.deepcopy(rs_template)
+    labels = (a.get("metadata") or {}).get("labels") or {}
+    labels.pop(HASH_LABEL, None)
+    b = copy.deepcopy(template)
+    for t in (a, b):
+        meta = t.setdefault("metadata", {})
+        if not meta.get("labels"):
+            meta.pop("labels", None)
+        if not meta:
+            t.pop("metadata")
+    return a == b
+
+
+def _made_progress(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    def get(s: dict[str, Any], key: str) -> int:
+        return int(s.get(key, 0))
+
+    return (
+        get(new, "updatedReplicas") > get(old, "updatedReplicas")
+        or get(new, "readyReplicas") > get(old, "readyReplicas")
+        or get(new, "availableReplicas") > get(old, "availableReplicas")
+        or get(new, "replicas") - get(new, "updatedReplicas")
+        < get(old, "replicas") - get(old, "updatedReplicas")
+    )

@@ -1,0 +1,563 @@
+"""The HTTP front end: URL routing, query parameters, JSON bodies, watch streams.
+
+Threaded ``http.server`` speaking HTTP/1.1 with keep-alive, because the
+official client pools connections; watch responses use chunked encoding with
+one JSON event per line, as the API server's do.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+from steps.sandbox.kube import apierrors as errors
+from steps.sandbox.kube.api import Cluster, WriteOptions
+from steps.sandbox.kube.apierrors import ApiError
+from steps.sandbox.kube.faults import FaultInjector
+from steps.sandbox.kube.resources import VERSION_INFO, ResourceType
+from steps.sandbox.kube.selectors import field_matcher, label_matcher
+from steps.sandbox.kube.store import WatchEvent
+
+LogReader = Callable[[dict[str, Any], str, bool], list[str]]
+DEFAULT_WATCH_TIMEOUT = 1800.0
+CONTROL_PREFIX = "/_sandbox/"
+
+
+class ApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        cluster: Cluster,
+        faults: FaultInjector,
+        logs: LogReader,
+        bookmark_interval: float,
+    ) -> None:
+        super().__init__(address, Handler)
+        self.cluster = cluster
+        self.faults = faults
+        self.logs = logs
+        self.bookmark_interval = bookmark_interval
+        self.closing = threading.Event()
+
+    def server_close(self) -> None:
+        self.closing.set()
+        self.cluster.store.close()
+        super().server_close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ApiServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests and the CLI do not want an access log."""
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _serve(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        self.body = self._read_body()
+        self.warnings: list[str] = []
+        target = self.path
+        try:
+            delay = self.server.faults.delay(target)
+            if delay > 0:
+                time.sleep(delay)
+            if not parts.path.startswith(CONTROL_PREFIX):
+                failure = self.server.faults.take_failure(method, target)
+                if failure is not None:
+                    message = f"injected fault ({failure.status})"
+                    if failure.status == 429:
+                        raise errors.too_many_requests(failure.retry_after or 1)
+                    if failure.status == 500:
+                        raise errors.internal(message)
+                    raise ApiError(
+                        failure.status,
+                        failure.reason,
+                        message,
+                        {},
+                        ({"Retry-After": str(failure.retry_after)} if failure.retry_after else {}),
+                    )
+            self._route(method, parts.path.rstrip("/") or "/")
+        except ApiError as exc:
+            self._json(exc.code, exc.status(), exc.headers)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # a bug in the emulator: say so like the server would
+            self._json(500, errors.internal(f"emulator bug: {exc!r}").status())
+            raise
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _json(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        self._send(code, data, "application/json", headers)
+
+    def _send(
+        self, code: int, data: bytes, ctype: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache, private")
+        for warning in self.warnings:
+            self.send_header("Warning", f'299 - "{_escape(warning)}"')
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _parsed_body(self) -> Any:
+        if not self.body:
+            return None
+        ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        try:
+            if "yaml" in ctype:
+                return yaml.safe_load(self.body.decode())
+            return json.loads(self.body)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise errors.bad_request(
+                f"couldn't get version/kind; json parse error: {exc}"
+            ) from None
+
+    # -- routing ----------------------------------------------------------------
+
+    def _route(self, method: str, path: str) -> None:
+        if path.startswith(CONTROL_PREFIX):
+            self._control(method, path)
+            return
+        segments = [s for s in path.split("/") if s]
+        reg = self.server.cluster.registry
+        if path in ("/healthz", "/livez", "/readyz"):
+            self._send(200, b"ok", "text/plain; charset=utf-8")
+            return
+        if path == "/version":
+            self._json(200, VERSION_INFO)
+            return
+        if segments[:1] == ["api"]:
+            if len(segments) == 1:
+                port = self.server.server_address[1]
+                self._json(200, reg.core_versions(f"127.0.0.1:{port}"))
+                return
+            if segments[1] != "v1":
+                raise errors.not_found_path()
+            if len(segments) == 2:
+                self._json(200, reg.resource_list("", "v1"))
+                return
+            self._resource(method, "", "v1", segments[2:])
+            return
+        if segments[:1] == ["apis"]:
+            if len(segments) == 1:
+                self._json(200, reg.group_list())
+                return
+            if len(segments) == 2:
+                group = reg.api_group(segments[1])
+                if group is None:
+                    raise errors.not_found_path()
+                self._json(200, group)
+                return
+            if len(segments) == 3:
+                listing = reg.resource_list(segments[1], segments[2])
+                if listing is None:
+                    raise errors.not_found_path()
+                self._json(200, listing)
+                return
+            self._resource(method, segments[1], segments[2], segments[3:])
+            return
+        raise errors.not_found_path()
+
+    def _resource(self, method: str, group: str, version: str, rest: list[str]) -> None:
+        reg = self.server.cluster.registry
+        namespace = ""
+        if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
+            namespace, rest = rest[1], rest[2:]
+        rt = reg.lookup(group, version, rest[0])
+        if rt is None or len(rest) > 3:
+            raise errors.not_found_path()
+        if rt.namespaced != bool(namespace) and not (
+            rt.namespaced and len(rest) == 1 and method == "GET"
+        ):
+            raise errors.not_found_path()
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if sub is not None and sub not in rt.subresources:
+            raise errors.not_found_path()
+        scope = namespace if namespace else None
+        if name is None:
+            self._collection(method, rt, scope, namespace)
+        elif sub == "log":
+            self._log(rt, namespace, name)
+        elif sub == "scale":
+            self._scale(method, rt, namespace, name)
+        else:
+            self._object(method, rt, namespace, name, sub if sub != "finalize" else None)
+
+    def _opts(self, subresource: str | None = None, apply: bool = False) -> WriteOptions:
+        dry = self.query.get("dryRun")
+        if dry not in (None, "", "All"):
+            raise errors.bad_request(f'Invalid dry run value: "{dry}"')
+        manager = self.query.get("fieldManager")
+        if manager is None and not apply:
+            manager = (self.headers.get("User-Agent") or "unknown").split("/")[0]
+        validation = self.query.get("fieldValidation") or "Warn"
+        return WriteOptions(
+            manager=manager or "",
+            dry_run=dry == "All",
+            validation=validation,
+            force=self.query.get("force") in ("true", "1", "True"),
+            subresource=subresource,
+            warnings=self.warnings,
+        )
+
+    def _collection(self, method: str, rt: ResourceType, scope: str | None, namespace: str) -> None:
+        cluster = self.server.cluster
+        if method == "GET":
+            if self.query.get("watch") in ("true", "1", "True"):
+                self._watch(rt, scope)
+                return
+            items, rv = cluster.list_objects(
+                rt, scope, self.query.get("labelSelector"), self.query.get("fieldSelector")
+            )
+            self._json(200, self._list_body(rt, items, rv))
+        elif method == "POST":
+            obj = cluster.create(rt, namespace, self._parsed_body(), self._opts())
+            self._json(201, self._out(obj))
+        elif method == "DELETE":
+            items, _ = cluster.list_objects(
+                rt, scope, self.query.get("labelSelector"), self.query.get("fieldSelector")
+            )
+            deleted = []
+            for item in items:
+                meta = item["metadata"]
+                try:
+                    obj, _ = cluster.delete(
+                        rt, meta.get("namespace", ""), meta["name"], dry_run=self._opts().dry_run
+                    )
+                    deleted.append(obj)
+                except ApiError:
+                    continue
+            self._json(200, self._list_body(rt, deleted, cluster.store.resource_version))
+        else:
+            raise errors.method_not_allowed()
+
+    def _list_body(self, rt: ResourceType, items: list[dict[str, Any]], rv: int) -> dict[str, Any]:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        limit = int(self.query.get("limit") or 0)
+        start = 0
+        token = self.query.get("continue")
+        if token:
+            try:
+                state = json.loads(base64.urlsafe_b64decode(token.encode()))
+                start, rv = int(state["start"]), int(state["rv"])
+                meta["resourceVersion"] = str(rv)
+            except (ValueError, KeyError, TypeError):
+                raise errors.bad_request("continue key is not valid") from None
+        if limit > 0 or start:
+            end = start + limit if limit > 0 else len(items)
+            if end < len(items):
+                meta["continue"] = base64.urlsafe_b64encode(
+                    json.dumps({"start": end, "rv": rv}).encode()
+                ).decode()
+                meta["remainingItemCount"] = len(items) - end
+            items = items[start:end]
+        if not rt.custom:
+            for item in items:
+                item.pop("apiVersion", None)
+                item.pop("kind", None)
+        return {
+            "kind": f"{rt.kind}List",
+            "apiVersion": rt.api_version,
+            "metadata": meta,
+            "items": items,
+        }
+
+    def _out(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return obj
+
+    def _object(
+        self, method: str, rt: ResourceType, namespace: str, name: str, sub: str | None
+    ) -> None:
+        cluster = self.server.cluster
+        if method == "GET":
+            self._json(200, cluster.get(rt, namespace, name))
+        elif method == "PUT":
+            obj = cluster.replace(rt, namespace, name, self._parsed_body(), self._opts(sub))
+            self._json(200, obj)
+        elif method == "PATCH":
+            ctype = self.headers.get("Content-Type") or ""
+            apply = ctype.startswith("application/apply-patch")
+            obj, created = cluster.patch(
+                rt, namespace, name, self.body, ctype, self._opts(sub, apply)
+            )
+            self._json(201 if created else 200, obj)
+        elif method == "DELETE" and sub is None:
+            options = self._parsed_body() or {}
+            grace = self.query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+            obj, finished = cluster.delete(
+                rt,
+                namespace,
+                name,
+                propagation=self.query.get("propagationPolicy") or options.get("propagationPolicy"),
+                grace=int(grace) if grace is not None else None,
+                preconditions=options.get("preconditions"),
+                dry_run=self._opts().dry_run or "All" in (options.get("dryRun") or []),
+            )
+            if finished and rt.kind != "Pod":
+                self._json(200, errors.success_status(rt, name, obj["metadata"]["uid"]))
+            else:
+                self._json(200 if finished or rt.kind == "Pod" else 202, obj)
+        else:
+            raise errors.method_not_allowed()
+
+    def _scale(self, method: str, rt: ResourceType, namespace: str, name: str) -> None:
+        cluster = self.server.cluster
+        obj = cluster.get(rt, namespace, name)
+        if method in ("PUT", "PATCH"):
+            body = self._parsed_body() or {}
+            if method == "PATCH":
+                ctype = self.headers.get("Content-Type") or ""
+                replicas = (
+                    (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
+                )
+                if "json-patch" in ctype and isinstance(body, list):
+                    replicas = next(
+                        (op.get("value") for op in body if op.get("path") == "/spec/replicas"), None
+                    )
+            else:
+                replicas = (body.get("spec") or {}).get("replicas")
+            if replicas is not None:
+                obj["spec"]["replicas"] = int(replicas)
+                obj = cluster.write(rt, obj, manager=self._opts().manager)
+        elif method != "GET":
+            raise errors.method_not_allowed()
+        status = obj.get("status") or {}
+        selector = (obj.get("spec") or {}).get("selector") or {}
+        labels = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
+        self._json(
+            200,
+            {
+                "kind": "Scale",
+                "apiVersion": "autoscaling/v1",
+                "metadata": {
+                    k: obj["metadata"][k]
+                    for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                },
+                "spec": {"replicas": obj["spec"].get("replicas", 1)},
+                "status": {"replicas": status.get("replicas", 0), "selector": labels},
+            },
+        )
+
+    def _log(self, rt: ResourceType, namespace: str, name: str) -> None:
+        pod = self.server.cluster.get(rt, namespace, name)
+        containers = [c["name"] for c in pod["spec"].get("containers") or []]
+        container = self.query.get("container")
+        if not container:
+            if len(containers) != 1:
+                raise errors.bad_request(
+                    f"a container name must be specified for pod {name}, "
+                    f"choose one of: [{' '.join(containers)}]"
+                )
+            container = containers[0]
+        elif container not in containers and container not in [
+            c["name"] for c in pod["spec"].get("initContainers") or []
+        ]:
+            raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        previous = self.query.get("previous") in ("true", "1", "True")
+        lines = self.server.logs(pod, container, previous)
+        tail = self.query.get("tailLines")
+        if tail is not None:
+            count = int(tail)
+            lines = lines[-count:] if count > 0 else []
+        text = "".join(line + "\n" for line in lines)
+        self._send(200, text.encode(), "text/plain")
+
+    # -- watch ------------------------------------------------------------------
+
+    def _watch(self, rt: ResourceType, scope: str | None) -> None:
+        server = self.server
+        store = server.cluster.store
+        labels = label_matcher(self.query.get("labelSelector"))
+        fields = field_matcher(self.query.get("fieldSelector"), rt.kind)
+        bookmarks = self.query.get("allowWatchBookmarks") in ("true", "1", "True")
+        initial_events = self.query.get("sendInitialEvents") in ("true", "1", "True")
+        timeout = float(self.query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
+        requested = self.query.get("resourceVersion") or ""
+
+        def matches(obj: dict[str, Any] | None) -> bool:
+            if obj is None:
+                return False
+            meta = obj["metadata"]
+            if scope is not None and meta.get("namespace") != scope:
+                return False
+            return labels(meta.get("labels") or {}) and fields(obj)
+
+        with store.lock:
+            current = store.resource_version
+            initial: list[dict[str, Any]] = []
+            gone: str | None = None
+            if requested in ("", "0") or initial_events:
+                initial = [copy.deepcopy(o) for o in store.items(rt.key, scope) if matches(o)]
+                last = current
+            else:
+                try:
+                    last = int(requested)
+                except ValueError:
+                    raise errors.bad_request(f"invalid resource version {requested!r}") from None
+                if last < store.oldest_resumable():
+                    gone = f"too old resource version: {last} ({store.oldest_resumable() + 1})"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            if gone is not None:
+                self._event("ERROR", errors.gone(gone).status())
+                self._end_stream()
+                return
+            for obj in initial:
+                self._event("ADDED", obj)
+            if initial_events and bookmarks:
+                self._bookmark(rt, current, initial_end=True)
+            self._stream(rt, last, matches, bookmarks, timeout)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True
+
+    def _stream(
+        self,
+        rt: ResourceType,
+        last: int,
+        matches: Callable[[dict[str, Any] | None], bool],
+        bookmarks: bool,
+        timeout: float,
+    ) -> None:
+        server = self.server
+        store = server.cluster.store
+        deadline = time.monotonic() + timeout
+        next_bookmark = time.monotonic() + server.bookmark_interval
+        while True:
+            if server.faults.take_drop():
+                self._drop()
+                return
+            with store.lock:
+                if last < store.oldest_resumable():
+                    events: list[WatchEvent] | None = None
+                else:
+                    events = store.events_after(last)
+                    if not events and not store.closed:
+                        wait = min(0.05, max(0.0, deadline - time.monotonic()))
+                        store.changed.wait(wait)
+                        events = store.events_after(last)
+                closed = store.closed
+                current = store.resource_version
+            if events is None:
+                self._event(
+                    "ERROR",
+                    errors.gone(
+                        f"too old resource version: {last} ({store.oldest_resumable() + 1})"
+                    ).status(),
+                )
+                break
+            for event in events:
+                last = event.rv
+                if event.resource != rt.key:
+                    continue
+                now_in, was_in = matches(event.obj), matches(event.old)
+                if event.type == "DELETED":
+                    if was_in:
+                        self._event("DELETED", event.obj)
+                elif now_in and was_in:
+                    self._event("MODIFIED", event.obj)
+                elif now_in:
+                    self._event("ADDED", event.obj)
+                elif was_in:
+                    self._event("DELETED", event.obj)
+            if closed or server.closing.is_set():
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if bookmarks and now >= next_bookmark:
+                self._bookmark(rt, current)
+                next_bookmark = now + server.bookmark_interval
+        self._end_stream()
+
+    def _bookmark(self, rt: ResourceType, rv: int, initial_end: bool = False) -> None:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        self._event("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta})
+
+    def _event(self, kind: str, obj: dict[str, Any]) -> None:
+        line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+        self.wfile.flush()
+
+    def _end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _drop(self) -> None:
+        """Cut the connection mid-stream, without the final chunk."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # -- control endpoint (a path the real API never uses) ----------------------
+
+    def _control(self, method: str, path: str) -> None:
+        faults, store = self.server.faults, self.server.cluster.store
+        if path == "/_sandbox/faults" and method == "POST":
+            body = self._parsed_body() or {}
+            try:
+                faults.arm(body)
+            except (TypeError, ValueError) as exc:
+                raise errors.bad_request(f"bad fault spec: {exc}") from None
+            self._json(200, {"armed": body})
+        elif path == "/_sandbox/faults" and method == "DELETE":
+            faults.clear()
+            self._json(200, {"cleared": True})
+        elif path == "/_sandbox/compact" and method == "POST":
+            store.compact()
+            self._json(200, {"compacted": store.resource_version})
+        else:
+            raise errors.not_found_path()
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
