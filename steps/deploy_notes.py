@@ -1,0 +1,245 @@
+"""Outcome notes: what verify-rollout concluded about a candidate commit.
+
+Each verdict is one JSON line in the Git note of the candidate commit under
+``refs/notes/gitops``::
+
+    {"build_id": "b-42", "outcome": "failed", "reason": "ProgressDeadline", "time": "..."}
+
+A note holds every verdict recorded for that commit (a re-run of the env
+build appends a line), so ``git notes --ref=gitops show SHA`` reads as a log
+and ``gitops-history`` takes the latest line. Outcomes are ``rolled-out``,
+``failed`` and ``superseded``.
+
+``record_outcome`` writes a note the way the git stages write branches: fetch
+the notes tip (depth 1) into a private bare repository, add our line to
+whatever note is there now, push, and when the push is rejected because
+someone else pushed notes meanwhile, fetch the new tip and do it again
+(``steps.gitrepo.push_with_retry``, same credentials and backoff).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from steps.errors import UsageError
+from steps.gitrepo import (
+    DEFAULT_COMMITTER,
+    DEFAULT_MAX_ATTEMPTS,
+    NETWORK_TIMEOUT,
+    Attempt,
+    Identity,
+    PushOutcome,
+    Workspace,
+    classify_failure,
+    classify_push,
+    git_credentials,
+    parse_identity,
+    parse_repo,
+    push_with_retry,
+    raise_for_failure,
+)
+from steps.output import say
+
+NOTES_REF = "refs/notes/gitops"
+NOTES_BRANCH = "gitops-notes"
+"""The name push_with_retry knows the notes ref by; fetched into refs/remotes/origin/."""
+OUTCOMES = ("rolled-out", "failed", "superseded")
+MAX_REASON = 500
+
+_FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class OutcomeNote:
+    """One verdict on one candidate commit."""
+
+    outcome: str
+    time: str  # ISO 8601, UTC, seconds
+    reason: str | None = None
+    build_id: str | None = None
+
+    def as_line(self) -> str:
+        data = {
+            "build_id": self.build_id,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "time": self.time,
+        }
+        return json.dumps({k: v for k, v in data.items() if v}, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- pure
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_note(text: str) -> list[OutcomeNote]:
+    """The verdicts in a note, in the order written; lines that are not ours are skipped."""
+    notes: list[OutcomeNote] = []
+    for line in text.splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("outcome") not in OUTCOMES:
+            continue
+        reason, build_id = data.get("reason"), data.get("build_id")
+        notes.append(
+            OutcomeNote(
+                outcome=str(data["outcome"]),
+                time=str(data.get("time") or ""),
+                reason=str(reason) if reason else None,
+                build_id=str(build_id) if build_id else None,
+            )
+        )
+    return notes
+
+
+def latest_verdict(notes: Sequence[OutcomeNote]) -> OutcomeNote | None:
+    """The verdict recorded last (by time; the later line wins a tie)."""
+    latest: OutcomeNote | None = None
+    for note in notes:
+        if latest is None or note.time >= latest.time:
+            latest = note
+    return latest
+
+
+def merge_note(existing: str, note: OutcomeNote) -> str:
+    """``existing`` with ``note``'s line added once (blank lines dropped)."""
+    lines = [line for line in existing.splitlines() if line.strip()]
+    line = note.as_line()
+    if line not in lines:
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def make_note(
+    outcome: str, reason: str | None, build_id: str | None, now: datetime | None = None
+) -> OutcomeNote:
+    """Validate a verdict and stamp it with the time (UTC)."""
+    if outcome not in OUTCOMES:
+        raise UsageError(f"outcome {outcome!r}: expected one of {', '.join(OUTCOMES)}")
+    text = " ".join((reason or "").split())
+    if len(text) > MAX_REASON:
+        text = text[: MAX_REASON - 3] + "..."
+    return OutcomeNote(
+        outcome=outcome,
+        time=iso_utc(now or datetime.now(UTC)),
+        reason=text or None,
+        build_id=(build_id or "").strip() or None,
+    )
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+class NotesWorkspace(Workspace):
+    """A Workspace whose pseudo-branch ``gitops-notes`` is the remote's notes ref.
+
+    ``push_with_retry`` fetches and pushes "branches"; mapping one name to
+    ``refs/notes/gitops`` lets notes reuse it unchanged, retries and the
+    "did my lost push land after all" check included.
+    """
+
+    def fetch_branch(
+        self, branch: str, *, depth: int | None = 1, deepen: int | None = None
+    ) -> str | None:
+        if branch != NOTES_BRANCH:
+            return super().fetch_branch(branch, depth=depth, deepen=deepen)
+        ref = f"refs/remotes/origin/{NOTES_BRANCH}"
+        args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc"]
+        if deepen is not None:
+            args.append(f"--deepen={deepen}")
+        elif depth is not None:
+            args.append(f"--depth={depth}")
+        args += [self.location.url, f"+{NOTES_REF}:{ref}"]
+        result = self.run(*args, timeout=NETWORK_TIMEOUT)
+        if result.status != 0:
+            if "couldn't find remote ref" in result.stderr:
+                return None
+            raise_for_failure(classify_failure(result.stderr), self.location, "fetch")
+        return self.check("rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+
+    def push(self, commit: str, branch: str) -> PushOutcome:
+        if branch != NOTES_BRANCH:
+            return super().push(commit, branch)
+        result = self.run(
+            "push",
+            "--porcelain",
+            self.location.url,
+            f"{commit}:{NOTES_REF}",
+            timeout=NETWORK_TIMEOUT,
+        )
+        return classify_push(result.status, result.stdout, result.stderr, NOTES_REF)
+
+    def note_of(self, commit: str) -> str:
+        shown = self.run("notes", f"--ref={NOTES_REF}", "show", commit)
+        return shown.stdout if shown.status == 0 else ""
+
+    def __enter__(self) -> NotesWorkspace:
+        return self
+
+
+def record_outcome(
+    repo: str,
+    commit: str,
+    outcome: str,
+    reason: str | None = None,
+    build_id: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    committer: str = DEFAULT_COMMITTER,
+) -> str:
+    """Add a verdict to candidate ``commit``'s note in ``repo`` and push it.
+
+    ``outcome`` is ``rolled-out``, ``failed`` or ``superseded``; ``reason`` a
+    short text (a reason code first, e.g. ``ProgressDeadline: web 1/3``).
+    Credentials as for the git stages (``GIT_TOKEN``, ``GIT_SSH_KEY``, ...
+    from ``environ``). Returns ``pushed``, or ``unchanged`` when the same
+    line was already there. Raises ``UsageError`` (bad input, credentials)
+    or ``ExternalError`` (the server, after retries).
+    """
+    sha = commit.strip().lower()
+    if not _FULL_SHA.match(sha):
+        raise UsageError(f"commit {commit!r}: expected a full commit SHA")
+    note = make_note(outcome, reason, build_id, now)
+    location = parse_repo(repo)
+    identity: Identity = parse_identity(committer, "committer", allow_root=False)
+    identity_env = {**identity.as_env("AUTHOR"), **identity.as_env("COMMITTER")}
+    say(f"notes: {sha[:12]} {note.outcome} -> {location.url} {NOTES_REF}")
+    with git_credentials(location, environ) as env, NotesWorkspace(location, env) as ws:
+
+        def prepare(attempt: int) -> Attempt:
+            tip = ws.fetch_branch(NOTES_BRANCH)
+            if tip is None:
+                ws.run("update-ref", "-d", NOTES_REF)
+            else:
+                ws.check("update-ref", NOTES_REF, tip)
+            existing = ws.note_of(sha)
+            merged = merge_note(existing, note)
+            if merged == existing:
+                return Attempt(None, tip)
+            ws.check(
+                "notes",
+                f"--ref={NOTES_REF}",
+                "add",
+                "-f",
+                "-F",
+                "-",
+                sha,
+                input=merged,
+                env=identity_env,
+            )
+            return Attempt(ws.check("rev-parse", NOTES_REF).strip(), tip)
+
+        report = push_with_retry(ws, NOTES_BRANCH, prepare, max_attempts=max_attempts)
+    say(f"notes: {report.status} after {report.attempts} attempt(s)")
+    return report.status

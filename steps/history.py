@@ -1,0 +1,944 @@
+"""gitops-history: every deployment attempt and the headline figures, from Git alone.
+
+The env repo already holds the story: each commit on ``candidate`` is an
+attempt (push-candidate's trailers say which source commit, build and images),
+each commit on ``production`` a deployment (promote's ``Promoted-From`` and,
+for a rollback, ``Rollback-From``), and verify-rollout's verdicts are notes on
+the candidate commits under ``refs/notes/gitops`` (see ``steps.deploy_notes``).
+
+The flow: flags -> fetch only ``candidate``, ``production`` (``--shallow-since``
+with ``--since``) and the notes tip (depth 1) into one private bare repository
+-> two ``git log`` runs -> pure functions classify each attempt and compute the
+figures -> table, JSON or a self-contained HTML page.
+
+Outcome of an attempt (first rule that applies):
+
+- ``promoted``: a production commit says ``Promoted-From: candidate@<it>``;
+- ``failed``: its latest verdict note says ``failed``;
+- ``superseded``: its latest verdict note says ``superseded``;
+- ``pending``: none of the above and it is the newest attempt (for the path);
+- ``not-promoted``: none of the above and newer attempts exist.
+
+Figures, over the period [``--since``, ``--until``] (defaults: the first
+attempt or deployment on record, and now); "in the period" means the time of
+the commit that records the event (candidate commit for attempts, production
+commit for deployments), committer dates:
+
+- deployments per day: production commits carrying ``Promoted-From``
+  (rollbacks included) in the period, divided by the period's length in days;
+- success rate: promoted attempts / attempts that are not pending, among the
+  attempts of the period;
+- lead time: for each attempt whose first promotion lies in the period, that
+  production commit's time minus the source commit's committer time (with
+  ``--source-repo`` and the commit found there) or else minus the candidate
+  commit's time; median, and p90 by nearest rank (the ceil(0.9 n)-th smallest);
+- change failure rate: (failed attempts + promoted attempts that a later
+  rollback moved away from, i.e. named in ``Rollback-From``) / (promoted +
+  failed attempts), among the attempts of the period;
+- time to restore: an incident starts at the first failed attempt after the
+  last production change and ends at the next production change (promotion or
+  rollback); its duration is end - start; median over the incidents that
+  started in the period and have ended (those still open are counted apart);
+- production now: the newest production commit carrying ``Promoted-From``
+  (for ``--path``, the newest touching it), the candidate it names and its
+  time ("since").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_step, version_text
+from steps.deploy_notes import NOTES_REF, OutcomeNote, latest_verdict, parse_note
+from steps.errors import ExternalError, UsageError
+from steps.gitrepo import (
+    FAILURE_BACKOFF,
+    NETWORK_TIMEOUT,
+    RepoLocation,
+    TransientGitError,
+    classify_failure,
+    git_credentials,
+    parse_repo,
+    parse_trailers,
+    raise_for_failure,
+    trailer_values,
+    validate_branch,
+    validate_subpath,
+)
+from steps.output import say, write_atomic
+
+if TYPE_CHECKING:
+    from steps.gitrepo import Workspace
+
+STEP = "history"
+OUTCOMES = ("promoted", "failed", "superseded", "not-promoted", "pending")
+FORMATS = ("table", "json", "html")
+DEFAULT_BUILD_URL = (
+    "https://console.cloud.google.com/cloud-build/builds;region=global/{build_id}?project={project}"
+)
+URL_FIELDS = ("build_id", "project", "commit", "short_commit", "source_commit", "source_repo")
+FETCH_ATTEMPTS = 3
+DAY = 86400.0
+
+DESCRIPTION = """\
+Every deployment attempt recorded on the env repo's candidate branch, what
+became of it (promoted, failed, superseded, not-promoted, pending), rollbacks,
+and the headline figures: deployments per day, success rate, lead time,
+change failure rate, time to restore, what runs in production and since when.
+
+examples:
+  gitops-history --repo https://github.com/o/env --path web --since 30d
+  gitops-history --repo . --format html --output history.html --project my-proj
+
+dates (--since, --until): 2026-11-01, 2026-11-01T12:00:00Z, or 30d / 12h / 2w ago
+
+environment:
+  GIT_TOKEN, GIT_USERNAME      HTTPS token (user defaults to x-access-token)
+  GIT_SSH_KEY, GIT_KNOWN_HOSTS SSH private key and known_hosts lines
+  PROJECT_ID                   default for --project (build links)
+"""
+
+
+@dataclass(frozen=True)
+class Config:
+    location: RepoLocation
+    subdir: str
+    candidate: str
+    production: str
+    since: int | None
+    until: int | None
+    fmt: str
+    output: Path | None
+    build_url: str
+    commit_url: str | None
+    project: str | None
+    source_repo: Path | None
+
+
+def build_parser() -> StepParser:
+    parser = StepParser("gitops-history", DESCRIPTION)
+    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_option("--repo", required=True, metavar="URL", help="env repo URL or local path")
+    parser.add_option("--path", metavar="SUBDIR", help="only attempts touching this service path")
+    parser.add_option("--since", metavar="DATE", help="start of the period (default: all history)")
+    parser.add_option("--until", metavar="DATE", help="end of the period (default: now)")
+    parser.add_option(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        metavar="FORMAT",
+        help="table (default), json, html",
+    )
+    parser.add_option("--output", metavar="FILE", help="write here instead of stdout")
+    parser.add_option(
+        "--build-url",
+        metavar="TEMPLATE",
+        help="link for a build; fields {build_id} {project} {commit} {short_commit} "
+        "{source_commit} {source_repo} (default: the Cloud Build console's build page)",
+    )
+    parser.add_option(
+        "--commit-url", metavar="TEMPLATE", help="link for a candidate commit (same fields)"
+    )
+    parser.add_option(
+        "--project", metavar="ID", help="project for build links (default: $PROJECT_ID)"
+    )
+    parser.add_option(
+        "--source-repo",
+        metavar="DIR",
+        help="local clone of the app repo: lead time starts at the source commit's time",
+    )
+    parser.add_option("--from", dest="candidate", metavar="BRANCH", help="default: candidate")
+    parser.add_option("--to", dest="production", metavar="BRANCH", help="default: production")
+    add_common_options(parser)
+    return parser
+
+
+# --------------------------------------------------------------------------- pure: inputs
+
+_RELATIVE = re.compile(r"^(\d+)\s*([hdw])$")
+
+
+def parse_when(text: str, now: float, flag: str) -> int:
+    """A date, a UTC datetime, or ``30d``/``12h``/``2w`` before ``now``: epoch seconds."""
+    value = text.strip()
+    relative = _RELATIVE.match(value)
+    if relative:
+        hours = {"h": 1, "d": 24, "w": 24 * 7}[relative.group(2)] * int(relative.group(1))
+        return int(now - hours * 3600)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{flag} {text!r}: expected YYYY-MM-DD, an ISO 8601 time or 30d/12h/2w"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def check_template(template: str, flag: str) -> str:
+    """A URL template whose ``{fields}`` are all known."""
+    try:
+        template.format_map({name: "x" for name in URL_FIELDS})
+    except (KeyError, ValueError, IndexError) as exc:
+        raise UsageError(
+            f"{flag} {template!r}: unknown field {exc}; use {', '.join(URL_FIELDS)}"
+        ) from None
+    return template
+
+
+def config_from_args(args: Any, provenance: Provenance, now: float) -> Config:
+    since = parse_when(args.since, now, "--since") if args.since else None
+    until = parse_when(args.until, now, "--until") if args.until else None
+    if since is not None and until is not None and until < since:
+        raise UsageError("--until is before --since")
+    candidate = validate_branch(args.candidate or "candidate", "--from")
+    production = validate_branch(args.production or "production", "--to")
+    if candidate == production:
+        raise UsageError("--from and --to must be different branches")
+    source_repo = Path(args.source_repo) if args.source_repo else None
+    if source_repo is not None and not source_repo.exists():
+        raise UsageError(f"--source-repo {args.source_repo}: no such directory")
+    return Config(
+        location=parse_repo(args.repo),
+        subdir=validate_subpath(args.path),
+        candidate=candidate,
+        production=production,
+        since=since,
+        until=until,
+        fmt=args.fmt or "table",
+        output=Path(args.output) if args.output else None,
+        build_url=check_template(args.build_url or DEFAULT_BUILD_URL, "--build-url"),
+        commit_url=check_template(args.commit_url, "--commit-url") if args.commit_url else None,
+        project=args.project or provenance.project_id,
+        source_repo=source_repo,
+    )
+
+
+# --------------------------------------------------------------------------- pure: commits
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    sha: str
+    time: int
+    note: str
+    message: str
+
+
+def parse_log(text: str) -> list[LogEntry]:
+    """``git log -z --format=%H%x1f%ct%x1f%N%x1f%B`` output, newest first."""
+    entries: list[LogEntry] = []
+    for record in text.split("\0"):
+        fields = record.lstrip("\n").split("\x1f", 3)
+        if len(fields) == 4:
+            entries.append(LogEntry(fields[0], int(fields[1]), fields[2], fields[3]))
+    return entries
+
+
+_CHANGED_IN = re.compile(r"^Changed in (?P<path>\S+):$", re.MULTILINE)
+_MIRRORED = re.compile(r"^\S+:(?P<path>\S+) := \S+@[0-9a-f]+:\S+$", re.MULTILINE)
+
+
+def written_path(message: str) -> str | None:
+    """The SUBDIR a push-candidate or promote commit says it wrote ("" for the root)."""
+    match = _CHANGED_IN.search(message) or _MIRRORED.search(message)
+    if not match:
+        return None
+    path = match.group("path")
+    return "" if path == "/" else path
+
+
+def touches(entry: LogEntry, subdir: str, boundary: set[str]) -> bool:
+    """Keep a logged commit for ``subdir``? Only shallow-boundary commits are in doubt.
+
+    ``git log -- SUBDIR`` treats a commit whose parents were not fetched as a
+    root (it "adds" every path); for those the message decides when it can.
+    """
+    if not subdir or entry.sha not in boundary:
+        return True
+    path = written_path(entry.message)
+    return path is None or path == subdir
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One commit on the candidate branch: one deployment attempt."""
+
+    sha: str
+    time: int
+    subject: str
+    source_repo: str | None
+    source_commit: str | None
+    build_id: str | None
+    images: tuple[str, ...]
+    verdicts: tuple[OutcomeNote, ...]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One commit on the production branch."""
+
+    sha: str
+    time: int
+    subject: str
+    promoted_from: str | None
+    rollback_from: str | None
+    build_id: str | None
+    source_commit: str | None
+    images: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "commit": self.sha,
+            "time": iso(self.time),
+            "subject": self.subject,
+            "promoted_from": self.promoted_from,
+            "rollback_from": self.rollback_from,
+            "build_id": self.build_id,
+        }
+
+
+def _last(trailers: Sequence[tuple[str, str]], key: str) -> str | None:
+    values = trailer_values(trailers, key)
+    return values[-1] if values else None
+
+
+def _subject(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else ""
+
+
+def candidate_of(entry: LogEntry) -> Candidate:
+    trailers = parse_trailers(entry.message)
+    return Candidate(
+        sha=entry.sha,
+        time=entry.time,
+        subject=_subject(entry.message),
+        source_repo=_last(trailers, "Source-Repo"),
+        source_commit=_last(trailers, "Source-Commit"),
+        build_id=_last(trailers, "Build-Id"),
+        images=tuple(trailer_values(trailers, "Image")),
+        verdicts=tuple(parse_note(entry.note)),
+    )
+
+
+def deployment_of(entry: LogEntry) -> Deployment:
+    trailers = parse_trailers(entry.message)
+    promoted = _last(trailers, "Promoted-From")
+    rollback = _last(trailers, "Rollback-From")
+    return Deployment(
+        sha=entry.sha,
+        time=entry.time,
+        subject=_subject(entry.message),
+        promoted_from=promoted.rpartition("@")[2].lower() if promoted else None,
+        rollback_from=rollback.lower() if rollback else None,
+        build_id=_last(trailers, "Build-Id"),
+        source_commit=_last(trailers, "Source-Commit"),
+        images=tuple(trailer_values(trailers, "Image")),
+    )
+
+
+def short_image(reference: str) -> str:
+    """``us-docker.pkg.dev/p/r/web@sha256:abc...`` -> ``web@sha256:abcdef123456``."""
+    repository, at, digest = reference.partition("@")
+    name = repository.rsplit("/", 1)[-1]
+    if not at:
+        return name
+    algorithm, _, hexdigits = digest.partition(":")
+    return f"{name}@{algorithm}:{hexdigits[:12]}"
+
+
+# --------------------------------------------------------------------------- pure: outcomes
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str
+    reason: str  # a code users can grep
+    message: str
+
+
+def classify_attempt(promoted: bool, latest: OutcomeNote | None, newest: bool) -> Verdict:
+    """What became of one attempt (kstatus style: the first guard that holds)."""
+    if promoted:
+        return Verdict("promoted", "Promoted", "recorded on production")
+    if latest is not None and latest.outcome == "failed":
+        return Verdict("failed", "RolloutFailed", latest.reason or "verify-rollout: failed")
+    if latest is not None and latest.outcome == "superseded":
+        return Verdict("superseded", "Superseded", latest.reason or "a newer attempt went first")
+    if newest:
+        if latest is not None:
+            return Verdict("pending", "RolledOutNotPromoted", "rolled out; promote has not run")
+        return Verdict("pending", "AwaitingVerdict", "no verdict yet")
+    return Verdict("not-promoted", "NeverPromoted", "newer attempts exist; no verdict recorded")
+
+
+@dataclass
+class AttemptRow:
+    """One attempt with what became of it."""
+
+    candidate: Candidate
+    verdict: Verdict
+    promoted_at: int | None = None
+    production_commit: str | None = None
+    rollback_target: bool = False
+    rolled_back: bool = False
+    lead_start: int = 0
+    lead_from: str = "candidate"
+    links: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def time(self) -> int:
+        return self.candidate.time
+
+    @property
+    def outcome(self) -> str:
+        return self.verdict.outcome
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.candidate
+        latest = latest_verdict(c.verdicts)
+        data: dict[str, Any] = {
+            "commit": c.sha,
+            "time": iso(c.time),
+            "subject": c.subject,
+            "source_repo": c.source_repo,
+            "source_commit": c.source_commit,
+            "build_id": c.build_id,
+            "images": [short_image(i) for i in c.images],
+            "outcome": self.outcome,
+            "reason": self.verdict.reason,
+            "detail": self.verdict.message,
+            "verdict_build_id": latest.build_id if latest else None,
+            "promoted_at": iso(self.promoted_at) if self.promoted_at is not None else None,
+            "production_commit": self.production_commit,
+            "candidate_to_production_s": (
+                self.promoted_at - c.time if self.promoted_at is not None else None
+            ),
+            "lead_time_s": (
+                self.promoted_at - self.lead_start if self.promoted_at is not None else None
+            ),
+            "rollback_target": self.rollback_target,
+            "rolled_back": self.rolled_back,
+        }
+        data.update(self.links)
+        return data
+
+
+def build_rows(
+    candidates: Sequence[Candidate],
+    deployments: Sequence[Deployment],
+    source_times: Mapping[str, int] | None = None,
+) -> list[AttemptRow]:
+    """Attempts (newest first) joined with production's history."""
+    first_promotion: dict[str, Deployment] = {}
+    targets: set[str] = set()
+    moved_away: set[str] = set()
+    for deployment in sorted(deployments, key=lambda d: d.time):
+        if deployment.promoted_from:
+            first_promotion.setdefault(deployment.promoted_from, deployment)
+            if deployment.rollback_from:
+                targets.add(deployment.promoted_from)
+        if deployment.rollback_from:
+            moved_away.add(deployment.rollback_from)
+    times = source_times or {}
+    rows: list[AttemptRow] = []
+    ordered = sorted(candidates, key=lambda c: c.time, reverse=True)
+    for index, candidate in enumerate(ordered):
+        promotion = first_promotion.get(candidate.sha)
+        verdict = classify_attempt(
+            promotion is not None, latest_verdict(candidate.verdicts), newest=index == 0
+        )
+        source_time = times.get(candidate.source_commit or "")
+        rows.append(
+            AttemptRow(
+                candidate=candidate,
+                verdict=verdict,
+                promoted_at=promotion.time if promotion else None,
+                production_commit=promotion.sha if promotion else None,
+                rollback_target=candidate.sha in targets,
+                rolled_back=candidate.sha in moved_away,
+                lead_start=candidate.time if source_time is None else source_time,
+                lead_from="candidate" if source_time is None else "source",
+            )
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- pure: figures
+
+
+def iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def nearest_rank(values: Sequence[float], fraction: float) -> float | None:
+    """The ceil(fraction * n)-th smallest value (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
+
+
+def median(values: Sequence[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+def incidents(
+    rows: Sequence[AttemptRow], deployments: Sequence[Deployment]
+) -> list[tuple[int, int | None]]:
+    """(start, end or None while open): failed attempts until the next production change."""
+    events: list[tuple[int, int]] = [(d.time, 0) for d in deployments if d.promoted_from]
+    events += [(r.time, 1) for r in rows if r.outcome == "failed"]
+    found: list[tuple[int, int | None]] = []
+    start: int | None = None
+    for moment, kind in sorted(events):
+        if kind == 1 and start is None:
+            start = moment
+        elif kind == 0 and start is not None:
+            found.append((start, moment))
+            start = None
+    if start is not None:
+        found.append((start, None))
+    return found
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def summarize(
+    rows: Sequence[AttemptRow],
+    deployments: Sequence[Deployment],
+    since: int | None,
+    until: int,
+) -> dict[str, Any]:
+    """The headline figures for [since, until] (see the module docstring)."""
+    starts = [r.time for r in rows] + [d.time for d in deployments if d.promoted_from]
+    start = since if since is not None else min(starts, default=until)
+
+    def in_period(moment: int) -> bool:
+        return start <= moment <= until
+
+    attempts = [r for r in rows if in_period(r.time)]
+    counts = Counter(r.outcome for r in attempts)
+    outcomes = {name: counts.get(name, 0) for name in OUTCOMES}
+    shipped = [d for d in deployments if d.promoted_from and in_period(d.time)]
+    rollbacks = sum(1 for d in shipped if d.rollback_from)
+    days = (until - start) / DAY
+    leads = [
+        float(r.promoted_at - r.lead_start)
+        for r in rows
+        if r.promoted_at is not None and in_period(r.promoted_at)
+    ]
+    lead_from = sorted(
+        {r.lead_from for r in rows if r.promoted_at is not None and in_period(r.promoted_at)}
+    )
+    decided = len(attempts) - outcomes["pending"]
+    bad_promotions = sum(1 for r in attempts if r.outcome == "promoted" and r.rolled_back)
+    verdicts = outcomes["promoted"] + outcomes["failed"]
+    found = [(s, e) for s, e in incidents(rows, deployments) if in_period(s)]
+    restored = [float(e - s) for s, e in found if e is not None]
+    current = next(
+        (d for d in sorted(deployments, key=lambda d: d.time, reverse=True) if d.promoted_from),
+        None,
+    )
+    return {
+        "period": {"since": iso(start), "until": iso(until), "days": round(days, 4)},
+        "attempts": len(attempts),
+        "outcomes": outcomes,
+        "deployments": len(shipped),
+        "rollbacks": rollbacks,
+        "deployments_per_day": round(len(shipped) / days, 4) if days > 0 else None,
+        "success_rate": _ratio(outcomes["promoted"], decided),
+        "lead_time_median_s": median(leads),
+        "lead_time_p90_s": nearest_rank(leads, 0.9),
+        "lead_time_count": len(leads),
+        "lead_time_from": "+".join(lead_from) or None,
+        "change_failure_rate": _ratio(outcomes["failed"] + bad_promotions, verdicts),
+        "changes_failed": outcomes["failed"] + bad_promotions,
+        "time_to_restore_median_s": median(restored),
+        "incidents": len(found),
+        "open_incidents": sum(1 for _, e in found if e is None),
+        "production": (
+            {
+                "candidate": current.promoted_from,
+                "commit": current.sha,
+                "since": iso(current.time),
+                "source_commit": current.source_commit,
+                "images": [short_image(i) for i in current.images],
+                "build_id": current.build_id,
+                "rollback": current.rollback_from is not None,
+            }
+            if current
+            else None
+        ),
+    }
+
+
+def render_link(template: str | None, fields: Mapping[str, str | None]) -> str | None:
+    """``template`` filled in, or None when a field it uses is unknown."""
+    if not template:
+        return None
+    used = re.findall(r"{(\w+)}", template)
+    if any(not fields.get(name) for name in used):
+        return None
+    from urllib.parse import quote
+
+    return template.format_map({k: quote(v or "", safe="") for k, v in fields.items()})
+
+
+def add_links(rows: Sequence[AttemptRow], config: Config) -> None:
+    for row in rows:
+        c = row.candidate
+        fields = {
+            "build_id": c.build_id,
+            "project": config.project,
+            "commit": c.sha,
+            "short_commit": c.sha[:12],
+            "source_commit": c.source_commit,
+            "source_repo": c.source_repo,
+        }
+        for key, template in (("build_url", config.build_url), ("commit_url", config.commit_url)):
+            link = render_link(template, fields)
+            if link:
+                row.links[key] = link
+
+
+# --------------------------------------------------------------------------- pure: rendering
+
+
+def duration(seconds: float | None) -> str:
+    """``3m 20s``, ``2h 05m``, ``1d 4h``; ``-`` for None."""
+    if seconds is None:
+        return "-"
+    total = round(seconds)
+    sign, total = ("-", -total) if total < 0 else ("", total)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{sign}{days}d {hours}h"
+    if hours:
+        return f"{sign}{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{sign}{minutes}m {secs:02d}s"
+    return f"{sign}{secs}s"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def _short(value: str | None, width: int = 12) -> str:
+    return (value or "-")[:width]
+
+
+def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    period, outcomes = summary["period"], summary["outcomes"]
+    counted = ", ".join(f"{name} {outcomes[name]}" for name in OUTCOMES)
+    production = summary["production"]
+    lines = [
+        f"period                {period['since']} .. {period['until']} ({period['days']:g} days)",
+        f"attempts              {summary['attempts']} ({counted})",
+        f"deployments per day   {_number(summary['deployments_per_day'])}"
+        f" ({summary['deployments']} deployments, {summary['rollbacks']} rollbacks)",
+        f"success rate          {percent(summary['success_rate'])}",
+        f"lead time             median {duration(summary['lead_time_median_s'])}, "
+        f"p90 {duration(summary['lead_time_p90_s'])} ({summary['lead_time_count']} promotions,"
+        f" from {summary['lead_time_from'] or '-'} commit)",
+        f"change failure rate   {percent(summary['change_failure_rate'])}"
+        f" ({summary['changes_failed']} changes failed)",
+        f"time to restore       median {duration(summary['time_to_restore_median_s'])}"
+        f" ({summary['incidents']} incidents, {summary['open_incidents']} open)",
+    ]
+    if production:
+        lines.append(
+            f"production now        {_short(production['candidate'])} since {production['since']}"
+            f" (source {_short(production['source_commit'])},"
+            f" build {production['build_id'] or '-'})"
+        )
+    else:
+        lines.append("production now        nothing promoted yet")
+    return lines
+
+
+def render_table(attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
+    header = ("TIME (UTC)", "COMMIT", "SOURCE", "BUILD", "OUTCOME", "ROLLBACK", "TO PROD", "IMAGES")
+    table: list[tuple[str, ...]] = [header]
+    for row in attempts:
+        rollback = "target" if row["rollback_target"] else ""
+        if row["rolled_back"]:
+            rollback = f"{rollback}+from" if rollback else "from"
+        table.append(
+            (
+                row["time"].replace("T", " ").removesuffix("Z"),
+                row["commit"][:12],
+                _short(row["source_commit"]),
+                _short(row["build_id"], 20),
+                row["outcome"],
+                rollback or "-",
+                duration(row["candidate_to_production_s"]),
+                " ".join(row["images"]) or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(r[:-1], widths, strict=True))
+        + "  "
+        + r[-1]
+        for r in table
+    ]
+    return "\n".join([*lines, "", *summary_lines(summary)]) + "\n"
+
+
+def render_json(attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
+    return json.dumps({"attempts": list(attempts), "summary": summary}, indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------- I/O
+
+T = TypeVar("T")
+
+
+def with_retries(
+    action: Callable[[], T], what: str, sleep: Callable[[float], None] = time.sleep
+) -> T:
+    """Run a network ``action``; retry transient failures, then ExternalError."""
+    base, cap = FAILURE_BACKOFF
+    for attempt in range(1, FETCH_ATTEMPTS + 1):
+        try:
+            return action()
+        except TransientGitError as exc:
+            say(f"{STEP}: {exc}")
+            if attempt == FETCH_ATTEMPTS:
+                raise ExternalError(f"{what}: gave up after {attempt} attempts ({exc})") from None
+            sleep(min(cap, base * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Fetched:
+    """What one fetch brought into the workspace."""
+
+    candidate: str | None
+    production: str | None
+    notes: bool
+    shallow: bool = False
+    fetches: int = 0
+
+
+class HistoryReader:
+    """Fetches the refs once into a private bare repository and reads them."""
+
+    def __init__(self, ws: Workspace, config: Config) -> None:
+        self.ws = ws
+        self.config = config
+        self.fetches = 0
+
+    def _git_fetch(self, refspecs: Sequence[str], *options: str) -> str | None:
+        """One fetch; None if fine, else the stderr of a 'no commits' refusal."""
+        args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc"]
+        result = self.ws.run(
+            *args, *options, self.config.location.url, *refspecs, timeout=NETWORK_TIMEOUT
+        )
+        self.fetches += 1
+        if result.status == 0:
+            return None
+        if "no commits selected" in result.stderr:
+            return result.stderr
+        raise_for_failure(classify_failure(result.stderr), self.config.location, "fetch")
+        return None
+
+    def fetch(self) -> Fetched:
+        config = self.config
+        wanted = {
+            f"refs/heads/{config.candidate}": f"refs/remotes/origin/{config.candidate}",
+            f"refs/heads/{config.production}": f"refs/remotes/origin/{config.production}",
+        }
+        listed = with_retries(
+            lambda: self._ls_remote([*wanted, NOTES_REF]), f"ls-remote {config.location.url}"
+        )
+        specs = [f"+{remote}:{local}" for remote, local in wanted.items() if remote in listed]
+        if specs and config.since is not None:
+            # One ref at a time: fetched together, a ref with nothing recent
+            # would come whole; alone, it is refused and we take its tip.
+            for spec in specs:
+                self._fetch_recent(spec, f"--shallow-since={iso(config.since)}")
+        elif specs:
+            with_retries(lambda: self._git_fetch(specs), "fetch")
+        notes = NOTES_REF in listed
+        if notes:
+            with_retries(
+                lambda: self._git_fetch([f"+{NOTES_REF}:{NOTES_REF}"], "--depth=1"), "fetch"
+            )
+        shallow_now = self.ws.is_shallow() if specs else False
+        return Fetched(
+            candidate=self.ws.resolve_commit(wanted[f"refs/heads/{config.candidate}"])
+            if specs and f"refs/heads/{config.candidate}" in listed
+            else None,
+            production=self.ws.resolve_commit(wanted[f"refs/heads/{config.production}"])
+            if specs and f"refs/heads/{config.production}" in listed
+            else None,
+            notes=notes,
+            shallow=shallow_now,
+            fetches=self.fetches,
+        )
+
+    def _fetch_recent(self, spec: str, shallow_since: str) -> None:
+        if with_retries(lambda: self._git_fetch([spec], shallow_since), "fetch"):
+            with_retries(lambda: self._git_fetch([spec], "--depth=1"), "fetch")
+
+    def _ls_remote(self, refs: Sequence[str]) -> set[str]:
+        result = self.ws.run("ls-remote", self.config.location.url, *refs, timeout=NETWORK_TIMEOUT)
+        if result.status != 0:
+            raise_for_failure(classify_failure(result.stderr), self.config.location, "ls-remote")
+        return {line.split("\t", 1)[1] for line in result.stdout.splitlines() if "\t" in line}
+
+    def log(self, tip: str, exclude: str | None, notes: bool) -> list[LogEntry]:
+        args = ["log", "-z", "--format=%H%x1f%ct%x1f%N%x1f%B"]
+        args.append(f"--notes={NOTES_REF}" if notes else "--no-notes")
+        args.append(tip)
+        if exclude:
+            args.append(f"^{exclude}")
+        if self.config.subdir:
+            args += ["--", self.config.subdir]
+        entries = parse_log(self.ws.check(*args))
+        boundary = self.ws.shallow_commits()
+        return [e for e in entries if touches(e, self.config.subdir, boundary)]
+
+
+def source_times(directory: Path, shas: Sequence[str]) -> dict[str, int]:
+    """Committer times of the commits found in a local clone of the app repo."""
+    wanted = sorted({s for s in shas if re.fullmatch(r"[0-9a-fA-F]{7,64}", s)})
+    if not wanted:
+        return {}
+    done = subprocess.run(
+        ["git", "-C", str(directory), "cat-file", "--batch"],
+        input="".join(f"{s}\n" for s in wanted).encode(),
+        capture_output=True,
+        check=False,
+        timeout=NETWORK_TIMEOUT,
+    )
+    if done.returncode != 0:
+        raise UsageError(f"--source-repo {directory}: not a Git repository")
+    times: dict[str, int] = {}
+    data, pos = done.stdout, 0
+    for sha in wanted:
+        end = data.index(b"\n", pos)
+        header = data[pos:end].split()
+        pos = end + 1
+        if len(header) != 3:
+            continue  # missing or ambiguous
+        size = int(header[2])
+        body = data[pos : pos + size]
+        pos += size + 1
+        if header[1] != b"commit":
+            continue
+        for line in body.split(b"\n\n", 1)[0].splitlines():
+            if line.startswith(b"committer "):
+                times[sha] = int(line.rsplit(b" ", 2)[-2])
+    return times
+
+
+def read_history(config: Config) -> tuple[list[Candidate], list[Deployment], Fetched]:
+    from steps.gitrepo import Workspace
+
+    where = f" {config.subdir}" if config.subdir else ""
+    say(f"{STEP}: reading {config.location.url} {config.candidate}, {config.production}{where}")
+    with git_credentials(config.location) as env, Workspace(config.location, env) as ws:
+        reader = HistoryReader(ws, config)
+        fetched = reader.fetch()
+        candidates: list[Candidate] = []
+        deployments: list[Deployment] = []
+        if fetched.candidate:
+            entries = reader.log(fetched.candidate, fetched.production, fetched.notes)
+            candidates = [
+                candidate_of(e)
+                for e in entries
+                if not trailer_values(parse_trailers(e.message), "Promoted-From")
+            ]
+        if fetched.production:
+            deployments = [deployment_of(e) for e in reader.log(fetched.production, None, False)]
+    say(
+        f"{STEP}: {len(candidates)} attempts, {len(deployments)} production commits "
+        f"({fetched.fetches} fetches{', shallow' if fetched.shallow else ''})"
+    )
+    return candidates, deployments, fetched
+
+
+def history(config: Config, now: float) -> dict[str, Any]:
+    candidates, deployments, fetched = read_history(config)
+    until = config.until if config.until is not None else int(now)
+    times = (
+        source_times(config.source_repo, [c.source_commit or "" for c in candidates])
+        if config.source_repo
+        else None
+    )
+    rows = build_rows(candidates, deployments, times)
+    add_links(rows, config)
+    summary = summarize(rows, deployments, config.since, until)
+    start = config.since
+    shown = [r for r in rows if (start is None or r.time >= start) and r.time <= until]
+    attempts = [r.as_dict() for r in shown]
+    if config.fmt == "json":
+        text = render_json(attempts, summary)
+    elif config.fmt == "html":
+        from steps.history_html import render_html
+
+        title = f"{config.location.url} {config.subdir}".strip()
+        text = render_html(attempts, summary, [d.as_dict() for d in deployments], title=title)
+    else:
+        text = render_table(attempts, summary)
+    if config.output:
+        write_atomic(config.output, text)
+        say(f"{STEP}: wrote {config.output}")
+    else:
+        import sys
+
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return {
+        "status": "ok",
+        "repo": config.location.url,
+        "path": config.subdir,
+        "format": config.fmt,
+        "output": str(config.output) if config.output else None,
+        "fetch": {
+            "fetches": fetched.fetches,
+            "shallow": fetched.shallow,
+            "candidate_commits": len(candidates),
+            "production_commits": len(deployments),
+        },
+        "summary": summary,
+    }
+
+
+def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
+    args = build_parser().parse_step_args(argv)
+    step_run.result_file = args.result_file
+    now = time.time()
+    return history(config_from_args(args, Provenance.from_env(), now), now)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_step(STEP, lambda step_run: run(argv, step_run))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

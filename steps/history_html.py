@@ -1,0 +1,300 @@
+"""The gitops-history page: one self-contained HTML file, inline CSS and SVG.
+
+No script, no font, no image and no stylesheet is loaded from anywhere: the
+page is readable from a build artifact bucket or a laptop offline. Pure: data
+in (the JSON rows and summary), text out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from html import escape
+from typing import Any
+
+OUTCOME_COLOURS = {
+    "promoted": "#188038",
+    "failed": "#d93025",
+    "superseded": "#9334e6",
+    "not-promoted": "#80868b",
+    "pending": "#f29900",
+}
+ROLLBACK_COLOUR = "#1967d2"
+LEAD_COLOUR = "#12b5cb"
+WIDTH = 1000
+LANE = 28
+LEFT = 110
+RIGHT = 20
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#202124;
+background:#fff}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
+.sub{color:#5f6368;margin:0 0 16px;font-size:13px}
+.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{border:1px solid #dadce0;border-radius:8px;padding:10px 14px;min-width:140px}
+.card .v{font-size:22px;font-weight:600}.card .k{font-size:12px;color:#5f6368}
+.card .n{font-size:11px;color:#5f6368}
+.legend{font-size:12px;display:flex;gap:14px;margin:4px 0}
+.legend span{display:inline-flex;align-items:center;gap:4px}
+.sw{display:inline-block;width:12px;height:12px;border-radius:2px}
+svg{display:block;font-size:11px}svg text{fill:#5f6368}
+table{border-collapse:collapse;font-size:12px;width:100%}
+th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eee;white-space:nowrap}
+th{background:#f8f9fa}td.detail{white-space:normal}
+.pill{color:#fff;border-radius:10px;padding:1px 8px;font-size:11px}
+code{font-size:12px}a{color:#1a0dab}
+"""
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _label(epoch: float, span: float) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.strftime("%m-%d %H:%M" if span < 3 * 86400 else "%Y-%m-%d")
+
+
+def _duration(seconds: float | None) -> str:
+    from steps.history import duration
+
+    return duration(seconds)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+class _Scale:
+    """Time -> x between LEFT and WIDTH - RIGHT."""
+
+    def __init__(self, start: float, end: float) -> None:
+        self.start = start
+        self.span = max(end - start, 1.0)
+
+    def x(self, epoch: float) -> float:
+        return LEFT + (epoch - self.start) / self.span * (WIDTH - LEFT - RIGHT)
+
+    def ticks(self, height: int, top: int) -> list[str]:
+        parts = []
+        for i in range(5):
+            moment = self.start + self.span * i / 4
+            x = self.x(moment)
+            parts.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - 18}" stroke="#eee"/>'
+                f'<text x="{x:.1f}" y="{height - 4}" text-anchor="middle">'
+                f"{escape(_label(moment, self.span))}</text>"
+            )
+        return parts
+
+
+def cards(summary: Mapping[str, Any]) -> str:
+    production = summary.get("production")
+    now = (
+        (
+            f"<code>{escape((production['candidate'] or '-')[:12])}</code>",
+            f"since {production['since']}",
+        )
+        if production
+        else ("-", "nothing promoted yet")
+    )
+    per_day = summary.get("deployments_per_day")
+    items = [
+        ("Deployments per day", "-" if per_day is None else f"{per_day:.2f}",
+         f"{summary['deployments']} deployments, {summary['rollbacks']} rollbacks"),
+        ("Success rate", _percent(summary.get("success_rate")),
+         f"{summary['outcomes']['promoted']} of {summary['attempts']} attempts promoted"),
+        ("Lead time (median)", _duration(summary.get("lead_time_median_s")),
+         f"p90 {_duration(summary.get('lead_time_p90_s'))}"),
+        ("Change failure rate", _percent(summary.get("change_failure_rate")),
+         f"{summary['changes_failed']} failed changes"),
+        ("Time to restore (median)", _duration(summary.get("time_to_restore_median_s")),
+         f"{summary['incidents']} incidents, {summary['open_incidents']} open"),
+        ("Production now", now[0], now[1]),
+    ]  # fmt: skip
+    return "".join(
+        f'<div class="card"><div class="k">{escape(k)}</div>'
+        f'<div class="v">{v if k == "Production now" else escape(v)}</div>'
+        f'<div class="n">{escape(n)}</div></div>'
+        for k, v, n in items
+    )
+
+
+def timeline(
+    attempts: Sequence[Mapping[str, Any]],
+    deployments: Sequence[Mapping[str, Any]],
+    scale: _Scale,
+) -> str:
+    """One lane per outcome, a dot per attempt; rollbacks as blue markers and lines."""
+    top = 22
+    lanes = {name: top + LANE * i + LANE // 2 for i, name in enumerate(OUTCOME_COLOURS)}
+    height = top + LANE * len(lanes) + 22
+    parts = [
+        f'<svg id="timeline" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" '
+        'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="attempts over time">'
+    ]
+    parts += scale.ticks(height, top)
+    for name, y in lanes.items():
+        parts.append(f'<text x="{LEFT - 10}" y="{y + 4}" text-anchor="end">{escape(name)}</text>')
+        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}" stroke="#f1f3f4"/>')
+    parts.append(f'<text x="{LEFT - 10}" y="14" text-anchor="end">rollbacks</text>')
+    for deployment in deployments:
+        moment = _epoch(deployment.get("time"))
+        if not deployment.get("rollback_from") or moment is None:
+            continue
+        x = scale.x(moment)
+        parts.append(
+            f'<g class="rollback"><title>rollback to '
+            f"{escape(str(deployment['promoted_from'])[:12])}"
+            f" at {escape(str(deployment['time']))}</title>"
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - 18}" '
+            f'stroke="{ROLLBACK_COLOUR}" stroke-dasharray="3 3"/>'
+            f'<path d="M{x - 7:.1f} 4 L{x + 7:.1f} 4 L{x:.1f} 18 Z" fill="{ROLLBACK_COLOUR}"/></g>'
+        )
+    for row in attempts:
+        moment = _epoch(row["time"])
+        if moment is None:
+            continue
+        colour = OUTCOME_COLOURS.get(row["outcome"], "#000")
+        ring = f' stroke="{ROLLBACK_COLOUR}" stroke-width="2"' if row.get("rollback_target") else ""
+        tip = f"{row['commit'][:12]} {row['outcome']} {row['time']}"
+        parts.append(
+            f'<circle class="attempt {escape(row["outcome"])}" cx="{scale.x(moment):.1f}" '
+            f'cy="{lanes.get(row["outcome"], top)}" r="6" fill="{colour}"{ring}>'
+            f"<title>{escape(tip)}</title></circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def lead_chart(
+    attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], scale: _Scale
+) -> str:
+    """A bar per promotion at its time, as tall as its lead time; median and p90 lines."""
+    height, top, bottom = 180, 10, 22
+    points = [
+        (_epoch(r["promoted_at"]), float(r["lead_time_s"]), r)
+        for r in attempts
+        if r.get("promoted_at") and r.get("lead_time_s") is not None
+    ]
+    longest = max([lead for _, lead, _ in points] + [1.0])
+    plot = height - top - bottom
+
+    def y(value: float) -> float:
+        return height - bottom - max(0.0, value) / longest * plot
+
+    parts = [
+        f'<svg id="leadtime" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" '
+        'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="lead time">'
+    ]
+    parts += scale.ticks(height, top)
+    parts.append(
+        f'<text x="{LEFT - 10}" y="{top + 8}" text-anchor="end">{_duration(longest)}</text>'
+    )
+    parts.append(f'<text x="{LEFT - 10}" y="{height - bottom}" text-anchor="end">0</text>')
+    for moment, lead, row in points:
+        if moment is None:
+            continue
+        x = scale.x(moment)
+        parts.append(
+            f'<rect class="lead" x="{x - 3:.1f}" y="{y(lead):.1f}" width="6" '
+            f'height="{height - bottom - y(lead):.1f}" fill="{LEAD_COLOUR}">'
+            f"<title>{escape(row['commit'][:12])}: {_duration(lead)}</title></rect>"
+        )
+    for key, dash in (("lead_time_median_s", "6 3"), ("lead_time_p90_s", "2 3")):
+        value = summary.get(key)
+        if value is not None:
+            name = "median" if "median" in key else "p90"
+            parts.append(
+                f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+                f'stroke="#202124" stroke-dasharray="{dash}"/>'
+                f'<text x="{WIDTH - RIGHT}" y="{y(value) - 3:.1f}" text-anchor="end">'
+                f"{name} {_duration(value)}</text>"
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _link(text: str, url: str | None) -> str:
+    return f'<a href="{escape(url)}">{escape(text)}</a>' if url else escape(text)
+
+
+def table(attempts: Sequence[Mapping[str, Any]]) -> str:
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("Time (UTC)", "Commit", "Source", "Build", "Images", "Outcome", "Rollback",
+                  "To production", "Detail")
+    )  # fmt: skip
+    rows = []
+    for r in attempts:
+        rollback = []
+        if r.get("rollback_target"):
+            rollback.append("rolled back to")
+        if r.get("rolled_back"):
+            rollback.append("rolled back from")
+        colour = OUTCOME_COLOURS.get(r["outcome"], "#000")
+        source = r.get("source_commit") or "-"
+        if r.get("source_repo"):
+            source = f"{r['source_repo']}@{source[:12]}"
+        cells = [
+            escape(r["time"].replace("T", " ").removesuffix("Z")),
+            _link(r["commit"][:12], r.get("commit_url")),
+            escape(source[:60]),
+            _link(r.get("build_id") or "-", r.get("build_url")),
+            escape(" ".join(r.get("images") or []) or "-"),
+            f'<span class="pill" style="background:{colour}">{escape(r["outcome"])}</span>',
+            escape(", ".join(rollback) or "-"),
+            escape(_duration(r.get("candidate_to_production_s"))),
+        ]
+        body = "".join(f"<td>{c}</td>" for c in cells)
+        detail = f'<td class="detail">{escape(r.get("detail") or "")}</td>'
+        rows.append(f'<tr class="{escape(r["outcome"])}">{body}{detail}</tr>')
+    return (
+        f'<table id="attempts"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+def render_html(
+    attempts: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, Any],
+    deployments: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+) -> str:
+    """The whole page. ``attempts`` newest first, as ``gitops-history --format json`` has them."""
+    period = summary["period"]
+    start = _epoch(period["since"]) or 0.0
+    end = _epoch(period["until"]) or start
+    scale = _Scale(start, end)
+    shown = [
+        d
+        for d in deployments
+        if (moment := _epoch(d.get("time"))) is not None and start <= moment <= end
+    ]
+    legend = (
+        "".join(
+            f'<span><i class="sw" style="background:{colour}"></i>{escape(name)}</span>'
+            for name, colour in OUTCOME_COLOURS.items()
+        )
+        + f'<span><i class="sw" style="background:{ROLLBACK_COLOUR}"></i>rollback</span>'
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Deployment history: {escape(title)}</title>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; img-src data:\">"
+        f"<style>{_CSS}</style></head><body>"
+        f'<h1>Deployment history</h1><p class="sub">{escape(title)} · '
+        f"{escape(period['since'])} .. {escape(period['until'])} · "
+        f"{summary['attempts']} attempts</p>"
+        f'<section class="cards" id="figures">{cards(summary)}</section>'
+        f'<h2>Attempts over time</h2><div class="legend">{legend}</div>'
+        f"{timeline(attempts, shown, scale)}"
+        f"<h2>Lead time to production</h2>{lead_chart(attempts, summary, scale)}"
+        f"<h2>Attempts</h2>{table(attempts)}"
+        "</body></html>\n"
+    )
