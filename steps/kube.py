@@ -441,10 +441,11 @@ class KubeApi:
         from kubernetes.client.exceptions import ApiException
 
         headers = {"Accept": "application/json"}
-        payload: str | None = None
+        payload: Any = None
         if body is not None:
+            # The client serialises dicts itself, for JSON and for apply-patch+yaml.
             headers["Content-Type"] = content_type or "application/json"
-            payload = json.dumps(body)
+            payload = json.loads(json.dumps(body))
         url_path = path + ("?" + urlencode(list(query)) if query else "")
         try:
             method_, url, all_headers, _, _ = self.client.param_serialize(
@@ -711,6 +712,21 @@ class Event:
     error: Exception | None = None
 
 
+def typed_items(listing: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A list's items with apiVersion and kind, which the API server leaves out of them."""
+    api_version = listing.get("apiVersion")
+    kind = str(listing.get("kind") or "").removesuffix("List")
+    items = []
+    for item in listing.get("items") or []:
+        if isinstance(item, dict):
+            if api_version and "apiVersion" not in item:
+                item["apiVersion"] = api_version
+            if kind and "kind" not in item:
+                item["kind"] = kind
+            items.append(item)
+    return items
+
+
 class CollectionWatch:
     """List, then watch, one collection in a daemon thread until stopped."""
 
@@ -756,7 +772,7 @@ class CollectionWatch:
                 if version is None:
                     listing = self.api.request("GET", self.path, query=self.selectors, retry=False)
                     version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
-                    self.sink.put(Event(self.key, "SYNC", items=list(listing.get("items") or [])))
+                    self.sink.put(Event(self.key, "SYNC", items=typed_items(listing)))
                     last_ok = time.monotonic()
                 opened = time.monotonic()
                 version, events = self._follow(version)

@@ -357,17 +357,34 @@ def owned_by(obj: Obj, owner_uid: str) -> bool:
 
 
 def new_replicaset(deployment: Obj, replicasets: Iterable[Obj]) -> Obj | None:
-    """The ReplicaSet of the Deployment's current revision (None until it exists)."""
+    """The ReplicaSet of the Deployment's current revision (None until it exists).
+
+    Matched by the revision annotation when the Deployment carries one, else,
+    as kubectl does, by a pod template equal to the Deployment's.
+    """
+    owned = [rs for rs in replicasets if owned_by(rs, uid(deployment))]
     revision = get_path(deployment, "metadata", "annotations", REVISION_ANNOTATION)
-    if revision is None:
-        return None
-    owner = uid(deployment)
-    for rs in replicasets:
-        if owned_by(rs, owner) and (
-            get_path(rs, "metadata", "annotations", REVISION_ANNOTATION) == revision
-        ):
+    if revision is not None:
+        for rs in owned:
+            if get_path(rs, "metadata", "annotations", REVISION_ANNOTATION) == revision:
+                return rs
+    template = without_template_hash(get_path(deployment, "spec", "template", default={}))
+    for rs in owned:
+        if without_template_hash(get_path(rs, "spec", "template", default={})) == template:
             return rs
     return None
+
+
+def without_template_hash(template: Any) -> Any:
+    """A pod template without the ``pod-template-hash`` label the controller adds."""
+    if not isinstance(template, Mapping):
+        return template
+    metadata = dict(template.get("metadata") or {})
+    labels = {k: v for k, v in (metadata.get("labels") or {}).items() if k != TEMPLATE_HASH_LABEL}
+    metadata["labels"] = labels
+    for key in ("creationTimestamp",):
+        metadata.pop(key, None)
+    return {**template, "metadata": metadata}
 
 
 def new_revision_pods(

@@ -49,6 +49,7 @@ LOCAL_ONLY_GROUPS = ("kustomize.config.k8s.io", "config.kubernetes.io")
 CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")
 NAMESPACE_GROUP_KIND = ("", "Namespace")
 TICK = 0.5
+WAITING_FOR_CONTROLLER = (rules.NOT_APPLIED_YET, rules.GENERATION_LAG)
 """Seconds between checks of grace periods and the deadline when nothing happens."""
 RECENT_EVENTS = 5
 DEFAULT_TIMEOUT = "10m"
@@ -582,8 +583,8 @@ class Waiter:
                 say(f"{target.ref}: {verdict.message}")
             if verdict.status is rules.Status.FAILED:
                 return self._object_failure(target, verdict)
-            if verdict.done or live is None:
-                continue
+            if verdict.done or live is None or verdict.reason in WAITING_FOR_CONTROLLER:
+                continue  # until the controller has seen our change, its pods are not ours
             if (target.ref.group, target.ref.kind) in rules.POD_OWNERS:
                 failure = self._pod_failure(target, live, now)
                 if failure is not None:

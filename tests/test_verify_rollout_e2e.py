@@ -1,0 +1,537 @@
+"""verify-rollout end to end: the official client against the Kubernetes API emulator.
+
+The stage runs in-process (``main(argv)``) for most cases and as real
+processes where processes matter (two concurrent runs, SIGTERM, --cluster).
+Pod behaviour comes from the pod-template annotation the emulator's fake
+kubelet reads; missing images are really missing from the loopback registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fixtures_registry import ImagePusher
+
+from steps import verify_rollout as stage
+from steps.kube import Access, connect
+from steps.live_record import read_live_record
+from steps.sandbox.gcp import GcpSandbox
+
+BEHAVIOR = "sandbox.gitops-steps.dev/behavior"
+IMAGE = "example.com/web:1"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("GITOPS_") or name in ("COMMIT_SHA", "BUILD_ID", "KUBECONFIG"):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
+def deployment(
+    name: str = "web",
+    *,
+    image: str = IMAGE,
+    replicas: int = 2,
+    behavior: str | None = None,
+    namespace: str | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    annotations = {BEHAVIOR: behavior} if behavior else {}
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": name},
+                    **({"annotations": annotations} if annotations else {}),
+                },
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+            **spec,
+        },
+    }
+
+
+def configmap(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def write_manifests(directory: Path, *objects: dict[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.yaml"):
+        old.unlink()
+    (directory / "all.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    return directory
+
+
+class Run:
+    def __init__(self, code: int, result: dict[str, Any], err: str) -> None:
+        self.code = code
+        self.result = result
+        self.err = err
+
+    def __repr__(self) -> str:
+        return f"Run(code={self.code}, err=\n{self.err})"
+
+
+def run_stage(
+    kube: Any,
+    manifests: Path,
+    *extra: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> Run:
+    result_file = tmp_path / f"result-{time.monotonic_ns()}.json"
+    argv = [
+        "--manifests",
+        str(manifests),
+        "--kubeconfig",
+        str(kube.kubeconfig),
+        "--result-file",
+        str(result_file),
+        "--timeout",
+        "60s",
+        *extra,
+    ]
+    capsys.readouterr()
+    code = stage.main(argv)
+    err = capsys.readouterr().err
+    result = json.loads(result_file.read_text()) if result_file.exists() else {}
+    return Run(code, result, err)
+
+
+def objects(kube: Any, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = kube.objects(plural, namespace)
+    return found
+
+
+# -- success ----------------------------------------------------------------------
+
+
+def test_healthy_rollout_with_namespace_and_record(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(
+        tmp_path / "m",
+        deployment(namespace="shop"),
+        configmap("settings", color="blue")
+        | {"metadata": {"name": "settings", "namespace": "shop"}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
+    )
+    run = run_stage(
+        kube, manifests, "--record", "prod", "--commit", "c0ffee1",
+        "--namespace", "shop", capsys=capsys, tmp_path=tmp_path,
+    )  # fmt: skip
+    assert run.code == 0, run
+    assert run.result["status"] == "rolled-out"
+    assert {row["object"]: row["status"] for row in run.result["objects"]} == {
+        "Namespace/shop": "Current",
+        "Deployment/web": "Current",
+        "ConfigMap/settings": "Current",
+    }
+    assert "Deployment/web: 2 of 2 updated replicas available" in run.err
+    assert "OBJECT" in run.err and "rolled out 3 object(s)" in run.err
+    # Namespace applied before what lives in it.
+    assert run.err.index("applied Namespace/shop") < run.err.index("applied shop/Deployment/web")
+
+    api = connect(Access(kubeconfig=str(kube.kubeconfig)))
+    record = read_live_record(api, "shop", "prod")
+    assert record is not None and record.commit == "c0ffee1"
+    assert record.images == (IMAGE,)
+    assert run.result["record"]["commit"] == "c0ffee1"
+    assert read_live_record(api, "shop", "staging") is None
+
+
+def test_reapplying_the_same_manifests_is_immediately_rolled_out(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(tmp_path / "m", deployment(replicas=1))
+    assert run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path).code == 0
+    again = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    assert again.code == 0, again
+    assert again.result["seconds"] < 5
+
+
+def test_statefulset_daemonset_job_and_crd(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = {"app": "db"}
+    template = {
+        "metadata": {"labels": labels},
+        "spec": {"containers": [{"name": "c", "image": IMAGE}]},
+    }
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    manifests = write_manifests(
+        tmp_path / "m",
+        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "db"},
+            "spec": {
+                "replicas": 2,
+                "serviceName": "db",
+                "selector": {"matchLabels": labels},
+                "template": template,
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "agent"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {**template, "metadata": {"labels": {"app": "agent"}}},
+            },
+        },
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "migrate"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "m", "image": IMAGE}],
+                    }
+                }
+            },
+        },
+        crd,
+    )
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 0, run
+    statuses = {row["object"]: row["status"] for row in run.result["objects"]}
+    assert set(statuses.values()) == {"Current"}
+    assert len(statuses) == 5
+    assert run.err.index("applied CustomResourceDefinition") < run.err.index(
+        "applied default/Widget"
+    )
+
+
+# -- failures -----------------------------------------------------------------------
+
+
+def test_crash_loop_fails_fast_with_a_report(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(tmp_path / "m", deployment(behavior="crash"))
+    started = time.monotonic()
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 1, run
+    assert time.monotonic() - started < 30
+    failure = run.result["failure"]
+    assert failure["object"] == "Deployment/web"
+    assert failure["reason"] in ("CrashLoopBackOff", "RepeatedNonZeroExit")
+    assert failure["pod"].startswith("web-") and failure["container"] == "app"
+    assert failure["restarts"] >= 1
+    assert "rollout failed: Deployment/web, pod web-" in run.err
+    assert "log lines" in run.err or "(no log" in run.err
+
+
+def test_missing_image_really_absent_from_the_registry(
+    kube_factory: Any,
+    registry: Any,
+    images: ImagePusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    images.push("web", "v1")
+    kube = kube_factory(registry=registry.address)
+    good = write_manifests(tmp_path / "good", deployment(image=f"{images.repository('web')}:v1"))
+    assert run_stage(kube, good, capsys=capsys, tmp_path=tmp_path).code == 0
+    missing = f"{images.repository('web')}:v2-never-pushed"
+    bad = write_manifests(tmp_path / "bad", deployment(image=missing))
+    run = run_stage(kube, bad, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 1, run
+    assert run.result["failure"]["reason"] in ("ImagePullBackOff", "ErrImagePull")
+    assert missing in run.err
+
+
+def test_unschedulable_past_its_grace_period(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(tmp_path / "m", deployment(behavior="unschedulable"))
+    run = run_stage(
+        kube, manifests, "--unschedulable-grace", "1s", capsys=capsys, tmp_path=tmp_path
+    )
+    assert run.code == 1, run
+    assert run.result["failure"]["reason"] == "Unschedulable"
+
+
+def test_timeout_names_the_objects_still_waiting(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(
+        tmp_path / "m", deployment(behavior="never-ready"), configmap("fine", a="b")
+    )
+    started = time.monotonic()
+    run = run_stage(kube, manifests, "--timeout", "3s", capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 1, run
+    assert 3 <= time.monotonic() - started < 15
+    assert run.result["status"] == "timed-out"
+    assert run.result["waiting"] == ["Deployment/web"]
+    assert "timed out after 3s; still waiting for: Deployment/web" in run.err
+
+
+def test_old_pods_failing_do_not_fail_the_new_rollout(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Revision 1 crash-loops (never rolls out); revision 2 is healthy and must pass,
+    # even while revision 1's pods are still crashing during the rolling update.
+    first = write_manifests(tmp_path / "m1", deployment(behavior="crash"))
+    assert run_stage(kube, first, capsys=capsys, tmp_path=tmp_path).code == 1
+    second = write_manifests(tmp_path / "m2", deployment(image="example.com/web:2"))
+    run = run_stage(kube, second, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 0, run
+
+
+def test_server_side_dry_run_refuses_everything_before_changing_anything(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = deployment()
+    bad["spec"]["replicaz"] = 3
+    manifests = write_manifests(tmp_path / "m", configmap("first", a="b"), bad)
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 2, run
+    assert "Deployment/web: refused by the server (dry run)" in run.err
+    assert "replicaz" in run.err
+    assert not [
+        o for o in objects(kube, "configmaps", "default") if o["metadata"]["name"] == "first"
+    ]
+
+
+def test_cluster_scoped_kinds_need_the_flag(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "reader"},
+        "rules": [],
+    }
+    manifests = write_manifests(tmp_path / "m", role)
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 2 and "--allow-cluster-scoped" in run.err
+
+
+# -- record, prune, rollback -------------------------------------------------------------
+
+
+def test_prune_deletes_only_what_this_record_applied(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = ("--record", "prod", "--commit", "c1")
+    both = write_manifests(tmp_path / "m1", configmap("keep", a="1"), configmap("drop", a="2"))
+    assert run_stage(kube, both, *record, capsys=capsys, tmp_path=tmp_path).code == 0
+    other = write_manifests(tmp_path / "o", configmap("other-record", a="3"))
+    assert (
+        run_stage(
+            kube, other, "--record", "dev", "--commit", "c0", capsys=capsys, tmp_path=tmp_path
+        ).code
+        == 0
+    )
+    unlabelled = write_manifests(tmp_path / "u", configmap("unlabelled", a="4"))
+    assert run_stage(kube, unlabelled, capsys=capsys, tmp_path=tmp_path).code == 0
+
+    one = write_manifests(tmp_path / "m2", configmap("keep", a="1"))
+    run = run_stage(kube, one, *record, "--prune", capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 0, run
+    assert run.result["pruned"] == ["ConfigMap/drop in default"]
+    names = {o["metadata"]["name"] for o in objects(kube, "configmaps", "default")}
+    assert {"keep", "other-record", "unlabelled", "gitops-steps-prod"} <= names
+    assert "drop" not in names
+
+
+def test_rollback_on_failure_restores_the_last_good_manifests(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write_manifests(tmp_path / "production", deployment(image="example.com/web:1"))
+    assert run_stage(kube, good, capsys=capsys, tmp_path=tmp_path).code == 0
+    bad = write_manifests(
+        tmp_path / "candidate", deployment(image="example.com/web:2", behavior="crash")
+    )
+    run = run_stage(kube, bad, "--rollback-on-failure", str(good), capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 1, run
+    assert run.result["rollback"]["status"] == "rolled-out"
+    assert "rolling back" in run.err and "rollback complete" in run.err
+    (live,) = [d for d in objects(kube, "deployments", "default") if d["metadata"]["name"] == "web"]
+    container = live["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "example.com/web:1"
+    assert BEHAVIOR not in (live["spec"]["template"]["metadata"].get("annotations") or {})
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+def test_api_faults_during_the_watch_are_retried(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(tmp_path / "m", deployment(behavior="slow-start"))
+    kube.faults.drop_watches(count=3)
+    kube.faults.fail(
+        r"/apis/apps/v1/namespaces/default/deployments", status=500, count=2, method="GET"
+    )
+    kube.faults.fail(r"/api/v1/namespaces/default/pods", status=429, count=2, retry_after=1)
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 0, run
+    assert run.result.get("watch_restarts", 0) >= 1
+
+
+def test_apply_retries_transient_errors(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(tmp_path / "m", configmap("c", a="b"))
+    kube.faults.fail(
+        r"/api/v1/namespaces/default/configmaps/c", status=503, count=2, method="PATCH"
+    )
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 0, run
+
+
+def test_unreachable_cluster_exits_3(
+    kube_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kube = kube_factory()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(Path(kube.kubeconfig).read_text())
+    kube.stop()
+    manifests = write_manifests(tmp_path / "m", configmap("c", a="b"))
+    code = stage.main(["--manifests", str(manifests), "--kubeconfig", str(kubeconfig)])
+    assert code == 3
+    assert "Kubernetes API" in capsys.readouterr().err
+
+
+# -- processes: lock, SIGTERM, --cluster ------------------------------------------------------
+
+
+def spawn(
+    kube: Any, manifests: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_")}
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "steps.verify_rollout", "--manifests", str(manifests),
+            "--kubeconfig", str(kube.kubeconfig), "--timeout", "60s", *extra,
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**base, **(env or {})},
+    )  # fmt: skip
+
+
+def lease(kube: Any, name: str) -> dict[str, Any] | None:
+    found = [o for o in objects(kube, "leases", "default") if o["metadata"]["name"] == name]
+    return found[0] if found else None
+
+
+def test_lock_contention_between_two_concurrent_runs(kube: Any, tmp_path: Path) -> None:
+    first = write_manifests(tmp_path / "a", deployment("a", behavior="slow-start"))
+    second = write_manifests(tmp_path / "b", deployment("b"))
+    one = spawn(kube, first, "--lock", "prod", env={"BUILD_ID": "build-one"})
+    deadline = time.monotonic() + 20
+    while (held := lease(kube, "prod")) is None or not held["spec"].get("holderIdentity"):
+        assert time.monotonic() < deadline and one.poll() is None
+        time.sleep(0.05)
+    two = spawn(kube, second, "--lock", "prod", env={"BUILD_ID": "build-two"})
+    out_one = one.communicate(timeout=60)[1]
+    out_two = two.communicate(timeout=60)[1]
+    assert one.returncode == 0, out_one
+    assert two.returncode == 0, out_two
+    assert "lock prod: held by build build-one" in out_two
+    assert "lock prod: released" in out_one
+    assert not (lease(kube, "prod") or {}).get("spec", {}).get("holderIdentity")
+
+
+def test_expired_lock_is_taken_over(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = connect(Access(kubeconfig=str(kube.kubeconfig)))
+    api.request(
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+        body={
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "prod"},
+            "spec": {
+                "holderIdentity": "a build that died",
+                "leaseDurationSeconds": 1,
+                "renewTime": "2020-01-01T00:00:00.000000Z",
+            },
+        },
+    )
+    manifests = write_manifests(tmp_path / "m", configmap("c", a="b"))
+    run = run_stage(kube, manifests, "--lock", "prod", capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 0, run
+    assert "held by" not in run.err
+
+
+def test_sigterm_releases_the_lock(kube: Any, tmp_path: Path) -> None:
+    manifests = write_manifests(tmp_path / "m", deployment(behavior="never-ready"))
+    proc = spawn(kube, manifests, "--lock", "prod")
+    deadline = time.monotonic() + 20
+    while (held := lease(kube, "prod")) is None or not held["spec"].get("holderIdentity"):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=30)[1]
+    assert proc.returncode != 0
+    assert "lock prod: released" in err
+    assert not (lease(kube, "prod") or {})["spec"].get("holderIdentity")
+
+
+def test_cluster_flag_through_the_gke_stand_in(kube: Any, tmp_path: Path) -> None:
+    cluster = "projects/p1/locations/europe-west1/clusters/sandbox"
+    manifests = write_manifests(tmp_path / "m", deployment(replicas=1))
+    with GcpSandbox() as gcp:
+        gcp.add_cluster_from_kubeconfig(cluster, Path(kube.kubeconfig))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GITOPS_", "GOOGLE_"))}
+        env.update(gcp.environ(), HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"))
+        proc = subprocess.run(
+            [sys.executable, "-m", "steps.verify_rollout", "--manifests", str(manifests),
+             "--cluster", cluster, "--timeout", "60s"],
+            capture_output=True, text=True, env=env, timeout=90, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"GKE cluster {cluster}" in proc.stderr
+    assert gcp.tokens_issued
