@@ -11,8 +11,10 @@ controllers (``controllers``, ``workloads``, ``crds``) and a fake kubelet
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -98,6 +100,8 @@ class KubeEmulator:
     def start(self) -> KubeEmulator:
         if self._server is not None:
             return self
+        self._stopping.clear()
+        self.cluster.store.closed = False
         self._bootstrap()
         self._server = ApiServer(
             (HOST, self.port), self.cluster, self.faults, self.kubelet.logs, self.timings.bookmark
@@ -123,12 +127,8 @@ class KubeEmulator:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
-        if self._tempdir is not None:
-            for child in self._tempdir.iterdir():
-                child.unlink()
-            self._tempdir.rmdir()
-            self._tempdir = None
-            self._kubeconfig = None
+        # The kubeconfig stays (pointing at a closed port) until the process exits,
+        # so a client holding it sees an unreachable cluster rather than a missing file.
 
     def __enter__(self) -> KubeEmulator:
         return self.start()
@@ -172,6 +172,7 @@ class KubeEmulator:
     def _write_kubeconfig(self) -> None:
         if self._kubeconfig is None:
             self._tempdir = Path(tempfile.mkdtemp(prefix="gitops-kube-"))
+            atexit.register(shutil.rmtree, self._tempdir, ignore_errors=True)
             self._kubeconfig = self._tempdir / "kubeconfig"
         config = {
             "apiVersion": "v1",
