@@ -41,7 +41,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
 svg{display:block;font-size:11px}svg text{fill:#5f6368}
 table{border-collapse:collapse;font-size:12px;width:100%}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eee;white-space:nowrap}
-th{background:#f8f9fa}td.detail{white-space:normal}
+th{background:#f8f9fa}td.detail{white-space:normal;min-width:220px}
+.scroll{overflow-x:auto}
 .pill{color:#fff;border-radius:10px;padding:1px 8px;font-size:11px}
 code{font-size:12px}a{color:#1a0dab}
 """
@@ -64,6 +65,10 @@ def _duration(seconds: float | None) -> str:
     return duration(seconds)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
 
@@ -83,9 +88,10 @@ class _Scale:
         for i in range(5):
             moment = self.start + self.span * i / 4
             x = self.x(moment)
+            anchor = "end" if i == 4 else "middle"
             parts.append(
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - 18}" stroke="#eee"/>'
-                f'<text x="{x:.1f}" y="{height - 4}" text-anchor="middle">'
+                f'<text x="{x:.1f}" y="{height - 4}" text-anchor="{anchor}">'
                 f"{escape(_label(moment, self.span))}</text>"
             )
         return parts
@@ -102,17 +108,19 @@ def cards(summary: Mapping[str, Any]) -> str:
         else ("-", "nothing promoted yet")
     )
     per_day = summary.get("deployments_per_day")
+    decided = summary["attempts"] - summary["outcomes"]["pending"]
     items = [
         ("Deployments per day", "-" if per_day is None else f"{per_day:.2f}",
-         f"{summary['deployments']} deployments, {summary['rollbacks']} rollbacks"),
+         f"{_count(summary['deployments'], 'deployment')}, "
+         f"{_count(summary['rollbacks'], 'rollback')}"),
         ("Success rate", _percent(summary.get("success_rate")),
-         f"{summary['outcomes']['promoted']} of {summary['attempts']} attempts promoted"),
+         f"{summary['outcomes']['promoted']} of {_count(decided, 'decided attempt')} promoted"),
         ("Lead time (median)", _duration(summary.get("lead_time_median_s")),
          f"p90 {_duration(summary.get('lead_time_p90_s'))}"),
         ("Change failure rate", _percent(summary.get("change_failure_rate")),
-         f"{summary['changes_failed']} failed changes"),
+         f"{_count(summary['changes_failed'], 'failed change')}"),
         ("Time to restore (median)", _duration(summary.get("time_to_restore_median_s")),
-         f"{summary['incidents']} incidents, {summary['open_incidents']} open"),
+         f"{_count(summary['incidents'], 'incident')}, {summary['open_incidents']} open"),
         ("Production now", now[0], now[1]),
     ]  # fmt: skip
     return "".join(
@@ -174,7 +182,7 @@ def lead_chart(
     attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], scale: _Scale
 ) -> str:
     """A bar per promotion at its time, as tall as its lead time; median and p90 lines."""
-    height, top, bottom = 180, 10, 22
+    height, top, bottom = 190, 20, 22
     points = [
         (_epoch(r["promoted_at"]), float(r["lead_time_s"]), r)
         for r in attempts
@@ -253,7 +261,8 @@ def table(attempts: Sequence[Mapping[str, Any]]) -> str:
         detail = f'<td class="detail">{escape(r.get("detail") or "")}</td>'
         rows.append(f'<tr class="{escape(r["outcome"])}">{body}{detail}</tr>')
     return (
-        f'<table id="attempts"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f'<div class="scroll"><table id="attempts"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 

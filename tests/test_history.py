@@ -17,6 +17,7 @@ GIT_COMMITTER_DATE so that every figure has an exact expected value):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -67,7 +68,7 @@ def at(minutes: float) -> datetime:
 
 
 def image(n: int) -> str:
-    return f"us-docker.pkg.dev/p/r/web@sha256:{n:064x}"
+    return "us-docker.pkg.dev/p/r/web@sha256:" + hashlib.sha256(str(n).encode()).hexdigest()
 
 
 class Story:
@@ -241,7 +242,7 @@ def test_every_outcome(built: Built, tmp_path: Path) -> None:
     a1 = rows["A1"]
     assert a1["time"] == "2026-03-01T00:00:00Z"
     assert a1["promoted_at"] == "2026-03-01T00:10:00Z"
-    assert a1["images"] == [f"web@sha256:{2:064x}"[:23]]
+    assert a1["images"] == [short_image(image(2))]
     assert (a1["build_id"], a1["source_repo"]) == ("app-build-2", "app")
     assert (
         a1["source_commit"] == git("rev-list", "--reverse", "main", cwd=built.story.app).split()[1]
@@ -280,7 +281,7 @@ def test_every_figure(built: Built, tmp_path: Path) -> None:
     assert production["commit"] == log(Path(built.repo), "production")[0]
     assert production["since"] == "2026-03-01T06:00:00Z"
     assert production["rollback"] is True
-    assert production["images"] == [f"web@sha256:{4:064x}"[:23]]
+    assert production["images"] == [short_image(image(4))] == ["web@sha256:4b227777d4dd"]
     assert data["result"]["summary"] == summary
 
 
