@@ -488,6 +488,10 @@ class Cluster:
             old = self.store.get(rt.key, meta.get("namespace", ""), meta["name"])
             if old is None:
                 return obj
+            if subresource == "status" and obj.get("status") == old.get("status"):
+                return copy.deepcopy(old)  # nothing to write: skip the bookkeeping
+            if subresource is None and obj == old:
+                return copy.deepcopy(old)
             opts = WriteOptions(manager=manager, subresource=subresource)
             return self._commit(rt, old, obj, opts)
 
