@@ -319,8 +319,11 @@ def _subject(message: str) -> str:
     return message.strip().splitlines()[0] if message.strip() else ""
 
 
-def candidate_of(entry: LogEntry) -> Candidate:
+def candidate_of(entry: LogEntry) -> Candidate | None:
+    """The attempt a candidate commit records (None for a promote commit found there)."""
     trailers = parse_trailers(entry.message)
+    if trailer_values(trailers, "Promoted-From"):
+        return None
     return Candidate(
         sha=entry.sha,
         time=entry.time,
@@ -708,7 +711,14 @@ def render_table(attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, An
 
 
 def render_json(attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
-    return json.dumps({"attempts": list(attempts), "summary": summary}, indent=2) + "\n"
+    """``{"attempts": [...], "summary": {...}}``, one attempt per line.
+
+    (``indent=`` runs json's pure-Python encoder: 4x slower on 10,000 rows.)
+    """
+    rows = ",\n    ".join(json.dumps(a) for a in attempts)
+    body = f"[\n    {rows}\n  ]" if attempts else "[]"
+    summary_text = json.dumps(summary, indent=2).replace("\n", "\n  ")
+    return f'{{\n  "attempts": {body},\n  "summary": {summary_text}\n}}\n'
 
 
 # --------------------------------------------------------------------------- I/O
@@ -868,11 +878,7 @@ def read_history(config: Config) -> tuple[list[Candidate], list[Deployment], Fet
         deployments: list[Deployment] = []
         if fetched.candidate:
             entries = reader.log(fetched.candidate, fetched.production, fetched.notes)
-            candidates = [
-                candidate_of(e)
-                for e in entries
-                if not trailer_values(parse_trailers(e.message), "Promoted-From")
-            ]
+            candidates = [c for c in map(candidate_of, entries) if c is not None]
         if fetched.production:
             deployments = [deployment_of(e) for e in reader.log(fetched.production, None, False)]
     say(
