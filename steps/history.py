@@ -726,9 +726,7 @@ def render_json(attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, Any
 T = TypeVar("T")
 
 
-def with_retries(
-    action: Callable[[], T], what: str, sleep: Callable[[float], None] = time.sleep
-) -> T:
+def with_retries(action: Callable[[], T], what: str) -> T:
     """Run a network ``action``; retry transient failures, then ExternalError."""
     base, cap = FAILURE_BACKOFF
     for attempt in range(1, FETCH_ATTEMPTS + 1):
@@ -738,7 +736,7 @@ def with_retries(
             say(f"{STEP}: {exc}")
             if attempt == FETCH_ATTEMPTS:
                 raise ExternalError(f"{what}: gave up after {attempt} attempts ({exc})") from None
-            sleep(min(cap, base * 2**attempt))
+            time.sleep(min(cap, base * 2**attempt))
     raise AssertionError("unreachable")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_git import git, log, run_cli, write_tree
+from fixtures_git import GIT_PASSWORD, GIT_USER, git, log, run_cli, write_tree
 
 from steps import gitrepo
 from steps.deploy_notes import (
@@ -111,10 +112,13 @@ class Story:
         src = write_tree(
             self.work / f"src-{self.count}", {"deploy.yaml": f"image: {image(self.count)}\n"}
         )
-        assert push_candidate(["--repo", self.repo, "--from", str(src), "--path", path]) == 0
+        result = self.work / "push-candidate.json"
+        args = ["--repo", self.repo, "--from", str(src), "--path", path]
+        assert push_candidate([*args, "--result-file", str(result)]) == 0
         for name in ("COMMIT_SHA", "REPO_NAME", "BUILD_ID"):
             self.monkeypatch.delenv(name)
-        return git("ls-remote", self.repo, "refs/heads/candidate").split()[0]
+        commit: str = json.loads(result.read_text())["commit"]
+        return commit
 
     def promote(self, sha: str, when: datetime, path: str = "web") -> None:
         self.clock(when)
@@ -539,3 +543,33 @@ def test_since_after_the_last_deployment_still_knows_production(
     assert data["attempts"] == []
     assert data["summary"]["production"]["candidate"] == built.shas["A3"]
     assert data["result"]["fetch"]["fetches"] == 5
+
+
+def test_credentials_and_an_unreachable_server(
+    tmp_path: Path,
+    git_auth_server: GitServer,
+    git_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = git_auth_server.repo_url("env.git")
+    assert main(["--repo", url]) == 2
+    assert "authentication failed" in capsys.readouterr().err
+    monkeypatch.setenv("GIT_USERNAME", GIT_USER)
+    monkeypatch.setenv("GIT_TOKEN", GIT_PASSWORD)
+    story = Story(url, tmp_path, monkeypatch)
+    sha = story.attempt(at(0))
+    story.verdict(sha, "failed", at(1), "Crash")
+    out = tmp_path / "h.json"
+    assert main(["--repo", url, "--format", "json", "--output", str(out)]) == 0
+    assert [a["outcome"] for a in json.loads(out.read_text())["attempts"]] == ["failed"]
+    assert GIT_PASSWORD not in capsys.readouterr().err
+
+    sleeps: list[float] = []
+    monkeypatch.setattr("steps.history.time.sleep", sleeps.append)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert main(["--repo", f"http://127.0.0.1:{port}/env.git"]) == 3
+    assert len(sleeps) == 2
+    assert "gave up after 3 attempts" in capsys.readouterr().err
