@@ -335,9 +335,7 @@ def _plan_containers(plan: FilePlan, text: str, obj: yaml.Node, rules: Sequence[
             label = "container" if list_key == "containers" else list_key[:-1]
             if new != value:
                 assert isinstance(image_node, yaml.ScalarNode)
-                _check_replaceable(plan, text, image_node)
-                plan.scalar_values[id(image_node)] = new
-                _splice_scalar(plan, text, image_node, new)
+                _set_scalar(plan, text, image_node, new)
                 plan.changes.append(
                     Change(
                         plan.path,
@@ -437,9 +435,7 @@ def _plan_markers(
         new = _marker_value(plan.path, line_number + 1, rule, field_name, old)
         if new == old:
             continue
-        _check_replaceable(plan, text, node)
-        plan.scalar_values[id(node)] = new
-        _splice_scalar(plan, text, node, new)
+        _set_scalar(plan, text, node, new)
         plan.changes.append(
             Change(
                 plan.path,
@@ -515,7 +511,14 @@ def _line_starts(text: str) -> list[int]:
 # --------------------------------------------------------------------------- text edits
 
 
-def _check_replaceable(plan: FilePlan, text: str, node: yaml.ScalarNode) -> None:
+def _set_scalar(plan: FilePlan, text: str, node: yaml.ScalarNode, value: str) -> None:
+    """Plan ``node`` to read ``value``: the splice, and what verify_plan expects."""
+    _check_replaceable(plan, node)
+    plan.scalar_values[id(node)] = value
+    _splice_scalar(plan, text, node, value)
+
+
+def _check_replaceable(plan: FilePlan, node: yaml.ScalarNode) -> None:
     """Check the scalar can be replaced in place (not a block scalar)."""
     if node.style in ("|", ">"):
         raise ManifestError(
@@ -578,8 +581,7 @@ def _update_mapping_key(
                 raise ManifestError(
                     plan.path, value_node.start_mark.line + 1, f"{key} is not a string"
                 )
-            _check_replaceable(plan, text, value_node)
-            _splice_scalar(plan, text, value_node, value)
+            _set_scalar(plan, text, value_node, value)
             return
         plan.edits.append(_removal(plan.path, text, mapping, index))
         return
