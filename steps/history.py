@@ -51,6 +51,7 @@ import math
 import re
 import statistics
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -886,6 +887,22 @@ def read_history(config: Config) -> tuple[list[Candidate], list[Deployment], Fet
     return candidates, deployments, fetched
 
 
+def render(
+    config: Config,
+    attempts: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, Any],
+    deployments: Sequence[Deployment],
+) -> str:
+    if config.fmt == "json":
+        return render_json(attempts, summary)
+    if config.fmt == "html":
+        from steps.history_html import render_html
+
+        title = f"{config.location.url} {config.subdir}".strip()
+        return render_html(attempts, summary, [d.as_dict() for d in deployments], title=title)
+    return render_table(attempts, summary)
+
+
 def history(config: Config, now: float) -> dict[str, Any]:
     candidates, deployments, fetched = read_history(config)
     until = config.until if config.until is not None else int(now)
@@ -900,21 +917,11 @@ def history(config: Config, now: float) -> dict[str, Any]:
     start = config.since
     shown = [r for r in rows if (start is None or r.time >= start) and r.time <= until]
     attempts = [r.as_dict() for r in shown]
-    if config.fmt == "json":
-        text = render_json(attempts, summary)
-    elif config.fmt == "html":
-        from steps.history_html import render_html
-
-        title = f"{config.location.url} {config.subdir}".strip()
-        text = render_html(attempts, summary, [d.as_dict() for d in deployments], title=title)
-    else:
-        text = render_table(attempts, summary)
+    text = render(config, attempts, summary, deployments)
     if config.output:
         write_atomic(config.output, text)
         say(f"{STEP}: wrote {config.output}")
     else:
-        import sys
-
         sys.stdout.write(text)
         sys.stdout.flush()
     return {

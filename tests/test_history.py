@@ -21,6 +21,8 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -573,3 +575,13 @@ def test_credentials_and_an_unreachable_server(
     assert main(["--repo", f"http://127.0.0.1:{port}/env.git"]) == 3
     assert len(sleeps) == 2
     assert "gave up after 3 attempts" in capsys.readouterr().err
+
+
+def test_importing_history_and_notes_is_light() -> None:
+    code = (
+        "import sys, steps.history, steps.history_html, steps.deploy_notes\n"
+        "heavy = ('git', 'kubernetes', 'google')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
