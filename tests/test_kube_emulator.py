@@ -7,13 +7,18 @@ will, so these tests pin the API semantics the stage depends on.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 import yaml
-from kubernetes import client, watch
+from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
@@ -392,3 +397,54 @@ def test_deleting_a_deployment_collects_its_replicasets_and_pods(
     wait_rolled_out(kube)
     apps.delete_namespaced_deployment("web", "default")
     kube.wait_for(lambda: not kube.objects("replicasets") and not kube.objects("pods", "default"))
+
+
+def test_wrong_scalar_types_fail_decoding_and_unknown_fields_warn(
+    kube: KubeEmulator, kube_api: Any
+) -> None:
+    dynamic = DynamicClient(kube_api)
+    resource = dynamic.resources.get(api_version="apps/v1", kind="Deployment")
+    body = deployment()
+    body["spec"]["template"]["metadata"]["labels"]["version"] = 2
+    with pytest.raises(ApiException) as typed:
+        resource.server_side_apply(body=body, namespace="default", field_manager="t", dry_run="All")
+    assert typed.value.status == 400
+    assert ".spec.template.metadata.labels.version: expected string, got number" in typed.value.body
+    http = urllib3.PoolManager()
+    created = http.request(
+        "POST",
+        kube.url + "/api/v1/namespaces/default/configmaps",
+        body=json.dumps({"metadata": {"name": "c"}, "dta": {"a": "b"}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert created.status == 201
+    assert created.headers["Warning"] == '299 - "unknown field \\"dta\\""'
+
+
+def test_a_stopped_emulator_refuses_connections(kube_factory: Any) -> None:
+    kube = kube_factory()
+    core = client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig)))
+    core.list_namespace()  # a pooled keep-alive connection
+    kube.stop()
+    assert kube.kubeconfig.exists()
+    core.api_client.configuration.retries = False
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        core.list_namespace(_request_timeout=2)
+
+
+def test_gitops_sandbox_kube_serves_until_terminated(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "steps.sandbox", "kube", "--kubeconfig", str(kubeconfig), "--fast"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().decode().strip()
+        assert url.startswith("http://127.0.0.1:") and kubeconfig.exists()
+        core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+        assert "default" in [n.metadata.name for n in core.list_namespace().items]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0

@@ -531,3 +531,31 @@ def test_crd_becomes_established_and_its_resources_are_served(
     assert strict.value.status == 400 and ".spec.colour" in strict.value.body
     listed = widgets.get(namespace="default")
     assert [i.metadata.name for i in listed.items] == ["w"] and listed.items[0].kind == "Widget"
+
+
+def test_replicaset_reports_failed_create_for_a_missing_service_account(
+    kube: KubeEmulator, kube_api: Any
+) -> None:
+    apps = client.AppsV1Api(kube_api)
+    body = deployment(replicas=1)
+    body["spec"]["template"]["spec"]["serviceAccountName"] = "deployer"
+    apps.create_namespaced_deployment("default", body)
+
+    def failing() -> dict[str, Any] | None:
+        d = get(kube, "deployments", "web")
+        return d if d and condition(d, "ReplicaFailure").get("reason") == "FailedCreate" else None
+
+    failed = kube.wait_for(failing)
+    assert 'serviceaccount "deployer" not found' in condition(failed, "ReplicaFailure")["message"]
+    events = [e for e in kube.objects("events", "default") if e["reason"] == "FailedCreate"]
+    assert (
+        events
+        and events[0]["involvedObject"]["kind"] == "ReplicaSet"
+        and events[0]["type"] == "Warning"
+    )
+    client.CoreV1Api(kube_api).create_namespaced_service_account(
+        "default", {"metadata": {"name": "deployer"}}
+    )
+    done = wait_rolled_out(kube)
+    assert not condition(done, "ReplicaFailure")
+    assert done["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"

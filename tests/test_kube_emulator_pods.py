@@ -264,3 +264,30 @@ def test_latency_and_the_control_endpoint(kube: KubeEmulator, kube_api: Any) -> 
     w = watch.Watch()
     for _ in w.stream(client.CoreV1Api(kube_api).list_node, timeout_seconds=1):
         w.stop()
+
+
+def test_missing_config_references_block_containers(kube: KubeEmulator, kube_api: Any) -> None:
+    core = client.CoreV1Api(kube_api)
+    env_pod = pod("env")
+    env_pod["spec"]["containers"][0]["env"] = [
+        {"name": "URL", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "url"}}}
+    ]
+    core.create_namespaced_pod("default", env_pod)
+    mount_pod = pod("mount")
+    mount_pod["spec"]["volumes"] = [{"name": "creds", "secret": {"secretName": "creds"}}]
+    core.create_namespaced_pod("default", mount_pod)
+    blocked = wait_pod(kube, "env", lambda p: waiting_reason(p) == "CreateContainerConfigError")
+    assert container(blocked)["state"]["waiting"]["message"] == 'configmap "settings" not found'
+    kube.wait_for(lambda: "FailedMount" in event_reasons(kube, "mount"))
+    mounting = live_pod(kube, "mount") or {}
+    assert (
+        mounting["status"]["phase"] == "Pending" and waiting_reason(mounting) == "ContainerCreating"
+    )
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "settings"}, "data": {"url": "x"}}
+    )
+    core.create_namespaced_secret(
+        "default", {"metadata": {"name": "creds"}, "stringData": {"k": "v"}}
+    )
+    for name in ("env", "mount"):
+        wait_pod(kube, name, lambda p: container(p).get("ready") is True)

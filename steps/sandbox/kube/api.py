@@ -560,6 +560,8 @@ class Cluster:
                 f'fieldValidation parameter unsupported: "{opts.validation}". '
                 "Valid values are: Ignore, Warn, Strict"
             )
+        if not rt.custom and rt.kind not in ("ControllerRevision", "CustomResourceDefinition"):
+            self._check_types(rt, obj, apply)
         unknown = schema.unknown_fields(obj, schema.schema_for(rt))
         if not unknown:
             return
@@ -582,6 +584,27 @@ class Cluster:
         if opts.validation == "Warn":
             opts.warnings += [f'unknown field "{u}"' for u in unknown]
         schema.drop_fields(obj, unknown)
+
+    def _check_types(self, rt: ResourceType, obj: dict[str, Any], apply: bool) -> None:
+        """Wrong scalar types fail decoding (400) whatever fieldValidation says."""
+        wrong = schema.type_errors(obj)
+        if not wrong:
+            return
+        where, expected, got = wrong[0]
+        if apply:
+            meta = obj["metadata"]
+            prefix = f"{meta['namespace']}/" if meta.get("namespace") else ""
+            wanted = "numeric (int or float)" if expected == "int32" else expected
+            message = (
+                f"failed to create typed patch object ({prefix}{meta.get('name')}; "
+                f"{rt.api_version}, Kind={rt.kind}): .{where}: expected {wanted}, got {got}"
+            )
+        else:
+            message = (
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: json: '
+                f"cannot unmarshal {got} into Go struct field .{where} of type {expected}"
+            )
+        raise ApiError(400, "BadRequest", message)
 
     def _check_uid(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> None:
         uid = new["metadata"].get("uid")

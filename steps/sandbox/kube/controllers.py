@@ -126,6 +126,7 @@ class Controllers:
         self._seen_generation: dict[str, tuple[int, float]] = {}
         self._progress_at: dict[str, float] = {}
         self._timers: dict[str, float] = {}
+        self.create_failures: dict[str, str] = {}  # owner uid -> why its last pod was refused
         from steps.sandbox.kube.workloads import Workloads
 
         self.workloads = Workloads(self)
@@ -213,12 +214,34 @@ class Controllers:
         }
         if not pod["metadata"]["annotations"]:
             pod["metadata"].pop("annotations")
+        refused = self._admission(pod, owner, name)
+        owner_uid = owner["metadata"]["uid"]
+        if refused is not None:
+            self.create_failures[owner_uid] = refused
+            self.events.record(owner, "Warning", "FailedCreate", refused, self.component(owner))
+            return None
+        self.create_failures.pop(owner_uid, None)
         created = self.cluster.controller_create(self.rt("", "pods"), pod)
         if created is not None:
             self.events.record(
                 owner, "Normal", "SuccessfulCreate", f"Created pod: {name}", self.component(owner)
             )
         return created
+
+    def _admission(self, pod: dict[str, Any], owner: dict[str, Any], name: str) -> str | None:
+        """Why admission would refuse the pod (a missing ServiceAccount), or None."""
+        spec, ns = pod["spec"], pod["metadata"]["namespace"]
+        account = spec.get("serviceAccountName") or spec.get("serviceAccount")
+        if not account or account == "default":
+            return None
+        if self.cluster.store.get(("", "serviceaccounts"), ns, account) is not None:
+            return None
+        generated = owner.get("kind") in ("ReplicaSet", "DaemonSet", "Job")
+        shown = name.rsplit("-", 1)[0] + "-" if generated else name
+        return (
+            f'Error creating: pods "{shown}" is forbidden: error looking up service account '
+            f'{ns}/{account}: serviceaccount "{account}" not found'
+        )
 
     def delete_pod(self, owner: dict[str, Any], pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -407,6 +430,12 @@ class Controllers:
             terminating = sum(1 for p in self.pods_of(rs) if p["metadata"].get("deletionTimestamp"))
             if terminating:
                 status["terminatingReplicas"] = terminating
+            failure = self.create_failures.get(rs["metadata"]["uid"])
+            previous = condition(rs.get("status") or {}, "ReplicaFailure")
+            if failure is not None:
+                status["conditions"] = [copy.deepcopy(previous)] if previous else []
+                set_condition(status, "ReplicaFailure", "True", "FailedCreate", failure)
+                status["conditions"][0].pop("lastUpdateTime", None)
             for key in ("readyReplicas", "availableReplicas", "fullyLabeledReplicas"):
                 if not status[key]:
                     status.pop(key)
@@ -474,6 +503,10 @@ class Controllers:
                 "FoundNewReplicaSet",
                 f'Found new replica set "{new_rs["metadata"]["name"]}"',
             )
+        revision = new_rs["metadata"].get("annotations", {}).get(REVISION)
+        if revision and (meta.get("annotations") or {}).get(REVISION) != revision:
+            d.setdefault("metadata", {}).setdefault("annotations", {})[REVISION] = revision
+            d = self.cluster.write(rt, d, manager="deployment-controller")
         strategy = spec.get("strategy") or {}
         if strategy.get("type") == "Recreate":
             self._recreate(d, new_rs, old_rs, replicas)
@@ -756,6 +789,13 @@ class Controllers:
                 f'ReplicaSet "{rs_name}" is progressing.',
             )
             self._progress_at[uid] = time.monotonic()
+        failure = condition((new_rs or {}).get("status") or {}, "ReplicaFailure")
+        if failure is not None:
+            set_condition(status, "ReplicaFailure", "True", "FailedCreate", failure["message"])
+        else:
+            status["conditions"] = [
+                c for c in status["conditions"] if c["type"] != "ReplicaFailure"
+            ]
         order = {"Available": 0, "Progressing": 1}
         status["conditions"].sort(key=lambda c: order.get(c["type"], 2))
         for key in (

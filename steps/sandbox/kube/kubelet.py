@@ -74,6 +74,8 @@ class PodSim:
     delete_at: float = 0.0
     init_done_at: float | None = None
     ip: str = ""
+    mounted: bool = False
+    next_mount: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,10 @@ class Kubelet:
         if not spec.get("nodeName"):
             self._schedule(pod, sim, at)
             return
+        if not sim.mounted:
+            if not self._mount(pod, sim, at):
+                return
+            sim.mounted = True
         if not sim.scheduled:
             sim.scheduled = True
             self._start_pod(pod, sim, at)
@@ -258,6 +264,69 @@ class Kubelet:
             f"Successfully assigned {ns}/{name} to {node}",
             "default-scheduler",
         )
+
+    def _mount(self, pod: dict[str, Any], sim: PodSim, at: float) -> bool:
+        """Whether every configMap/secret volume exists; FailedMount events until they do."""
+        ns = pod["metadata"].get("namespace", "")
+        for volume in pod["spec"].get("volumes") or []:
+            for volume_field, kind, resource, key in (
+                ("configMap", "configmap", "configmaps", "name"),
+                ("secret", "secret", "secrets", "secretName"),
+            ):
+                source = volume.get(volume_field)
+                if not isinstance(source, dict) or source.get("optional"):
+                    continue
+                name = source.get(key, "")
+                if self.cluster.store.get(("", resource), ns, name) is not None:
+                    continue
+                if at >= sim.next_mount:
+                    sim.next_mount = at + self.timings.scheduling_retry
+                    self.events.record(
+                        pod,
+                        "Warning",
+                        "FailedMount",
+                        f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
+                        f'{kind} "{name}" not found',
+                        "kubelet",
+                        pod["spec"]["nodeName"],
+                    )
+                    for c in sim.containers.values():
+                        c.waiting = ("ContainerCreating", "")
+                    status = pod.setdefault("status", {})
+                    status["phase"] = "Pending"
+                    _set_condition(status, "PodScheduled", "True")
+                    self._write_status(pod, sim, at)
+                return False
+        return True
+
+    def _missing_config(self, pod: dict[str, Any], container: str) -> str | None:
+        """The error of a container whose env refers to a missing ConfigMap, Secret or key."""
+        ns = pod["metadata"].get("namespace", "")
+        containers = pod["spec"].get("containers") or []
+        spec: dict[str, Any] = next((c for c in containers if c.get("name") == container), {})
+        refs: list[tuple[str, dict[str, Any], bool]] = []
+        for env in spec.get("env") or []:
+            source = env.get("valueFrom") or {}
+            if isinstance(source.get("configMapKeyRef"), dict):
+                refs.append(("ConfigMap", source["configMapKeyRef"], True))
+            if isinstance(source.get("secretKeyRef"), dict):
+                refs.append(("Secret", source["secretKeyRef"], True))
+        for env_from in spec.get("envFrom") or []:
+            if isinstance(env_from.get("configMapRef"), dict):
+                refs.append(("ConfigMap", env_from["configMapRef"], False))
+            if isinstance(env_from.get("secretRef"), dict):
+                refs.append(("Secret", env_from["secretRef"], False))
+        for kind, ref, keyed in refs:
+            if ref.get("optional"):
+                continue
+            name = ref.get("name", "")
+            found = self.cluster.store.get(("", kind.lower() + "s"), ns, name)
+            if found is None:
+                return f'{kind.lower()} "{name}" not found'
+            keys = {**(found.get("data") or {}), **(found.get("binaryData") or {})}
+            if keyed and ref.get("key") not in keys:
+                return f"couldn't find key {ref.get('key')} in {kind} {ns}/{name}"
+        return None
 
     def _nodes(self) -> list[dict[str, Any]]:
         return list(self.cluster.store.items(("", "nodes")))
@@ -349,6 +418,14 @@ class Kubelet:
             else:
                 c.stage, c.next_at = "pull", at
         elif c.stage == "starting" and at >= c.next_at:
+            missing = self._missing_config(pod, c.name)
+            if missing is not None:
+                c.waiting = ("CreateContainerConfigError", missing)
+                self.events.record(
+                    pod, "Warning", "Failed", f"Error: {missing}", "kubelet", node, where
+                )
+                c.next_at = at + _backoff(t, 1)
+                return
             self._run(pod, sim, c, at, node, where)
         elif c.stage == "running":
             if c.exit_at is not None and at >= c.exit_at:

@@ -452,3 +452,64 @@ def _validate_pod_spec(spec: dict[str, Any], where: str) -> list[Cause]:
         if not container.get("image"):
             causes.append((f"{at}.image", "FieldValueRequired", "Required value"))
     return causes
+
+
+# -- types of the scalar fields manifests most often get wrong -------------------------
+
+INT_FIELDS = frozenset(
+    _words(
+        "replicas minReadySeconds revisionHistoryLimit progressDeadlineSeconds containerPort "
+        "hostPort backoffLimit completions parallelism partition terminationGracePeriodSeconds "
+        "activeDeadlineSeconds initialDelaySeconds periodSeconds timeoutSeconds successThreshold "
+        "failureThreshold leaseDurationSeconds leaseTransitions ttlSecondsAfterFinished "
+        "startingDeadlineSeconds successfulJobsHistoryLimit failedJobsHistoryLimit"
+    )
+)
+STRING_FIELDS = frozenset(
+    _words("image imagePullPolicy restartPolicy serviceAccountName schedule dnsPolicy")
+)
+BOOL_FIELDS = frozenset(_words("paused suspend immutable hostNetwork readOnly"))
+STRING_MAPS = frozenset(_words("labels annotations nodeSelector matchLabels data stringData"))
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def type_errors(obj: Any, path: str = "") -> list[tuple[str, str, str]]:
+    """(path, expected, got) for scalar fields of the wrong JSON type."""
+    found: list[tuple[str, str, str]] = []
+    if isinstance(obj, list):
+        for index, item in enumerate(obj):
+            found += type_errors(item, f"{path}[{index}]")
+        return found
+    if not isinstance(obj, dict):
+        return found
+    for key, value in obj.items():
+        where = f"{path}.{key}" if path else key
+        got = _kind_of(value)
+        if value is None:
+            continue
+        if key in INT_FIELDS and (got != "number" or isinstance(value, float)):
+            found.append((where, "int32", got))
+        elif key in STRING_FIELDS and got != "string":
+            found.append((where, "string", got))
+        elif key in BOOL_FIELDS and got != "bool":
+            found.append((where, "bool", got))
+        elif key in STRING_MAPS and isinstance(value, dict):
+            for name, item in value.items():
+                if not isinstance(item, str):
+                    found.append((f"{where}.{name}", "string", _kind_of(item)))
+        elif isinstance(value, dict | list):
+            found += type_errors(value, where)
+    return found

@@ -8,6 +8,7 @@ one JSON event per line, as the API server's do.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import socket
@@ -52,11 +53,29 @@ class ApiServer(ThreadingHTTPServer):
         self.logs = logs
         self.bookmark_interval = bookmark_interval
         self.closing = threading.Event()
+        self._connections: set[Any] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
 
     def server_close(self) -> None:
+        """Stop serving, including kept-alive connections: a stopped cluster is unreachable."""
         self.closing.set()
         self.cluster.store.close()
         super().server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class Handler(BaseHTTPRequestHandler):
