@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from steps.errors import UsageError
 from steps.gitrepo import (
@@ -134,6 +135,24 @@ def make_note(
         reason=text or None,
         build_id=(build_id or "").strip() or None,
     )
+
+
+def verdict_of_rollout(result: Mapping[str, Any]) -> tuple[str, str | None]:
+    """(outcome, reason) for a verify-rollout result: what its ``--notes`` records."""
+    status = result.get("status")
+    if status == "rolled-out":
+        return "rolled-out", None
+    failure = result.get("failure")
+    if isinstance(failure, Mapping):
+        parts = [failure.get("reason"), failure.get("object"), failure.get("message")]
+        return "failed", ": ".join(str(p) for p in parts if p) or "Failed"
+    if status == "timed-out":
+        waiting = [str(w) for w in result.get("waiting") or []]
+        shown = ", ".join(waiting[:5]) + (
+            f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+        )
+        return "failed", f"TimedOut: still waiting for {shown or 'the rollout'}"
+    return "failed", f"Unknown: verify-rollout ended with status {status!r}"
 
 
 # --------------------------------------------------------------------------- I/O

@@ -41,6 +41,7 @@ from steps.deploy_notes import (
     merge_note,
     parse_note,
     record_outcome,
+    verdict_of_rollout,
 )
 from steps.gitrepo import PushOutcome
 from steps.history import (
@@ -585,3 +586,17 @@ def test_importing_history_and_notes_is_light() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_verdict_of_a_verify_rollout_result() -> None:
+    assert verdict_of_rollout({"status": "rolled-out"}) == ("rolled-out", None)
+    failure = {"object": "Deployment/web", "reason": "CrashLoop", "message": "web restarted 5x"}
+    assert verdict_of_rollout({"status": "failed", "failure": failure}) == (
+        "failed",
+        "CrashLoop: Deployment/web: web restarted 5x",
+    )
+    waiting = [f"Deployment/d{i}" for i in range(7)]
+    outcome, reason = verdict_of_rollout({"status": "timed-out", "waiting": waiting})
+    assert outcome == "failed"
+    assert reason == "TimedOut: still waiting for " + ", ".join(waiting[:5]) + " and 2 more"
+    assert verdict_of_rollout({"status": "odd"})[0] == "failed"
