@@ -25,6 +25,7 @@ WIDTH = 1000
 LANE = 28
 LEFT = 110
 RIGHT = 20
+MAX_ROLLBACK_LINES = 50
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#202124;
@@ -149,17 +150,21 @@ def timeline(
         parts.append(f'<text x="{LEFT - 10}" y="{y + 4}" text-anchor="end">{escape(name)}</text>')
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}" stroke="#f1f3f4"/>')
     parts.append(f'<text x="{LEFT - 10}" y="14" text-anchor="end">rollbacks</text>')
-    for deployment in deployments:
-        moment = _epoch(deployment.get("time"))
-        if not deployment.get("rollback_from") or moment is None:
-            continue
-        x = scale.x(moment)
+    rollbacks = [d for d in deployments if d.get("rollback_from") and _epoch(d.get("time"))]
+    # A line across the lanes per rollback, unless there are so many they would hide the dots.
+    lines = len(rollbacks) <= MAX_ROLLBACK_LINES
+    for deployment in rollbacks:
+        x = scale.x(_epoch(deployment["time"]) or 0.0)
+        line = (
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - 18}" '
+            f'stroke="{ROLLBACK_COLOUR}" stroke-dasharray="3 3"/>'
+            if lines
+            else ""
+        )
         parts.append(
             f'<g class="rollback"><title>rollback to '
             f"{escape(str(deployment['promoted_from'])[:12])}"
-            f" at {escape(str(deployment['time']))}</title>"
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - 18}" '
-            f'stroke="{ROLLBACK_COLOUR}" stroke-dasharray="3 3"/>'
+            f" at {escape(str(deployment['time']))}</title>{line}"
             f'<path d="M{x - 7:.1f} 4 L{x + 7:.1f} 4 L{x:.1f} 18 Z" fill="{ROLLBACK_COLOUR}"/></g>'
         )
     for row in attempts:
@@ -212,16 +217,19 @@ def lead_chart(
             f'height="{height - bottom - y(lead):.1f}" fill="{LEAD_COLOUR}">'
             f"<title>{escape(row['commit'][:12])}: {_duration(lead)}</title></rect>"
         )
+    label_x = float(WIDTH - RIGHT)
     for key, dash in (("lead_time_median_s", "6 3"), ("lead_time_p90_s", "2 3")):
         value = summary.get(key)
-        if value is not None:
-            name = "median" if "median" in key else "p90"
-            parts.append(
-                f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
-                f'stroke="#202124" stroke-dasharray="{dash}"/>'
-                f'<text x="{WIDTH - RIGHT}" y="{y(value) - 3:.1f}" text-anchor="end">'
-                f"{name} {_duration(value)}</text>"
-            )
+        if value is None:
+            continue
+        name = "median" if "median" in key else "p90"
+        parts.append(
+            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+            f'stroke="#202124" stroke-dasharray="{dash}"/>'
+            f'<text x="{label_x:.0f}" y="{y(value) - 3:.1f}" text-anchor="end">'
+            f"{name} {_duration(value)}</text>"
+        )
+        label_x -= 130  # the next label never sits on this one
     parts.append("</svg>")
     return "".join(parts)
 
