@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import copy
 import os
 import shutil
 import signal
@@ -33,6 +32,7 @@ from steps.sandbox.kube.events import EventRecorder
 from steps.sandbox.kube.faults import FaultInjector
 from steps.sandbox.kube.kubelet import BEHAVIOR, BEHAVIORS, Kubelet
 from steps.sandbox.kube.server import ApiServer
+from steps.sandbox.kube.store import clone
 from steps.sandbox.kube.timings import Timings
 
 __all__ = ["BEHAVIOR", "BEHAVIORS", "FaultInjector", "KubeEmulator", "Timings", "main"]
@@ -205,7 +205,7 @@ class KubeEmulator:
             groups = {rt.group for rt in self.cluster.registry.all() if rt.plural == plural}
             group = "" if "" in groups or not groups else sorted(groups)[0]
         with self.cluster.lock:
-            return [copy.deepcopy(o) for o in self.cluster.store.items((group, plural), namespace)]
+            return [clone(o) for o in self.cluster.store.items((group, plural), namespace)]
 
     def compact(self) -> None:
         """Forget the watch history: resuming from any earlier resourceVersion gets 410 Gone."""

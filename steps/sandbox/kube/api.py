@@ -8,7 +8,6 @@ writes (no new resourceVersion, no watch event), as the API server does.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import secrets
@@ -24,7 +23,7 @@ from steps.sandbox.kube import merge, schema
 from steps.sandbox.kube.apierrors import ApiError
 from steps.sandbox.kube.resources import Registry, ResourceType
 from steps.sandbox.kube.selectors import field_matcher, label_matcher
-from steps.sandbox.kube.store import Store
+from steps.sandbox.kube.store import Store, clone
 
 CONTROLLER = "kube-controller-manager"
 PATCH_TYPES_BUILTIN = [
@@ -76,12 +75,12 @@ class Cluster:
             obj = self.store.get(rt.key, namespace, name)
             if obj is None:
                 raise errors.not_found(rt, name)
-            return copy.deepcopy(obj)
+            return clone(obj)
 
     def find(self, rt: ResourceType, namespace: str, name: str) -> dict[str, Any] | None:
         with self.lock:
             obj = self.store.get(rt.key, namespace, name)
-            return copy.deepcopy(obj) if obj is not None else None
+            return clone(obj) if obj is not None else None
 
     def list_objects(
         self,
@@ -94,7 +93,7 @@ class Cluster:
         fields = field_matcher(field_selector, rt.kind)
         with self.lock:
             items = [
-                copy.deepcopy(o)
+                clone(o)
                 for o in self.store.items(rt.key, namespace)
                 if labels(o["metadata"].get("labels") or {}) and fields(o)
             ]
@@ -169,7 +168,7 @@ class Cluster:
         meta["managedFields"] = entries
         if opts.dry_run:
             return obj
-        return copy.deepcopy(self.store.put(rt.key, obj))
+        return clone(self.store.put(rt.key, obj))
 
     def _on_create(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         """What admission and the registry add on create (phases, cluster IPs, labels)."""
@@ -288,9 +287,9 @@ class Cluster:
                 raise errors.stale(rt, name) if old else errors.not_found(rt, name)
             if old is None:
                 self.check_namespace(rt, namespace, name)
-                return self._create(rt, copy.deepcopy(config), opts, "Apply", config), True
+                return self._create(rt, clone(config), opts, "Apply", config), True
             builtin = not rt.custom
-            entries = copy.deepcopy(old["metadata"].get("managedFields") or [])
+            entries = clone(old["metadata"].get("managedFields") or [])
             live_view = merge.owned_view(old, opts.subresource, rt.has_status)
             config_view = merge.owned_view(config, opts.subresource, rt.has_status)
             applied = merge.leaves(config_view, builtin)
@@ -345,7 +344,7 @@ class Cluster:
         managed: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Store ``new`` in place of ``old`` with the server's rules; the stored object."""
-        new = copy.deepcopy(new)
+        new = clone(new)
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
         for key in _SERVER_META:
             if key in old_meta:
@@ -357,7 +356,7 @@ class Cluster:
             meta.pop("namespace")
         if opts.subresource == "status":
             status = new.get("status")
-            new = copy.deepcopy(old)
+            new = clone(old)
             if status is None:
                 new.pop("status", None)
             else:
@@ -365,7 +364,7 @@ class Cluster:
             meta = new["metadata"]
         elif rt.has_status or rt.kind in ("Pod", "Namespace"):
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = clone(old["status"])
             else:
                 new.pop("status", None)
         schema.apply_defaults(rt, new)
@@ -382,13 +381,13 @@ class Cluster:
             managed = _update_entries(rt, old, new, opts)
         meta["managedFields"] = managed
         if _same(old, new):
-            return copy.deepcopy(old)
+            return clone(old)
         if opts.dry_run:
             return new
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             gone = self.store.remove(rt.key, meta.get("namespace", ""), meta["name"])
             return gone or new
-        return copy.deepcopy(self.store.put(rt.key, new))
+        return clone(self.store.put(rt.key, new))
 
     # -- delete -----------------------------------------------------------------
 
@@ -428,8 +427,8 @@ class Cluster:
                     f"{old['metadata']['resourceVersion']}",
                 )
             if dry_run:
-                return copy.deepcopy(old), True
-            obj = copy.deepcopy(old)
+                return clone(old), True
+            obj = clone(old)
             meta = obj["metadata"]
             finalizers = list(meta.get("finalizers") or [])
             if propagation == "Foreground" and "foregroundDeletion" not in finalizers:
@@ -446,10 +445,10 @@ class Cluster:
                     meta["deletionTimestamp"] = now()
                     obj["status"] = {"phase": "Terminating"}
                     self.store.put(rt.key, obj)
-                return copy.deepcopy(obj), False
+                return clone(obj), False
             if graceful and grace != 0:
                 if meta.get("deletionTimestamp"):
-                    return copy.deepcopy(old), False
+                    return clone(old), False
                 seconds = (
                     grace
                     if grace is not None
@@ -459,7 +458,7 @@ class Cluster:
                 meta["deletionGracePeriodSeconds"] = seconds
                 if finalizers:
                     meta["finalizers"] = finalizers
-                return copy.deepcopy(self.store.put(rt.key, obj)), False
+                return clone(self.store.put(rt.key, obj)), False
             if finalizers:
                 if not meta.get("deletionTimestamp"):
                     meta["deletionTimestamp"] = now()
@@ -467,8 +466,8 @@ class Cluster:
                     meta["finalizers"] = finalizers
                     if rt.has_generation:
                         meta["generation"] = int(meta.get("generation", 1)) + 1
-                    return copy.deepcopy(self.store.put(rt.key, obj)), False
-                return copy.deepcopy(old), False
+                    return clone(self.store.put(rt.key, obj)), False
+                return clone(old), False
             gone = self.store.remove(rt.key, namespace, name)
             assert gone is not None
             return gone, True
@@ -489,9 +488,9 @@ class Cluster:
             if old is None:
                 return obj
             if subresource == "status" and obj.get("status") == old.get("status"):
-                return copy.deepcopy(old)  # nothing to write: skip the bookkeeping
+                return clone(old)  # nothing to write: skip the bookkeeping
             if subresource is None and obj == old:
-                return copy.deepcopy(old)
+                return clone(old)
             opts = WriteOptions(manager=manager, subresource=subresource)
             return self._commit(rt, old, obj, opts)
 
@@ -513,7 +512,7 @@ class Cluster:
     ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request must be an object")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if apply and (not api_version or not kind):
             raise errors.bad_request("apiVersion and kind must be set in an apply patch")
@@ -688,7 +687,7 @@ def _update_entries(
     after = merge.leaves(merge.owned_view(new, opts.subresource, rt.has_status), builtin)
     changed = {p for p, v in after.items() if p not in before or before[p] != v}
     removed = set(before) - set(after)
-    entries = copy.deepcopy(old["metadata"].get("managedFields") or [])
+    entries = clone(old["metadata"].get("managedFields") or [])
     if not changed and not removed:
         return entries
     for entry in entries:

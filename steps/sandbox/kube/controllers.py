@@ -9,7 +9,6 @@ Progressing/Available conditions, because the stage judges rollouts on them.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -20,12 +19,14 @@ from steps.sandbox.kube.events import EventRecorder
 from steps.sandbox.kube.kubelet import Kubelet, random_pod_name
 from steps.sandbox.kube.resources import ResourceType
 from steps.sandbox.kube.selectors import selector_matches
+from steps.sandbox.kube.store import clone
 from steps.sandbox.kube.timings import Timings
 
 REVISION = "deployment.kubernetes.io/revision"
 DESIRED = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 HASH_LABEL = "pod-template-hash"
+IDLE_TICKS = 5  # while nothing changes, controllers look again every this many ticks
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
 ROOT_CA = "-----BEGIN CERTIFICATE-----\nc2FuZGJveA==\n-----END CERTIFICATE-----\n"
 ROOT_CA_DESCRIPTION = (
@@ -127,6 +128,9 @@ class Controllers:
         self._progress_at: dict[str, float] = {}
         self._timers: dict[str, float] = {}
         self.create_failures: dict[str, str] = {}  # owner uid -> why its last pod was refused
+        self._quiet_at = -1  # the resourceVersion after the last pass that changed nothing
+        self._last_pass = 0.0
+        self._pod_index: tuple[int, dict[str, list[dict[str, Any]]]] = (-1, {})
         from steps.sandbox.kube.workloads import Workloads
 
         self.workloads = Workloads(self)
@@ -136,7 +140,20 @@ class Controllers:
         assert found is not None, plural
         return found
 
-    def tick(self) -> None:
+    def tick(self, force: bool = False) -> None:
+        """One pass of every controller; skipped while nothing changed and no timer is due.
+
+        A pass that wrote something is followed by another on the next tick, as
+        one change often needs several controllers in turn; timers (minReadySeconds,
+        deadlines, bind and establish delays) are checked at least every few ticks.
+        """
+        store = self.cluster.store
+        started = store.resource_version
+        now = time.monotonic()
+        idle = started == self._quiet_at and now - self._last_pass < self.timings.tick * IDLE_TICKS
+        if idle and not force:
+            return
+        self._last_pass = now
         for sync in (
             self.sync_namespaces,
             self.sync_garbage,
@@ -151,6 +168,7 @@ class Controllers:
         ):
             with self.cluster.lock:
                 sync()
+        self._quiet_at = started if store.resource_version == started else -1
 
     # -- helpers ----------------------------------------------------------------
 
@@ -172,12 +190,16 @@ class Controllers:
         return time.monotonic() - start >= delay
 
     def pods_of(self, owner: dict[str, Any]) -> list[dict[str, Any]]:
-        ns = owner["metadata"].get("namespace", "")
-        return [
-            copy.deepcopy(p)
-            for p in self.cluster.store.items(("", "pods"), ns)
-            if owned_by(p, owner)
-        ]
+        """The owner's pods, as stored: read them, never change them in place."""
+        rv, index = self._pod_index
+        if rv != self.cluster.store.resource_version:
+            index = {}
+            for pod in self.cluster.store.items(("", "pods")):
+                for ref in pod["metadata"].get("ownerReferences") or []:
+                    if ref.get("controller"):
+                        index.setdefault(ref.get("uid", ""), []).append(pod)
+            self._pod_index = (self.cluster.store.resource_version, index)
+        return list(index.get(owner["metadata"]["uid"], []))
 
     def pod_ready(self, pod: dict[str, Any]) -> bool:
         ready = condition(pod.get("status") or {}, "Ready")
@@ -198,7 +220,7 @@ class Controllers:
         name: str,
         extra_labels: dict[str, str] | None = None,
     ) -> dict[str, Any] | None:
-        meta = copy.deepcopy(template.get("metadata") or {})
+        meta = clone(template.get("metadata") or {})
         labels = {**(meta.get("labels") or {}), **(extra_labels or {})}
         pod: dict[str, Any] = {
             "apiVersion": "v1",
@@ -210,7 +232,7 @@ class Controllers:
                 "annotations": meta.get("annotations") or {},
                 "ownerReferences": [owner_ref(owner)],
             },
-            "spec": copy.deepcopy(template.get("spec") or {}),
+            "spec": clone(template.get("spec") or {}),
         }
         if not pod["metadata"]["annotations"]:
             pod["metadata"].pop("annotations")
@@ -271,7 +293,7 @@ class Controllers:
 
     def sync_namespaces(self) -> None:
         ns_rt = self.rt("", "namespaces")
-        for ns in [copy.deepcopy(n) for n in self.cluster.store.items(ns_rt.key)]:
+        for ns in [clone(n) for n in self.cluster.store.items(ns_rt.key)]:
             name = ns["metadata"]["name"]
             if ns["metadata"].get("deletionTimestamp"):
                 remaining = 0
@@ -352,7 +374,7 @@ class Controllers:
                     self._drop_finalizer(rt, obj, "foregroundDeletion")
             elif "orphan" in finalizers:
                 for drt, dependent in mine:
-                    copy_ = copy.deepcopy(dependent)
+                    copy_ = clone(dependent)
                     copy_["metadata"]["ownerReferences"] = [
                         r
                         for r in dependent["metadata"].get("ownerReferences") or []
@@ -382,7 +404,7 @@ class Controllers:
             return
 
     def _drop_finalizer(self, rt: ResourceType, obj: dict[str, Any], finalizer: str) -> None:
-        updated = copy.deepcopy(obj)
+        updated = clone(obj)
         updated["metadata"]["finalizers"] = [
             f for f in obj["metadata"].get("finalizers") or [] if f != finalizer
         ]
@@ -394,7 +416,7 @@ class Controllers:
 
     def sync_replicasets(self) -> None:
         rt = self.rt("apps", "replicasets")
-        for rs in [copy.deepcopy(r) for r in self.cluster.store.items(rt.key)]:
+        for rs in [clone(r) for r in self.cluster.store.items(rt.key)]:
             if rs["metadata"].get("deletionTimestamp"):
                 continue
             spec = rs["spec"]
@@ -433,7 +455,7 @@ class Controllers:
             failure = self.create_failures.get(rs["metadata"]["uid"])
             previous = condition(rs.get("status") or {}, "ReplicaFailure")
             if failure is not None:
-                status["conditions"] = [copy.deepcopy(previous)] if previous else []
+                status["conditions"] = [clone(previous)] if previous else []
                 set_condition(status, "ReplicaFailure", "True", "FailedCreate", failure)
                 status["conditions"][0].pop("lastUpdateTime", None)
             for key in ("readyReplicas", "availableReplicas", "fullyLabeledReplicas"):
@@ -461,7 +483,7 @@ class Controllers:
 
     def sync_deployments(self) -> None:
         rt = self.rt("apps", "deployments")
-        for deployment in [copy.deepcopy(d) for d in self.cluster.store.items(rt.key)]:
+        for deployment in [clone(d) for d in self.cluster.store.items(rt.key)]:
             if deployment["metadata"].get("deletionTimestamp") or not self.observed(deployment):
                 continue
             self._sync_deployment(rt, deployment)
@@ -470,16 +492,14 @@ class Controllers:
         rs_rt = self.rt("apps", "replicasets")
         spec, meta = d["spec"], d["metadata"]
         ns = meta["namespace"]
-        all_rs = [
-            copy.deepcopy(r) for r in self.cluster.store.items(rs_rt.key, ns) if owned_by(r, d)
-        ]
+        all_rs = [clone(r) for r in self.cluster.store.items(rs_rt.key, ns) if owned_by(r, d)]
         all_rs.sort(key=lambda r: (r["metadata"]["creationTimestamp"], r["metadata"]["name"]))
         new_rs = next(
             (r for r in all_rs if _same_template(r["spec"]["template"], spec["template"])), None
         )
         old_rs = [r for r in all_rs if r is not new_rs]
         replicas = int(spec.get("replicas", 1))
-        previous_status = copy.deepcopy(d.get("status") or {})
+        previous_status = clone(d.get("status") or {})
         progress_note: tuple[str, str] | None = None
         if spec.get("paused"):
             self._deployment_status(rt, d, new_rs, all_rs, previous_status, paused=True)
@@ -513,9 +533,7 @@ class Controllers:
         else:
             self._rolling(d, new_rs, old_rs, replicas, strategy.get("rollingUpdate") or {})
         self._cleanup(d, old_rs)
-        refreshed = [
-            copy.deepcopy(r) for r in self.cluster.store.items(rs_rt.key, ns) if owned_by(r, d)
-        ]
+        refreshed = [clone(r) for r in self.cluster.store.items(rs_rt.key, ns) if owned_by(r, d)]
         new_now = next(
             (r for r in refreshed if r["metadata"]["uid"] == new_rs["metadata"]["uid"]), new_rs
         )
@@ -527,9 +545,9 @@ class Controllers:
         spec = d["spec"]
         collisions = int((d.get("status") or {}).get("collisionCount", 0))
         pod_hash = template_hash(spec["template"], collisions)
-        template = copy.deepcopy(spec["template"])
+        template = clone(spec["template"])
         template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = pod_hash
-        selector = copy.deepcopy(spec["selector"])
+        selector = clone(spec["selector"])
         selector.setdefault("matchLabels", {})[HASH_LABEL] = pod_hash
         replicas = int(spec.get("replicas", 1))
         strategy = spec.get("strategy") or {}
@@ -548,7 +566,7 @@ class Controllers:
             "metadata": {
                 "name": name,
                 "namespace": d["metadata"]["namespace"],
-                "labels": copy.deepcopy(template["metadata"]["labels"]),
+                "labels": clone(template["metadata"]["labels"]),
                 "annotations": {
                     DESIRED: str(replicas),
                     MAX_REPLICAS: str(replicas + surge),
@@ -707,7 +725,7 @@ class Controllers:
             status["terminatingReplicas"] = terminating
         if previous.get("collisionCount"):
             status["collisionCount"] = previous["collisionCount"]
-        status["conditions"] = copy.deepcopy(previous.get("conditions") or [])
+        status["conditions"] = clone(previous.get("conditions") or [])
         rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
         max_unavailable = resolve(rolling.get("maxUnavailable", "25%"), replicas, False)
         if (spec.get("strategy") or {}).get("type") == "Recreate":
@@ -815,7 +833,7 @@ class Controllers:
 
     def sync_claims(self) -> None:
         rt = self.rt("", "persistentvolumeclaims")
-        for claim in [copy.deepcopy(c) for c in self.cluster.store.items(rt.key)]:
+        for claim in [clone(c) for c in self.cluster.store.items(rt.key)]:
             if (claim.get("status") or {}).get("phase") == "Bound" or claim["metadata"].get(
                 "deletionTimestamp"
             ):
@@ -842,7 +860,7 @@ class Controllers:
 
     def sync_services(self) -> None:
         rt = self.rt("", "services")
-        for svc in [copy.deepcopy(s) for s in self.cluster.store.items(rt.key)]:
+        for svc in [clone(s) for s in self.cluster.store.items(rt.key)]:
             if (svc.get("spec") or {}).get("type") != "LoadBalancer":
                 continue
             if ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
@@ -865,10 +883,10 @@ class Controllers:
 
 
 def _same_template(rs_template: dict[str, Any], template: dict[str, Any]) -> bool:
-    a = copy.deepcopy(rs_template)
+    a = clone(rs_template)
     labels = (a.get("metadata") or {}).get("labels") or {}
     labels.pop(HASH_LABEL, None)
-    b = copy.deepcopy(template)
+    b = clone(template)
     for t in (a, b):
         meta = t.setdefault("metadata", {})
         if not meta.get("labels"):

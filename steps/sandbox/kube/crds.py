@@ -7,10 +7,10 @@ its custom resources first (the cleanup finalizer), then the types.
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 from steps.sandbox.kube.resources import ResourceType
+from steps.sandbox.kube.store import clone
 
 if TYPE_CHECKING:
     from steps.sandbox.kube.controllers import Controllers
@@ -49,7 +49,7 @@ def resource_types(crd: dict[str, Any]) -> list[ResourceType]:
 def sync_crds(c: Controllers) -> None:
     cluster = c.cluster
     rt = c.rt("apiextensions.k8s.io", "customresourcedefinitions")
-    for crd in [copy.deepcopy(x) for x in cluster.store.items(rt.key)]:
+    for crd in [clone(x) for x in cluster.store.items(rt.key)]:
         meta, spec = crd["metadata"], crd.get("spec") or {}
         names = spec.get("names") or {}
         group, plural = spec.get("group", ""), names.get("plural", "")
@@ -92,7 +92,7 @@ def sync_crds(c: Controllers) -> None:
         stamp = _now()
         storage = next((v["name"] for v in spec.get("versions") or [] if v.get("storage")), "v1")
         crd["status"] = {
-            "acceptedNames": copy.deepcopy(names),
+            "acceptedNames": clone(names),
             "storedVersions": [storage],
             "conditions": [
                 {

@@ -9,7 +9,6 @@ other images are taken as present.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import http.client
 import re
@@ -21,6 +20,7 @@ from typing import Any
 from steps.sandbox.kube import apierrors as errors
 from steps.sandbox.kube.api import Cluster, now
 from steps.sandbox.kube.events import EventRecorder
+from steps.sandbox.kube.store import clone
 from steps.sandbox.kube.timings import Timings
 
 BEHAVIOR = "sandbox.gitops-steps.dev/behavior"
@@ -76,6 +76,7 @@ class PodSim:
     ip: str = ""
     mounted: bool = False
     next_mount: float = 0.0
+    idle_at: str = ""  # the pod's resourceVersion when it last had nothing due
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,33 @@ class Kubelet:
             for pod in self.cluster.store.items(PODS):
                 uid = pod["metadata"]["uid"]
                 live.add(uid)
-                self._sync(copy.deepcopy(pod), found)
+                sim = self.pods.get(uid)
+                if sim is not None and sim.idle_at == pod["metadata"]["resourceVersion"]:
+                    continue  # nothing due and nothing changed since the last pass
+                self._sync(clone(pod), found)
+                stored = self.cluster.store.get(
+                    PODS, pod["metadata"].get("namespace", ""), pod["metadata"]["name"]
+                )
+                sim = self.pods.get(uid)
+                if sim is not None and stored is not None and self._idle(sim, stored):
+                    sim.idle_at = stored["metadata"]["resourceVersion"]
             for uid in set(self.pods) - live:
                 self.pods.pop(uid, None)
                 self.ready_since.pop(uid, None)
+
+    def _idle(self, sim: PodSim, pod: dict[str, Any]) -> bool:
+        """True when no timer of this pod is pending: it only changes if the pod does."""
+        if pod["metadata"].get("deletionTimestamp") or not pod["spec"].get("nodeName"):
+            return False
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return True
+        if not sim.scheduled or not sim.mounted or sim.behavior == "never-ready":
+            return False
+        return all(
+            c.stage == "done"
+            or (c.stage == "running" and c.exit_at is None and (c.ready or c.ready_at is None))
+            for c in sim.containers.values()
+        )
 
     def _due_pulls(self) -> set[str]:
         at = time.monotonic()
@@ -160,7 +184,7 @@ class Kubelet:
         if ref is None:
             return False, "", "invalid"
         fake_digest = "sha256:" + hashlib.sha256(image.encode()).hexdigest()
-        if self.registry is None or ref.host != self.registry:
+        if self.registry is None or not _same_host(ref.host, self.registry):
             return True, fake_digest, ""
         try:
             connection = http.client.HTTPConnection(self.registry, timeout=3.0)
@@ -580,7 +604,7 @@ class Kubelet:
                 "ready": c.ready,
                 "restartCount": c.restarts,
                 "started": c.stage == "running",
-                "lastState": copy.deepcopy(c.last_state),
+                "lastState": clone(c.last_state),
             }
             if c.stage == "running":
                 entry["state"] = {"running": {"startedAt": c.started_at}}
@@ -691,6 +715,14 @@ class Kubelet:
                     )
                 instance = instance - 1 if c.stage == "running" else instance
             return list(self._logs.get((sim.uid, container, instance), [])) if sim else []
+
+
+def _same_host(host: str, registry: str) -> bool:
+    """``localhost:5000`` and ``127.0.0.1:5000`` name the same loopback registry."""
+    loopback = {"localhost", "127.0.0.1"}
+    name, _, port = host.partition(":")
+    other, _, other_port = registry.partition(":")
+    return host == registry or (name in loopback and other in loopback and port == other_port)
 
 
 def _backoff(t: Timings, failures: int) -> float:

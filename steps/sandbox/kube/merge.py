@@ -9,10 +9,11 @@ schema.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterable
 from typing import Any
+
+from steps.sandbox.kube.store import clone
 
 Path = tuple[str, ...]  # field names, without list positions
 FieldPath = tuple[str, ...]  # fieldsV1 tokens
@@ -78,8 +79,8 @@ def _key_token(item: dict[str, Any], keys: tuple[str, ...]) -> str:
 
 def json_merge(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -94,12 +95,12 @@ def json_merge(target: Any, patch: Any) -> Any:
 def strategic_merge(target: Any, patch: Any, path: Path = ()) -> Any:
     """Merge like ``kubectl patch --type strategic`` for the directives we use."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if not k.startswith("$")}
+        return {k: clone(v) for k, v in patch.items() if not k.startswith("$")}
     if patch.get("$patch") == "delete":
         return None
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if key.startswith("$deleteFromPrimitiveList/"):
             field = key.split("/", 1)[1]
@@ -126,7 +127,7 @@ def strategic_merge(target: Any, patch: Any, path: Path = ()) -> Any:
             else:
                 result[key] = merged_value
         else:
-            result[key] = copy.deepcopy(value)
+            result[key] = clone(value)
     return result
 
 
@@ -134,8 +135,8 @@ def _merge_keyed(
     target: list[Any], patch: list[Any], path: Path, keys: tuple[str, ...]
 ) -> list[Any]:
     if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
-        return [copy.deepcopy(p) for p in patch if not (isinstance(p, dict) and "$patch" in p)]
-    result = copy.deepcopy(target)
+        return [clone(p) for p in patch if not (isinstance(p, dict) and "$patch" in p)]
+    result = clone(target)
     for item in patch:
         key = _item_key(item, keys)
         index = next((i for i, t in enumerate(result) if _item_key(t, keys) == key), None)
@@ -180,7 +181,7 @@ def _parent(doc: Any, parts: list[str]) -> Any:
 def json_patch(doc: Any, operations: Any) -> Any:
     if not isinstance(operations, list):
         raise PatchError("a JSON patch is a list of operations")
-    doc = copy.deepcopy(doc)
+    doc = clone(doc)
     for op in operations:
         kind, parts = op.get("op"), _pointer(op.get("path", ""))
         if kind in ("move", "copy"):
@@ -188,14 +189,14 @@ def json_patch(doc: Any, operations: Any) -> Any:
             value = _get_pointer(doc, source)
             if kind == "move":
                 doc = _remove_pointer(doc, source)
-            doc = _add_pointer(doc, parts, copy.deepcopy(value))
+            doc = _add_pointer(doc, parts, clone(value))
         elif kind == "add":
-            doc = _add_pointer(doc, parts, copy.deepcopy(op.get("value")))
+            doc = _add_pointer(doc, parts, clone(op.get("value")))
         elif kind == "remove":
             doc = _remove_pointer(doc, parts)
         elif kind == "replace":
             doc = _remove_pointer(doc, parts)
-            doc = _add_pointer(doc, parts, copy.deepcopy(op.get("value")))
+            doc = _add_pointer(doc, parts, clone(op.get("value")))
         elif kind == "test":
             if _get_pointer(doc, parts) != op.get("value"):
                 raise PatchError(f"testing value {op.get('path')} failed")
@@ -396,30 +397,30 @@ def _remove_child(node: Any, token: str) -> None:
 def apply_merge(live: Any, config: Any, path: Path = (), builtin: bool = True) -> Any:
     """Merge an applied configuration into the live object (maps and keyed lists merge)."""
     if isinstance(config, dict) and isinstance(live, dict):
-        result = copy.deepcopy(live)
+        result = clone(live)
         for key, value in config.items():
             if value is None:
                 result.pop(key, None)
             elif key in result:
                 result[key] = apply_merge(result[key], value, (*path, key), builtin)
             else:
-                result[key] = copy.deepcopy(value)
+                result[key] = clone(value)
         return result
     if isinstance(config, list) and isinstance(live, list):
         keys = list_keys(path, builtin)
         if keys and all(isinstance(i, dict) for i in config + live):
-            merged = copy.deepcopy(live)
+            merged = clone(live)
             for item in config:
                 key = _item_key(item, keys)
                 index = next((i for i, t in enumerate(merged) if _item_key(t, keys) == key), None)
                 if index is None:
-                    merged.append(copy.deepcopy(item))
+                    merged.append(clone(item))
                 else:
                     merged[index] = apply_merge(merged[index], item, path, builtin)
             return merged
         if builtin and path and path[-1] in SET_LISTS:
             return list(live) + [v for v in config if v not in live]
-    return copy.deepcopy(config)
+    return clone(config)
 
 
 def format_path(path: FieldPath) -> str:

@@ -9,6 +9,7 @@ these"; ``{"*": s}`` means "a map of these".
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -262,6 +263,12 @@ def apply_defaults(rt: ResourceType, obj: dict[str, Any]) -> None:
         return
     if kind == "Secret":
         obj.setdefault("type", "Opaque")
+        # stringData is write-only: the server folds it into data, base64-encoded
+        plain = obj.pop("stringData", None)
+        if isinstance(plain, dict):
+            data = obj.setdefault("data", {})
+            for key, value in plain.items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
     if not isinstance(spec, dict):
         return
     if kind == "Deployment":

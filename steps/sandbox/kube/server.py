@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import json
 import socket
 import threading
@@ -27,7 +26,7 @@ from steps.sandbox.kube.apierrors import ApiError
 from steps.sandbox.kube.faults import FaultInjector
 from steps.sandbox.kube.resources import VERSION_INFO, ResourceType
 from steps.sandbox.kube.selectors import field_matcher, label_matcher
-from steps.sandbox.kube.store import WatchEvent
+from steps.sandbox.kube.store import WatchEvent, clone
 
 LogReader = Callable[[dict[str, Any], str, bool], list[str]]
 DEFAULT_WATCH_TIMEOUT = 1800.0
@@ -54,6 +53,7 @@ class ApiServer(ThreadingHTTPServer):
         self.bookmark_interval = bookmark_interval
         self.closing = threading.Event()
         self._connections: set[Any] = set()
+        self.watches = 0  # open watch streams
         self._connections_lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -71,6 +71,9 @@ class ApiServer(ThreadingHTTPServer):
         self.closing.set()
         self.cluster.store.close()
         super().server_close()
+        deadline = time.monotonic() + 1.0
+        while self.watches and time.monotonic() < deadline:
+            time.sleep(0.01)  # open watches end their streams properly first
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
@@ -81,6 +84,11 @@ class ApiServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ApiServer
+
+    def setup(self) -> None:
+        """No Nagle: header and body go out as separate writes, and 40 ms stalls add up."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: tests and the CLI do not want an access log."""
@@ -447,7 +455,7 @@ class Handler(BaseHTTPRequestHandler):
             initial: list[dict[str, Any]] = []
             gone: str | None = None
             if requested in ("", "0") or initial_events:
-                initial = [copy.deepcopy(o) for o in store.items(rt.key, scope) if matches(o)]
+                initial = [clone(o) for o in store.items(rt.key, scope) if matches(o)]
                 last = current
             else:
                 try:
@@ -461,6 +469,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        with self.server._connections_lock:
+            self.server.watches += 1
         try:
             if gone is not None:
                 self._event("ERROR", errors.gone(gone).status())
@@ -473,6 +483,9 @@ class Handler(BaseHTTPRequestHandler):
             self._stream(rt, last, matches, bookmarks, timeout)
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
+        finally:
+            with self.server._connections_lock:
+                self.server.watches -= 1
 
     def _stream(
         self,

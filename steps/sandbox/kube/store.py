@@ -9,12 +9,12 @@ compaction.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
+T = TypeVar("T")
 ObjKey = tuple[str, str]  # (namespace or "", name)
 
 
@@ -25,6 +25,19 @@ class WatchEvent:
     resource: tuple[str, str]  # (group, plural)
     obj: dict[str, Any]
     old: dict[str, Any] | None
+
+
+def clone(value: T) -> T:
+    """A deep copy of JSON-shaped data, several times faster than ``copy.deepcopy``."""
+    return cast(T, _clone(value))
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
 
 
 class Store:
@@ -91,7 +104,7 @@ class Store:
             old = bucket.pop((namespace, name), None)
             if old is None:
                 return None
-            gone = copy.deepcopy(old)
+            gone = clone(old)
             gone["metadata"]["resourceVersion"] = str(self.next_rv())
             self._log_event("DELETED", resource, gone, old)
             return gone

@@ -8,12 +8,12 @@ ControllerRevisions; DaemonSets run one pod per matching node with a
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import TYPE_CHECKING, Any
 
 from steps.sandbox.kube.api import now
 from steps.sandbox.kube.kubelet import random_pod_name, target_node
+from steps.sandbox.kube.store import clone
 
 if TYPE_CHECKING:
     from steps.sandbox.kube.controllers import Controllers
@@ -34,7 +34,7 @@ class Workloads:
 
         pod_hash = template_hash(template)
         name = f"{owner['metadata']['name']}-{pod_hash}"
-        self.templates[(owner["metadata"]["uid"], name)] = copy.deepcopy(template)
+        self.templates[(owner["metadata"]["uid"], name)] = clone(template)
         rt = self.c.rt("apps", "controllerrevisions")
         ns = owner["metadata"]["namespace"]
         if self.c.cluster.store.get(rt.key, ns, name) is None:
@@ -58,9 +58,7 @@ class Workloads:
                         "labels": labels,
                         "ownerReferences": [owner_ref(owner)],
                     },
-                    "data": {
-                        "spec": {"template": {**copy.deepcopy(template), "$patch": "replace"}}
-                    },
+                    "data": {"spec": {"template": {**clone(template), "$patch": "replace"}}},
                     "revision": 1 + max((int(r.get("revision", 0)) for r in existing), default=0),
                 },
             )
@@ -70,7 +68,7 @@ class Workloads:
 
     def sync_statefulsets(self) -> None:
         rt = self.c.rt("apps", "statefulsets")
-        for sts in [copy.deepcopy(s) for s in self.c.cluster.store.items(rt.key)]:
+        for sts in [clone(s) for s in self.c.cluster.store.items(rt.key)]:
             if sts["metadata"].get("deletionTimestamp") or not self.c.observed(sts):
                 continue
             self._sync_statefulset(rt, sts)
@@ -80,7 +78,7 @@ class Workloads:
         spec, meta = sts["spec"], sts["metadata"]
         name, uid = meta["name"], meta["uid"]
         replicas = int(spec.get("replicas", 1))
-        previous = copy.deepcopy(sts.get("status") or {})
+        previous = clone(sts.get("status") or {})
         update_revision = self._revision(sts, spec["template"])
         current_revision = previous.get("currentRevision") or update_revision
         strategy = spec.get("updateStrategy") or {}
@@ -157,7 +155,7 @@ class Workloads:
 
     def _create_ordinal(self, sts: dict[str, Any], ordinal: int, revision: str) -> None:
         name = sts["metadata"]["name"]
-        template = copy.deepcopy(
+        template = clone(
             self.templates.get((sts["metadata"]["uid"], revision), sts["spec"]["template"])
         )
         pod_name = f"{name}-{ordinal}"
@@ -197,7 +195,7 @@ class Workloads:
                             "apiVersion": "v1",
                             "kind": "PersistentVolumeClaim",
                             "metadata": {"name": full, "namespace": ns, "labels": labels},
-                            "spec": copy.deepcopy(claim.get("spec") or {}),
+                            "spec": clone(claim.get("spec") or {}),
                         },
                     )
 
@@ -205,7 +203,7 @@ class Workloads:
 
     def sync_daemonsets(self) -> None:
         rt = self.c.rt("apps", "daemonsets")
-        for ds in [copy.deepcopy(d) for d in self.c.cluster.store.items(rt.key)]:
+        for ds in [clone(d) for d in self.c.cluster.store.items(rt.key)]:
             if ds["metadata"].get("deletionTimestamp") or not self.c.observed(ds):
                 continue
             self._sync_daemonset(rt, ds)
@@ -289,7 +287,7 @@ class Workloads:
             c.cluster.write(rt, ds, subresource="status", manager="daemonset-controller")
 
     def _create_daemon_pod(self, ds: dict[str, Any], node: str, pod_hash: str) -> None:
-        template = copy.deepcopy(ds["spec"]["template"])
+        template = clone(ds["spec"]["template"])
         spec = template.setdefault("spec", {})
         spec["affinity"] = {
             "nodeAffinity": {
@@ -314,7 +312,7 @@ class Workloads:
 
     def sync_jobs(self) -> None:
         rt = self.c.rt("batch", "jobs")
-        for job in [copy.deepcopy(j) for j in self.c.cluster.store.items(rt.key)]:
+        for job in [clone(j) for j in self.c.cluster.store.items(rt.key)]:
             if job["metadata"].get("deletionTimestamp"):
                 continue
             self._sync_job(rt, job)
@@ -322,8 +320,8 @@ class Workloads:
     def _sync_job(self, rt: Any, job: dict[str, Any]) -> None:
         c = self.c
         spec, meta = job["spec"], job["metadata"]
-        previous = copy.deepcopy(job.get("status") or {})
-        status = copy.deepcopy(previous)
+        previous = clone(job.get("status") or {})
+        status = clone(previous)
         if any(
             x.get("type") in ("Complete", "Failed") and x.get("status") == "True"
             for x in status.get("conditions") or []
