@@ -448,3 +448,38 @@ def test_gitops_sandbox_kube_serves_until_terminated(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def test_typed_apply_creates_and_drops_containers_no_longer_applied(kube_api: Any) -> None:
+    apps = client.AppsV1Api(kube_api)
+
+    def apply(body: dict[str, Any]) -> Any:
+        return apps.patch_namespaced_deployment(
+            "web",
+            "default",
+            body,
+            field_manager="gitops-steps",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    with_sidecar = deployment()
+    with_sidecar["spec"]["template"]["spec"]["containers"].append(
+        {"name": "sidecar", "image": "envoy:1"}
+    )
+    created = apply(with_sidecar)
+    assert [c.name for c in created.spec.template.spec.containers] == ["app", "sidecar"]
+    # another manager sets an env var on the app container: it must survive re-applies
+    env = {
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "app", "env": [{"name": "A", "value": "1"}]}]}
+            }
+        }
+    }
+    apps.patch_namespaced_deployment("web", "default", env, field_manager="kubectl-edit")
+    applied = apply(deployment())
+    containers = applied.spec.template.spec.containers
+    assert [c.name for c in containers] == ["app"]
+    assert [(e.name, e.value) for e in containers[0].env] == [("A", "1")]
+    assert applied.metadata.generation == 3

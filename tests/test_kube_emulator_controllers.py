@@ -559,3 +559,18 @@ def test_replicaset_reports_failed_create_for_a_missing_service_account(
     done = wait_rolled_out(kube)
     assert not condition(done, "ReplicaFailure")
     assert done["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+
+
+def test_job_past_its_active_deadline_fails(kube: KubeEmulator, kube_api: Any) -> None:
+    body = job("slow", "unschedulable")
+    body["spec"]["activeDeadlineSeconds"] = 1
+    client.BatchV1Api(kube_api).create_namespaced_job("default", body)
+    failed = kube.wait_for(
+        lambda: (
+            (j := get(kube, "jobs", "slow"))
+            and condition(j, "Failed").get("reason") == "DeadlineExceeded"
+            and j
+        )
+    )
+    assert condition(failed, "Failed")["message"] == "Job was active longer than specified deadline"
+    kube.wait_for(lambda: not kube.objects("pods", "default"))

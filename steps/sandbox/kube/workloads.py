@@ -26,6 +26,7 @@ class Workloads:
         self.c = controllers
         self.templates: dict[tuple[str, str], dict[str, Any]] = {}
         self._job_retry_at: dict[str, float] = {}
+        self._job_started: dict[str, float] = {}
 
     # -- ControllerRevisions ------------------------------------------------------
 
@@ -351,7 +352,15 @@ class Workloads:
         failures = failed + (
             restarts if spec["template"]["spec"].get("restartPolicy") == "OnFailure" else 0
         )
+        deadline = spec.get("activeDeadlineSeconds")
+        started = self._job_started.setdefault(meta["uid"], time.monotonic())
         if failures > backoff_limit:
+            why = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+        elif deadline is not None and time.monotonic() - started > float(deadline):
+            why = ("DeadlineExceeded", "Job was active longer than specified deadline")
+        else:
+            why = None
+        if why is not None:
             for pod in active:
                 c.delete_pod(job, pod)
             active = []
@@ -362,17 +371,11 @@ class Workloads:
                         "status": "True",
                         "lastProbeTime": stamp,
                         "lastTransitionTime": stamp,
-                        "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit",
+                        "reason": why[0],
+                        "message": why[1],
                     }
                 )
-            c.events.record(
-                job,
-                "Warning",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
-                "job-controller",
-            )
+            c.events.record(job, "Warning", why[0], why[1], "job-controller")
         elif succeeded >= completions:
             for type_ in ("SuccessCriteriaMet", "Complete"):
                 status.setdefault("conditions", []).append(
