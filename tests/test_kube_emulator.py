@@ -483,3 +483,48 @@ def test_typed_apply_creates_and_drops_containers_no_longer_applied(kube_api: An
     assert [c.name for c in containers] == ["app"]
     assert [(e.name, e.value) for e in containers[0].env] == [("A", "1")]
     assert applied.metadata.generation == 3
+
+
+def test_selectors_and_pagination(kube_api: Any) -> None:
+    core = client.CoreV1Api(kube_api)
+    for name, tier in [("a", "web"), ("b", "db"), ("c", "web"), ("d", "cache")]:
+        core.create_namespaced_config_map(
+            "default", {"metadata": {"name": name, "labels": {"tier": tier}}}
+        )
+
+    def names(**kwargs: Any) -> list[str]:
+        return [i.metadata.name for i in core.list_namespaced_config_map("default", **kwargs).items]
+
+    assert names(label_selector="tier=web") == ["a", "c"]
+    assert names(label_selector="tier in (db,cache)") == ["b", "d"]
+    assert names(label_selector="tier,tier notin (web)") == ["b", "d"]
+    assert set(names(label_selector="!tier")) <= {"kube-root-ca.crt"}
+    assert names(field_selector="metadata.name=b") == ["b"]
+    first = core.list_namespaced_config_map("default", label_selector="tier", limit=3)
+    assert len(first.items) == 3 and first.metadata._continue
+    rest = core.list_namespaced_config_map(
+        "default", label_selector="tier", limit=3, _continue=first.metadata._continue
+    )
+    assert [i.metadata.name for i in rest.items] == ["d"] and not rest.metadata._continue
+    with pytest.raises(ApiException) as unsupported:
+        core.list_namespaced_config_map("default", field_selector="data.x=1")
+    assert unsupported.value.status == 400 and "field label not supported" in unsupported.value.body
+
+
+def test_watch_with_initial_events_ends_them_with_a_bookmark(kube_api: Any) -> None:
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "x", "labels": {"k": "v"}}})
+    response = core.list_namespaced_config_map(
+        "default",
+        watch=True,
+        label_selector="k=v",
+        send_initial_events=True,
+        resource_version_match="NotOlderThan",
+        allow_watch_bookmarks=True,
+        timeout_seconds=1,
+        _preload_content=False,
+    )
+    events = [json.loads(line) for line in response.data.decode().splitlines() if line]
+    assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "x"
+    assert events[1]["type"] == "BOOKMARK"
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}

@@ -510,8 +510,7 @@ def test_crd_becomes_established_and_its_resources_are_served(
         )
     )
     assert established
-    fresh = DynamicClient(config.new_client_from_config(str(kube.kubeconfig)))
-    widgets = fresh.resources.get(api_version="example.com/v1", kind="Widget")
+    widgets = dynamic.resources.get(api_version="example.com/v1", kind="Widget")  # rediscovers
     widget = {
         "apiVersion": "example.com/v1",
         "kind": "Widget",
@@ -531,6 +530,11 @@ def test_crd_becomes_established_and_its_resources_are_served(
     assert strict.value.status == 400 and ".spec.colour" in strict.value.body
     listed = widgets.get(namespace="default")
     assert [i.metadata.name for i in listed.items] == ["w"] and listed.items[0].kind == "Widget"
+    crds.delete(name="widgets.example.com")
+    kube.wait_for(lambda: not kube.objects("customresourcedefinitions"))
+    assert kube.objects("widgets.example.com") == []
+    groups = {g.name for g in client.ApisApi(kube_api).get_api_versions().groups}
+    assert "example.com" not in groups
 
 
 def test_replicaset_reports_failed_create_for_a_missing_service_account(
