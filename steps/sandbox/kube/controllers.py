@@ -442,6 +442,7 @@ class Controllers:
                 for p in pods
                 if selector_matches(spec.get("selector"), p["metadata"].get("labels") or {})
             ]
+            # no terminatingReplicas: that field is alpha (off) after the 1.31 we claim to be
             status = {
                 "replicas": len(pods),
                 "fullyLabeledReplicas": len(labels_ok),
@@ -449,9 +450,6 @@ class Controllers:
                 "availableReplicas": sum(1 for p in pods if self.pod_available(p, min_ready)),
                 "observedGeneration": rs["metadata"].get("generation", 1),
             }
-            terminating = sum(1 for p in self.pods_of(rs) if p["metadata"].get("deletionTimestamp"))
-            if terminating:
-                status["terminatingReplicas"] = terminating
             failure = self.create_failures.get(rs["metadata"]["uid"])
             previous = condition(rs.get("status") or {}, "ReplicaFailure")
             if failure is not None:
@@ -720,9 +718,6 @@ class Controllers:
         }
         total = sum(int(r["spec"].get("replicas", 0)) for r in all_rs)
         status["unavailableReplicas"] = max(total - status["availableReplicas"], 0)
-        terminating = sum(int(s.get("terminatingReplicas", 0)) for s in statuses)
-        if terminating:
-            status["terminatingReplicas"] = terminating
         if previous.get("collisionCount"):
             status["collisionCount"] = previous["collisionCount"]
         status["conditions"] = clone(previous.get("conditions") or [])

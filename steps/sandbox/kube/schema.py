@@ -251,10 +251,21 @@ def _default_template(spec: dict[str, Any], restart_policy: str | None = "Always
         default_pod_spec(template["spec"], restart_policy)
 
 
+def _drop_empty_maps(meta: Any) -> None:
+    """Empty label/annotation maps are omitted when the server serialises (omitempty)."""
+    if isinstance(meta, dict):
+        for key in ("labels", "annotations"):
+            if meta.get(key) == {}:
+                del meta[key]
+
+
 def apply_defaults(rt: ResourceType, obj: dict[str, Any]) -> None:
     """The defaults the real server fills in for the fields the controllers read."""
     spec = obj.get("spec")
     kind = rt.kind
+    _drop_empty_maps(obj.get("metadata"))
+    if isinstance(spec, dict) and isinstance(spec.get("template"), dict):
+        _drop_empty_maps(spec["template"].get("metadata"))
     if kind == "Namespace":
         obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
         obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"][
