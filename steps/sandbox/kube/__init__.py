@@ -32,7 +32,7 @@ from steps.sandbox.kube.events import EventRecorder
 from steps.sandbox.kube.faults import FaultInjector
 from steps.sandbox.kube.kubelet import BEHAVIOR, BEHAVIORS, Kubelet
 from steps.sandbox.kube.server import ApiServer
-from steps.sandbox.kube.store import clone
+from steps.sandbox.kube.store import HISTORY, clone
 from steps.sandbox.kube.timings import Timings
 
 __all__ = ["BEHAVIOR", "BEHAVIORS", "FaultInjector", "KubeEmulator", "Timings", "main"]
@@ -58,7 +58,7 @@ class KubeEmulator:
         timings: Timings | None = None,
         nodes: int = 3,
         kubeconfig: Path | None = None,
-        history: int = 1000,
+        history: int = HISTORY,
     ) -> None:
         self.port = port
         self.registry = registry

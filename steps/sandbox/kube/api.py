@@ -23,7 +23,7 @@ from steps.sandbox.kube import merge, schema
 from steps.sandbox.kube.apierrors import ApiError
 from steps.sandbox.kube.resources import Registry, ResourceType
 from steps.sandbox.kube.selectors import field_matcher, label_matcher
-from steps.sandbox.kube.store import Store, clone
+from steps.sandbox.kube.store import HISTORY, Store, clone
 
 CONTROLLER = "kube-controller-manager"
 PATCH_TYPES_BUILTIN = [
@@ -34,8 +34,15 @@ PATCH_TYPES_BUILTIN = [
 ]
 PATCH_TYPES_CUSTOM = [t for t in PATCH_TYPES_BUILTIN if "strategic" not in t]
 VALIDATION_MODES = ("Ignore", "Warn", "Strict")
-_SERVER_META = ("uid", "creationTimestamp", "generation", "deletionTimestamp",
-                "deletionGracePeriodSeconds", "resourceVersion", "selfLink")  # fmt: skip
+_SERVER_META = (
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "resourceVersion",
+    "selfLink",
+)
 
 
 def now() -> str:
@@ -62,7 +69,7 @@ class WriteOptions:
 class Cluster:
     """Registry + store + the rules for changing what is stored."""
 
-    def __init__(self, history: int = 1000) -> None:
+    def __init__(self, history: int = HISTORY) -> None:
         self.registry = Registry()
         self.store = Store(history)
         self.lock = self.store.lock

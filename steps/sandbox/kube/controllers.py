@@ -609,10 +609,12 @@ class Controllers:
         if old != replicas:
             direction = "up" if replicas > old else "down"
             self.events.record(
-                d, "Normal", "ScalingReplicaSet",
+                d,
+                "Normal",
+                "ScalingReplicaSet",
                 f"Scaled {direction} replica set {rs['metadata']['name']} from {old} to {replicas}",
                 "deployment-controller",
-            )  # fmt: skip
+            )
         return written
 
     def _recreate(
@@ -688,9 +690,10 @@ class Controllers:
     def _cleanup(self, d: dict[str, Any], old_rs: list[dict[str, Any]]) -> None:
         limit = int(d["spec"].get("revisionHistoryLimit", 10))
         idle = [
-            r for r in old_rs
+            r
+            for r in old_rs
             if not int(r["spec"].get("replicas", 0)) and not (r.get("status") or {}).get("replicas")
-        ]  # fmt: skip
+        ]
         idle.sort(key=lambda r: int(r["metadata"].get("annotations", {}).get(REVISION, 0)))
         for rs in idle[: max(0, len(idle) - limit)]:
             self._delete(self.rt("apps", "replicasets"), rs)

@@ -379,15 +379,19 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
         causes += _validate_workload(rt, spec if isinstance(spec, dict) else {}, old)
     elif rt.kind == "Pod":
         causes += _validate_pod_spec(spec if isinstance(spec, dict) else {}, "spec")
-    elif rt.kind == "ConfigMap" and old is not None and old.get("immutable"):  # noqa: SIM102
-        if obj.get("data") != old.get("data") or obj.get("binaryData") != old.get("binaryData"):
-            causes.append(
-                (
-                    "data",
-                    "FieldValueForbidden",
-                    "Forbidden: field is immutable when `immutable` is set",
-                )
+    elif (
+        rt.kind == "ConfigMap"
+        and old is not None
+        and old.get("immutable")
+        and (obj.get("data") != old.get("data") or obj.get("binaryData") != old.get("binaryData"))
+    ):
+        causes.append(
+            (
+                "data",
+                "FieldValueForbidden",
+                "Forbidden: field is immutable when `immutable` is set",
             )
+        )
     return causes
 
 

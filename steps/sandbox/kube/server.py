@@ -280,7 +280,7 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, self._list_body(rt, items, rv))
         elif method == "POST":
             obj = cluster.create(rt, namespace, self._parsed_body(), self._opts())
-            self._json(201, self._out(obj))
+            self._json(201, obj)
         elif method == "DELETE":
             items, _ = cluster.list_objects(
                 rt, scope, self.query.get("labelSelector"), self.query.get("fieldSelector")
@@ -329,9 +329,6 @@ class Handler(BaseHTTPRequestHandler):
             "metadata": meta,
             "items": items,
         }
-
-    def _out(self, obj: dict[str, Any]) -> dict[str, Any]:
-        return obj
 
     def _object(
         self, method: str, rt: ResourceType, namespace: str, name: str, sub: str | None

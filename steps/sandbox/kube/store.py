@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
+# Changes a watch can resume across (etcd keeps ~5 minutes; a fast sandbox makes
+# thousands of changes a minute, so keep enough that only compact() forces a 410).
+HISTORY = 5000
 ObjKey = tuple[str, str]  # (namespace or "", name)
 
 
@@ -43,7 +46,7 @@ def _clone(value: Any) -> Any:
 class Store:
     """In-memory objects keyed by (group, plural) then (namespace, name)."""
 
-    def __init__(self, history: int = 1000) -> None:
+    def __init__(self, history: int = HISTORY) -> None:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self._objects: dict[tuple[str, str], dict[ObjKey, dict[str, Any]]] = {}

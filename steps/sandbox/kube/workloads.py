@@ -40,12 +40,13 @@ class Workloads:
         ns = owner["metadata"]["namespace"]
         if self.c.cluster.store.get(rt.key, ns, name) is None:
             existing = [
-                r for r in self.c.cluster.store.items(rt.key, ns)
+                r
+                for r in self.c.cluster.store.items(rt.key, ns)
                 if any(
                     ref.get("uid") == owner["metadata"]["uid"]
                     for ref in r["metadata"].get("ownerReferences") or []
                 )
-            ]  # fmt: skip
+            ]
             labels = dict((template.get("metadata") or {}).get("labels") or {})
             labels[REVISION_LABEL] = pod_hash
             self.c.cluster.controller_create(
@@ -77,7 +78,7 @@ class Workloads:
     def _sync_statefulset(self, rt: Any, sts: dict[str, Any]) -> None:
         c = self.c
         spec, meta = sts["spec"], sts["metadata"]
-        name, uid = meta["name"], meta["uid"]
+        name = meta["name"]
         replicas = int(spec.get("replicas", 1))
         previous = clone(sts.get("status") or {})
         update_revision = self._revision(sts, spec["template"])
@@ -152,7 +153,6 @@ class Workloads:
         if status != previous:
             sts["status"] = status
             c.cluster.write(rt, sts, subresource="status", manager="statefulset-controller")
-        del uid
 
     def _create_ordinal(self, sts: dict[str, Any], ordinal: int, revision: str) -> None:
         name = sts["metadata"]["name"]
