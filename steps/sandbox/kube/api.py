@@ -331,8 +331,8 @@ class Cluster:
                     if not (e.get("manager") == opts.manager and e.get("operation") == "Apply")
                 )
             )
-            for path in sorted(previous - set(applied), key=len, reverse=True):
-                if path in others:
+            for path in merge.removal_order(previous - set(applied)):
+                if path in others or merge.is_key_field(path):
                     continue
                 if path[-1] == "." and any(o[: len(path) - 1] == path[:-1] for o in others):
                     continue

@@ -423,6 +423,23 @@ def apply_merge(live: Any, config: Any, path: Path = (), builtin: bool = True) -
     return clone(config)
 
 
+def removal_order(paths: Iterable[FieldPath]) -> list[FieldPath]:
+    """Whole list items first (outermost first), then fields deepest first.
+
+    Removing an item's key field before the item would leave a keyless husk.
+    """
+    items = sorted((p for p in paths if p[-1] == "."), key=len)
+    fields = sorted((p for p in paths if p[-1] != "."), key=len, reverse=True)
+    return items + fields
+
+
+def is_key_field(path: FieldPath) -> bool:
+    """Whether ``path`` is a merge-key field of a keyed list item (it goes with the item)."""
+    if len(path) < 2 or not path[-2].startswith("k:") or not path[-1].startswith("f:"):
+        return False
+    return path[-1][2:] in json.loads(path[-2][2:])
+
+
 def format_path(path: FieldPath) -> str:
     """``.spec.template.spec.containers[name="app"].image``, as conflict messages say it."""
     out = ""
