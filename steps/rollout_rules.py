@@ -501,7 +501,8 @@ def container_problem(pod: str, status: Obj) -> Problem | None:
     message = str(waiting.get("message", "")) if isinstance(waiting, Mapping) else ""
     last = get_path(status, "lastState", "terminated", default={})
     if reason in FATAL_AT_ONCE:
-        return Problem(pod, container, reason, message or last_exit(last), restarts)
+        detail = "; ".join(part for part in (message, last_exit(last)) if part)
+        return Problem(pod, container, reason, detail, restarts)
     if reason in FATAL_IF_PERSISTING:
         return Problem(pod, container, reason, message, restarts, persisting=True)
     if isinstance(last, Mapping) and last:

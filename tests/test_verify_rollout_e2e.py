@@ -269,6 +269,36 @@ def test_crash_loop_fails_fast_with_a_report(
     assert "log lines" in run.err or "(no log" in run.err
 
 
+def test_repeated_oom_kills_fail_the_rollout(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(tmp_path / "m", deployment(behavior="oom"))
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 1, run
+    failure = run.result["failure"]
+    assert failure["reason"] in ("CrashLoopBackOff", "RepeatedOOMKilled")
+    assert "OOMKilled" in json.dumps(failure)
+
+
+def test_load_balancer_is_waited_for_only_when_asked(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {"app": "web"},
+            "ports": [{"port": 80, "targetPort": 8080}],
+        },
+    }
+    manifests = write_manifests(tmp_path / "m", service)
+    run = run_stage(kube, manifests, "--wait-load-balancer", capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 0, run
+    assert "Service/web: load balancer at " in run.err
+
+
 def test_missing_image_really_absent_from_the_registry(
     kube_factory: Any,
     registry: Any,
@@ -464,20 +494,26 @@ def lease(kube: Any, name: str) -> dict[str, Any] | None:
 
 
 def test_lock_contention_between_two_concurrent_runs(kube: Any, tmp_path: Path) -> None:
-    first = write_manifests(tmp_path / "a", deployment("a", behavior="slow-start"))
+    # The first run holds the lock for its whole 3-second wait (it never becomes ready).
+    first = write_manifests(tmp_path / "a", deployment("a", behavior="never-ready"))
     second = write_manifests(tmp_path / "b", deployment("b"))
-    one = spawn(kube, first, "--lock", "prod", env={"BUILD_ID": "build-one"})
+    one = spawn(kube, first, "--lock", "prod", "--timeout", "3s", env={"BUILD_ID": "build-one"})
     deadline = time.monotonic() + 20
     while (held := lease(kube, "prod")) is None or not held["spec"].get("holderIdentity"):
         assert time.monotonic() < deadline and one.poll() is None
         time.sleep(0.05)
-    two = spawn(kube, second, "--lock", "prod", env={"BUILD_ID": "build-two"})
+    result = tmp_path / "two.json"
+    two = spawn(
+        kube, second, "--lock", "prod", "--result-file", str(result), env={"BUILD_ID": "build-two"}
+    )
     out_one = one.communicate(timeout=60)[1]
     out_two = two.communicate(timeout=60)[1]
-    assert one.returncode == 0, out_one
+    assert one.returncode == 1, out_one  # timed out, still released the lock
+    assert "lock prod: released" in out_one
     assert two.returncode == 0, out_two
     assert "lock prod: held by build build-one" in out_two
-    assert "lock prod: released" in out_one
+    assert json.loads(result.read_text())["lock"]["waited_seconds"] > 0.5
+    # Never both applying: the second applied only after the first let go.
     assert not (lease(kube, "prod") or {}).get("spec", {}).get("holderIdentity")
 
 
