@@ -528,3 +528,18 @@ def test_watch_with_initial_events_ends_them_with_a_bookmark(kube_api: Any) -> N
     assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "x"
     assert events[1]["type"] == "BOOKMARK"
     assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_https_with_a_private_ca_and_bearer_tokens(kube_factory: Any) -> None:
+    kube = kube_factory(tls=True, token="sandbox-token")
+    assert kube.url.startswith("https://127.0.0.1:") and kube.ca_pem.startswith(
+        "-----BEGIN CERTIFICATE"
+    )
+    core = client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig)))
+    assert "default" in [n.metadata.name for n in core.list_namespace().items]
+    assert kube.tokens_seen == ["sandbox-token"]
+    anonymous = urllib3.PoolManager(ca_cert_data=kube.ca_pem, retries=False)
+    refused = anonymous.request("GET", kube.url + "/api/v1/namespaces")
+    assert refused.status == 401 and json.loads(refused.data)["reason"] == "Unauthorized"
+    with pytest.raises(urllib3.exceptions.SSLError):
+        urllib3.PoolManager(retries=False).request("GET", kube.url + "/version")  # unknown CA

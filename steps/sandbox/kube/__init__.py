@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import base64
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ from steps.sandbox.kube.kubelet import BEHAVIOR, BEHAVIORS, Kubelet
 from steps.sandbox.kube.server import ApiServer
 from steps.sandbox.kube.store import HISTORY, clone
 from steps.sandbox.kube.timings import Timings
+from steps.sandbox.kube.tls import make_certificate
 
 __all__ = ["BEHAVIOR", "BEHAVIORS", "FaultInjector", "KubeEmulator", "Timings", "main"]
 
@@ -48,6 +50,10 @@ class KubeEmulator:
     ``start()`` serves, writes the kubeconfig (context ``sandbox``, no
     credentials) and starts the controller loop; ``stop()`` undoes it all.
     ``port=0`` picks a free port; ``kubeconfig=None`` writes one in a temp dir.
+    ``tls=True`` serves HTTPS under a throwaway CA (in the kubeconfig, and in
+    ``ca_pem``), as a GKE endpoint does; ``token`` makes every request need a
+    bearer token (any value: tests read ``tokens_seen`` to check which arrived)
+    and puts that one in the kubeconfig.
     """
 
     def __init__(
@@ -59,12 +65,17 @@ class KubeEmulator:
         nodes: int = 3,
         kubeconfig: Path | None = None,
         history: int = HISTORY,
+        tls: bool = False,
+        token: str | None = None,
     ) -> None:
         self.port = port
         self.registry = registry
         self.timings = timings or Timings()
         self.node_count = nodes
         self.history = history
+        self.tls = tls
+        self.token = token
+        self.ca_pem: str | None = None  # with tls: the CA that signed the server certificate
         self._kubeconfig = Path(kubeconfig) if kubeconfig is not None else None
         self._tempdir: Path | None = None
         self.faults = FaultInjector()
@@ -89,7 +100,12 @@ class KubeEmulator:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the emulator is not running; call start() first")
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
+
+    @property
+    def tokens_seen(self) -> list[str]:
+        """Distinct bearer tokens requests carried, in order of first use."""
+        return list(self._server.tokens_seen) if self._server is not None else []
 
     @property
     def kubeconfig(self) -> Path:
@@ -107,6 +123,13 @@ class KubeEmulator:
             (HOST, self.port), self.cluster, self.faults, self.kubelet.logs, self.timings.bookmark
         )
         self.port = int(self._server.server_address[1])
+        self._server.require_token = self.token is not None
+        if self.tls:
+            certificate = make_certificate(self._workdir())
+            self.ca_pem = certificate.ca_pem
+            self._server.socket = certificate.context().wrap_socket(
+                self._server.socket, server_side=True
+            )
         serve = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="kube-api", daemon=True
         )
@@ -169,16 +192,25 @@ class KubeEmulator:
                 node["status"] = _node_status(index)
                 self.cluster.write(node_rt, node, subresource="status", manager="kubelet")
 
-    def _write_kubeconfig(self) -> None:
-        if self._kubeconfig is None:
+    def _workdir(self) -> Path:
+        """A private temp dir (kubeconfig, certificates), removed when the process exits."""
+        if self._tempdir is None:
             self._tempdir = Path(tempfile.mkdtemp(prefix="gitops-kube-"))
             atexit.register(shutil.rmtree, self._tempdir, ignore_errors=True)
-            self._kubeconfig = self._tempdir / "kubeconfig"
+        return self._tempdir
+
+    def _write_kubeconfig(self) -> None:
+        if self._kubeconfig is None:
+            self._kubeconfig = self._workdir() / "kubeconfig"
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem.encode()).decode()
+        user = {"token": self.token} if self.token is not None else {}
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": CONTEXT, "cluster": {"server": self.url}}],
-            "users": [{"name": CONTEXT, "user": {}}],
+            "clusters": [{"name": CONTEXT, "cluster": cluster}],
+            "users": [{"name": CONTEXT, "user": user}],
             "contexts": [
                 {
                     "name": CONTEXT,
@@ -303,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--registry", metavar="HOST:PORT", help="ask this registry whether images exist"
     )
     parser.add_argument("--nodes", type=int, default=3, help="fake nodes (default 3)")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS with a throwaway CA")
+    parser.add_argument(
+        "--token", help="answer 401 to requests without a bearer token; the kubeconfig has this one"
+    )
     parser.add_argument(
         "--timing",
         action="append",
@@ -338,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         timings=timings.but(**changes),
         nodes=args.nodes,
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        tls=args.tls,
+        token=args.token,
     )
     for spec in args.fail:
         pattern, _, rest = spec.partition(":")

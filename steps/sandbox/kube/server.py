@@ -55,6 +55,8 @@ class ApiServer(ThreadingHTTPServer):
         self._connections: set[Any] = set()
         self.watches = 0  # open watch streams
         self._connections_lock = threading.Lock()
+        self.require_token = False  # answer 401 to requests without a bearer token
+        self.tokens_seen: list[str] = []  # distinct bearer tokens, in order of first use
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -121,6 +123,7 @@ class Handler(BaseHTTPRequestHandler):
             if delay > 0:
                 time.sleep(delay)
             if not parts.path.startswith(CONTROL_PREFIX):
+                self._authenticate()
                 failure = self.server.faults.take_failure(method, target)
                 if failure is not None:
                     message = f"injected fault ({failure.status})"
@@ -143,6 +146,17 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug in the emulator: say so like the server would
             self._json(500, errors.internal(f"emulator bug: {exc!r}").status())
             raise
+
+    def _authenticate(self) -> None:
+        """Record bearer tokens (tests check which reached us); demand one if configured."""
+        header = self.headers.get("Authorization") or ""
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if token:
+            with self.server._connections_lock:
+                if token not in self.server.tokens_seen:
+                    self.server.tokens_seen.append(token)
+        elif self.server.require_token:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
