@@ -749,6 +749,8 @@ class CollectionWatch:
         self.unreachable_after = unreachable_after
         self.watch_seconds = watch_seconds
         self.restarts = 0
+        self.last_ok = time.monotonic()
+        self.failing = False
         self._stop = threading.Event()
         self._stream: WatchStream | None = None
         self._thread = threading.Thread(target=self._run, name=f"watch {key}", daemon=True)
@@ -763,49 +765,46 @@ class CollectionWatch:
         if stream is not None:
             stream.close()
 
+    def unreachable_for(self) -> float:
+        """Seconds since this watch last heard from the API server while failing (0: fine)."""
+        return time.monotonic() - self.last_ok if self.failing else 0.0
+
     def _run(self) -> None:
         version: str | None = None
-        last_ok = time.monotonic()
         delay = BACKOFF_START
         while not self._stop.is_set():
             try:
                 if version is None:
                     listing = self.api.request("GET", self.path, query=self.selectors, retry=False)
+                    self._heard()
                     version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
                     self.sink.put(Event(self.key, "SYNC", items=typed_items(listing)))
-                    last_ok = time.monotonic()
                 opened = time.monotonic()
                 version, events = self._follow(version)
                 if events or time.monotonic() - opened > 1.0:
-                    last_ok = time.monotonic()
                     delay = BACKOFF_START
                     continue
                 # An empty stream that ended at once: do not spin.
                 raise ApiError(0, "watch stream closed at once")
-            except ApiError as exc:
-                if self._stop.is_set():
-                    return
-                if exc.status == 410:
-                    version = None
-                    continue
-                if not exc.transient:
-                    self.sink.put(Event(self.key, "FATAL", error=exc))
-                    return
-                self.restarts += 1
-                if time.monotonic() - last_ok > self.unreachable_after:
-                    self.sink.put(Event(self.key, "FATAL", error=exc))
-                    return
-                self._stop.wait(delay * (0.75 + random.random() / 2))
-                delay = min(delay * 2, BACKOFF_CAP)
             except Exception as exc:  # a broken stream is retried like a drop
                 if self._stop.is_set():
                     return
+                error = exc if isinstance(exc, ApiError) else ApiError(0, str(exc))
+                if error.status == 410:
+                    version = None
+                    continue
+                self.failing = True
                 self.restarts += 1
-                if time.monotonic() - last_ok > self.unreachable_after:
-                    self.sink.put(Event(self.key, "FATAL", error=ApiError(0, str(exc))))
+                if not error.transient or self.unreachable_for() > self.unreachable_after:
+                    self.sink.put(Event(self.key, "FATAL", error=error))
                     return
-                self._stop.wait(delay)
+                pause = delay if error.retry_after is None else min(error.retry_after, BACKOFF_CAP)
+                self._stop.wait(pause * (0.75 + random.random() / 2))
                 delay = min(delay * 2, BACKOFF_CAP)
+
+    def _heard(self) -> None:
+        self.last_ok = time.monotonic()
+        self.failing = False
 
     def _follow(self, version: str) -> tuple[str | None, int]:
         """Watch from ``version`` until the stream ends; the version to resume from."""
@@ -813,6 +812,7 @@ class CollectionWatch:
             self.path, version, selectors=self.selectors, timeout_seconds=self.watch_seconds
         )
         self._stream = stream
+        self._heard()
         count = 0
         try:
             for event in stream.events():
@@ -825,6 +825,7 @@ class CollectionWatch:
                     if code == 410:
                         return None, count
                     raise ApiError(int(code or 0), str(obj.get("message", "watch error")), obj)
+                self._heard()
                 new_version = (obj.get("metadata") or {}).get("resourceVersion")
                 if new_version:
                     version = str(new_version)

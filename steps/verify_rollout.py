@@ -49,6 +49,8 @@ LOCAL_ONLY_GROUPS = ("kustomize.config.k8s.io", "config.kubernetes.io")
 CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")
 NAMESPACE_GROUP_KIND = ("", "Namespace")
 TICK = 0.5
+UNREACHABLE_AT_TIMEOUT = 10.0
+"""Seconds without the API server at the deadline that make a timeout exit 3."""
 WAITING_FOR_CONTROLLER = (rules.NOT_APPLIED_YET, rules.GENERATION_LAG)
 """Seconds between checks of grace periods and the deadline when nothing happens."""
 RECENT_EVENTS = 5
@@ -413,6 +415,7 @@ class WaitOptions:
     graces: rules.Graces = field(default_factory=rules.Graces)
     wait_load_balancer: bool = False
     log_lines: int = 20
+    unreachable_grace: float = UNREACHABLE_AT_TIMEOUT
 
 
 @dataclass
@@ -475,6 +478,7 @@ class Waiter:
         self.cache: dict[str, dict[tuple[str | None, str], dict[str, Any]]] = {}
         self.synced: set[str] = set()
         self.watches: dict[str, CollectionWatch] = {}
+        self.target_paths: set[str] = set()
 
     # -- collections
 
@@ -498,7 +502,9 @@ class Waiter:
 
     def _start_watches(self, pending: Sequence[Target]) -> None:
         for target in pending:
-            self._watch(self._collection(target.resource, target.ref.namespace))
+            path = self._collection(target.resource, target.ref.namespace)
+            self.target_paths.add(path)
+            self._watch(path)
             if (target.ref.group, target.ref.kind) in rules.POD_OWNERS:
                 pods, replicasets, events = self._pod_paths(target.ref.namespace)
                 self._watch(pods)
@@ -534,6 +540,7 @@ class Waiter:
                 return WaitOutcome("rolled-out", self.targets)
             left = self.options.deadline - time.monotonic()
             if left <= 0:
+                self._check_reachable()
                 return WaitOutcome("timed-out", self.targets)
             try:
                 self._handle(self.events.get(timeout=min(TICK, left)))
@@ -543,9 +550,24 @@ class Waiter:
                 pass
             failure = self._evaluate()
 
+    def _check_reachable(self) -> None:
+        """Time ran out while the API server was away: that is exit 3, not a verdict."""
+        lost = max((w.unreachable_for() for w in self.watches.values()), default=0.0)
+        if lost > self.options.unreachable_grace:
+            raise ExternalError(
+                f"Kubernetes API {self.api.host}: unreachable for the last {lost:.0f}s "
+                "of the rollout; its outcome is unknown"
+            )
+
     def _handle(self, event: Event) -> None:
         if event.type == "FATAL":
             error = event.error
+            status = getattr(error, "status", 0)
+            if event.key not in self.target_paths and status in (401, 403, 404):
+                # Pods, ReplicaSets or Events we may not read: judge by status alone.
+                warn(f"cannot watch {event.key} (HTTP {status}): no fail-fast from it")
+                self.synced.add(event.key)
+                return
             detail = str(error) if error is not None else "unreachable"
             raise ExternalError(f"Kubernetes API {self.api.host}: watching {event.key}: {detail}")
         store = self.cache.setdefault(event.key, {})
@@ -790,6 +812,7 @@ def apply_and_wait(
         graces=config.graces,
         wait_load_balancer=config.wait_load_balancer,
         log_lines=config.log_lines,
+        unreachable_grace=min(UNREACHABLE_AT_TIMEOUT, config.timeout / 2),
     )
     targets: list[Target] = []
     if deferred:

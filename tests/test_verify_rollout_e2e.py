@@ -448,6 +448,26 @@ def test_api_faults_during_the_watch_are_retried(
     assert run.result.get("watch_restarts", 0) >= 1
 
 
+def test_events_we_may_not_read_only_cost_the_fail_fast(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(tmp_path / "m", deployment())
+    kube.faults.fail(r"/api/v1/namespaces/default/events", status=403, count=None, method="GET")
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 0, run
+    assert "cannot watch /api/v1/namespaces/default/events (HTTP 403)" in run.err
+
+
+def test_watches_failing_until_the_deadline_exit_3(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(tmp_path / "m", deployment(behavior="slow-start"))
+    kube.faults.fail(r"watch=true", status=503, count=None, method="GET")
+    run = run_stage(kube, manifests, "--timeout", "3s", capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 3, run
+    assert "outcome is unknown" in run.err
+
+
 def test_apply_retries_transient_errors(
     kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
