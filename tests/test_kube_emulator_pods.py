@@ -291,3 +291,20 @@ def test_missing_config_references_block_containers(kube: KubeEmulator, kube_api
     )
     for name in ("env", "mount"):
         wait_pod(kube, name, lambda p: container(p).get("ready") is True)
+
+
+def test_a_behaviour_can_target_one_container(kube: KubeEmulator, kube_api: Any) -> None:
+    two = pod("two")
+    two["spec"]["containers"].append({"name": "sidecar", "image": "envoy:1"})
+    two["metadata"]["annotations"] = {f"{BEHAVIOR}.sidecar": "crash"}
+    client.CoreV1Api(kube_api).create_namespaced_pod("default", two)
+
+    def statuses(p: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {c["name"]: c for c in p["status"].get("containerStatuses") or []}
+
+    looping = wait_pod(
+        kube, "two", lambda p: statuses(p).get("sidecar", {}).get("restartCount", 0) >= 1
+    )
+    wait_pod(kube, "two", lambda p: statuses(p)["app"]["ready"] is True)
+    assert statuses(looping)["app"]["restartCount"] == 0
+    assert conditions(live_pod(kube, "two") or {})["Ready"]["status"] == "False"

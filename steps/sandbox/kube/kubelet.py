@@ -2,7 +2,8 @@
 
 Each pod follows a small state machine per container (pull, start, run,
 exit, back off) whose pace comes from ``Timings`` and whose fate comes from
-the pod annotation ``sandbox.gitops-steps.dev/behavior``. Images on the
+the pod annotation ``sandbox.gitops-steps.dev/behavior`` (or, for one
+container, ``sandbox.gitops-steps.dev/behavior.NAME``). Images on the
 ``--registry`` host are looked up for real (``HEAD /v2/.../manifests/...``);
 other images are taken as present.
 """
@@ -45,6 +46,7 @@ _REFERENCE = re.compile(
 class ContainerSim:
     name: str
     image: str
+    behavior: str = "healthy"
     stage: str = "pull"  # pull | pull-backoff | starting | running | backoff | done
     next_at: float = 0.0
     restarts: int = 0
@@ -159,7 +161,9 @@ class Kubelet:
             return False
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return True
-        if not sim.scheduled or not sim.mounted or sim.behavior == "never-ready":
+        if not sim.scheduled or not sim.mounted:
+            return False
+        if any(c.behavior == "never-ready" for c in sim.containers.values()):
             return False
         return all(
             c.stage == "done"
@@ -217,7 +221,11 @@ class Kubelet:
             annotations = pod["metadata"].get("annotations") or {}
             behavior = annotations.get(BEHAVIOR, "healthy")
             containers = {
-                c["name"]: ContainerSim(c["name"], str(c.get("image", "")))
+                c["name"]: ContainerSim(
+                    c["name"],
+                    str(c.get("image", "")),
+                    behavior=annotations.get(f"{BEHAVIOR}.{c['name']}", behavior),
+                )
                 for c in pod["spec"].get("containers") or []
             }
             sim = PodSim(uid, containers, behavior)
@@ -456,7 +464,7 @@ class Kubelet:
                 self._exit(pod, sim, c, at, node, where)
             elif c.ready_at is not None and at >= c.ready_at and not c.ready:
                 c.ready = True
-            elif sim.behavior == "never-ready" and at >= c.unhealthy_at:
+            elif c.behavior == "never-ready" and at >= c.unhealthy_at:
                 c.unhealthy_at = at + max(t.backoff, 0.5)
                 self.events.record(
                     pod,
@@ -496,7 +504,7 @@ class Kubelet:
         c.waiting = ("", "")
         c.ready = False
         restart = pod["spec"].get("restartPolicy", "Always")
-        behavior = sim.behavior
+        behavior = c.behavior
         c.exit_at = None
         c.ready_at = None
         c.unhealthy_at = at + t.ready
@@ -513,7 +521,7 @@ class Kubelet:
     def _exit(
         self, pod: dict[str, Any], sim: PodSim, c: ContainerSim, at: float, node: str, where: str
     ) -> None:
-        behavior = sim.behavior
+        behavior = c.behavior
         if behavior == "oom":
             code, reason = 137, "OOMKilled"
         elif behavior == "crash":
