@@ -133,7 +133,7 @@ class GcpSandbox:
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(
-            target=server.serve_forever, name="gcp-sandbox", daemon=True
+            target=server.serve_forever, args=(0.1,), name="gcp-sandbox", daemon=True
         )
         self._thread.start()
         return self
