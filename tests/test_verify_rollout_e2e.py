@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,31 @@ def test_statefulset_daemonset_job_and_crd(
     assert run.err.index("applied CustomResourceDefinition") < run.err.index(
         "applied default/Widget"
     )
+
+
+def test_replicas_changed_by_an_autoscaler_during_the_wait_count(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(tmp_path / "m", deployment(replicas=2, behavior="slow-start"))
+    api = connect(Access(kubeconfig=str(kube.kubeconfig)))
+
+    def autoscale() -> None:
+        deadline = time.monotonic() + 10
+        while not objects(kube, "pods", "default") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        api.request(
+            "PATCH",
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+            body={"spec": {"replicas": 4}},
+            content_type="application/merge-patch+json",
+        )
+
+    scaler = threading.Thread(target=autoscale)
+    scaler.start()
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    scaler.join()
+    assert run.code == 0, run
+    assert run.result["objects"][0]["message"] == "4 of 4 updated replicas available"
 
 
 # -- failures -----------------------------------------------------------------------
