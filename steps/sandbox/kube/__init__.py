@@ -6,6 +6,15 @@ It keeps objects in memory (``store``), changes them with the API server's
 rules (``api``), serves them over HTTP with watches (``server``), and runs
 controllers (``controllers``, ``workloads``, ``crds``) and a fake kubelet
 (``kubelet``) on a short tick, so rollouts really progress, stall and fail.
+
+    with KubeEmulator(timings=Timings.fast(), registry="127.0.0.1:5000") as kube:
+        api = kubernetes.config.new_client_from_config(str(kube.kubeconfig))
+        kube.faults.fail(r"/deployments", status=500, count=2)  # the next 2 matching requests
+        ...  # the stage under test talks to kube.url; kube.objects("pods") reads the store
+
+Pod-template annotation ``sandbox.gitops-steps.dev/behavior`` picks what the
+kubelet does with a pod: healthy, crash, never-ready, slow-start, oom,
+unschedulable (see ``kubelet``).
 """
 
 from __future__ import annotations

@@ -265,6 +265,14 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._object(method, rt, namespace, name, sub if sub != "finalize" else None)
 
+    def _number(self, name: str) -> int:
+        """An integer query parameter (0 when absent); 400 when it is not a number."""
+        text = self.query.get(name) or "0"
+        try:
+            return int(text)
+        except ValueError:
+            raise errors.bad_request(f'invalid value for {name}: "{text}"') from None
+
     def _opts(self, subresource: str | None = None, apply: bool = False) -> WriteOptions:
         dry = self.query.get("dryRun")
         if dry not in (None, "", "All"):
@@ -315,7 +323,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _list_body(self, rt: ResourceType, items: list[dict[str, Any]], rv: int) -> dict[str, Any]:
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        limit = int(self.query.get("limit") or 0)
+        limit = self._number("limit")
         start = 0
         token = self.query.get("continue")
         if token:
@@ -434,9 +442,8 @@ class Handler(BaseHTTPRequestHandler):
             raise errors.bad_request(f"container {container} is not valid for pod {name}")
         previous = self.query.get("previous") in ("true", "1", "True")
         lines = self.server.logs(pod, container, previous)
-        tail = self.query.get("tailLines")
-        if tail is not None:
-            count = int(tail)
+        if self.query.get("tailLines") is not None:
+            count = self._number("tailLines")
             lines = lines[-count:] if count > 0 else []
         text = "".join(line + "\n" for line in lines)
         self._send(200, text.encode(), "text/plain")
@@ -450,7 +457,7 @@ class Handler(BaseHTTPRequestHandler):
         fields = field_matcher(self.query.get("fieldSelector"), rt.kind)
         bookmarks = self.query.get("allowWatchBookmarks") in ("true", "1", "True")
         initial_events = self.query.get("sendInitialEvents") in ("true", "1", "True")
-        timeout = float(self.query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
+        timeout = float(self._number("timeoutSeconds")) or DEFAULT_WATCH_TIMEOUT
         requested = self.query.get("resourceVersion") or ""
 
         def matches(obj: dict[str, Any] | None) -> bool:
