@@ -294,7 +294,7 @@ def _walk(
             for item in node:
                 out[(*tokens, "v:" + json.dumps(item))] = item
             return
-    if tokens:
+    if tokens and node is not None:  # null means unset: nobody owns it
         out[tokens] = node
 
 
