@@ -543,3 +543,62 @@ def test_https_with_a_private_ca_and_bearer_tokens(kube_factory: Any) -> None:
     assert refused.status == 401 and json.loads(refused.data)["reason"] == "Unauthorized"
     with pytest.raises(urllib3.exceptions.SSLError):
         urllib3.PoolManager(retries=False).request("GET", kube.url + "/version")  # unknown CA
+
+
+def test_concurrent_read_modify_write_loses_no_update(kube: KubeEmulator) -> None:
+    """8 writers x 10 increments with optimistic concurrency: 409s are retried, none lost."""
+    core = client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig)))
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "counter"}, "data": {"n": "0"}}
+    )
+    conflicts: list[int] = []
+
+    def writer() -> None:
+        api = client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig)))
+        done = 0
+        while done < 10:
+            current = api.read_namespaced_config_map("counter", "default")
+            current.data["n"] = str(int(current.data["n"]) + 1)
+            try:
+                api.replace_namespaced_config_map("counter", "default", current)
+                done += 1
+            except ApiException as exc:
+                assert exc.status == 409
+                conflicts.append(1)
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert core.read_namespaced_config_map("counter", "default").data["n"] == "80"
+
+
+def test_every_watcher_sees_every_change_in_order(kube: KubeEmulator, kube_api: Any) -> None:
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "w"}, "data": {"n": "0"}})
+    start = core.read_namespaced_config_map("w", "default").metadata.resource_version
+    seen: list[list[int]] = [[] for _ in range(4)]
+
+    def watcher(index: int) -> None:
+        api = client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig)))
+        w = watch.Watch()
+        for event in w.stream(
+            api.list_namespaced_config_map,
+            "default",
+            field_selector="metadata.name=w",
+            resource_version=start,
+            timeout_seconds=10,
+        ):
+            seen[index].append(int(event["raw_object"]["data"]["n"]))
+            if seen[index][-1] == 30:
+                w.stop()
+
+    threads = [threading.Thread(target=watcher, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for n in range(1, 31):
+        core.patch_namespaced_config_map("w", "default", {"data": {"n": str(n)}})
+    for thread in threads:
+        thread.join(timeout=15)
+    assert all(s == list(range(1, 31)) for s in seen)
