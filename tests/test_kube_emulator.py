@@ -111,6 +111,11 @@ def test_discovery_lists_every_kind_the_stage_uses(kube_api: Any) -> None:
         ("coordination.k8s.io/v1", "Lease"),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
         ("networking.k8s.io/v1", "Ingress"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("policy/v1", "PodDisruptionBudget"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("v1", "PersistentVolume"),
+        ("storage.k8s.io/v1", "StorageClass"),
     ]:
         resource = dynamic.resources.get(api_version=api_version, kind=kind)
         assert resource.kind == kind
@@ -602,3 +607,42 @@ def test_every_watcher_sees_every_change_in_order(kube: KubeEmulator, kube_api: 
     for thread in threads:
         thread.join(timeout=15)
     assert all(s == list(range(1, 31)) for s in seen)
+
+
+def test_companion_kinds_of_a_deployment_apply_strictly(kube_api: Any) -> None:
+    """PDBs and HPAs ride along with Deployments in env repos; Strict must accept them."""
+    dynamic = DynamicClient(kube_api)
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 2,
+            "maxReplicas": 5,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 70},
+                    },
+                }
+            ],
+        },
+    }
+    for body in (pdb, hpa):
+        resource = dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+        applied = resource.server_side_apply(
+            body=body,
+            namespace="default",
+            field_manager="t",
+            query_params=[("fieldValidation", "Strict")],
+        )
+        assert applied.metadata.generation == 1 and applied.spec

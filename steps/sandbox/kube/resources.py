@@ -24,6 +24,9 @@ GENERATION_KINDS = frozenset(
         "CronJob",
         "CustomResourceDefinition",
         "Ingress",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
     }
 )
 
@@ -118,6 +121,19 @@ BUILTIN: tuple[ResourceType, ...] = (
         ("crd", "crds"),
     ),
     _rt("networking.k8s.io", "Ingress", "ingresses", True, ("ing",)),
+    _rt("networking.k8s.io", "NetworkPolicy", "networkpolicies", True, ("netpol",), ()),
+    _rt("policy", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",)),
+    _rt(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        True,
+        ("hpa",),
+        version="v2",
+        categories=("all",),
+    ),
+    _rt("", "PersistentVolume", "persistentvolumes", False, ("pv",)),
+    _rt("storage.k8s.io", "StorageClass", "storageclasses", False, ("sc",), ()),
     _rt("rbac.authorization.k8s.io", "Role", "roles", True, (), ()),
     _rt("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", True, (), ()),
     _rt("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", False, (), ()),

@@ -123,6 +123,12 @@ SPECS: dict[str, Schema] = {
         "strategy preferredHolder"
     ),
     "Ingress": _fields("ingressClassName defaultBackend tls rules"),
+    "NetworkPolicy": _fields("podSelector ingress egress policyTypes"),
+    "PodDisruptionBudget": _fields(
+        "minAvailable maxUnavailable unhealthyPodEvictionPolicy", selector=SELECTOR
+    ),
+    "HorizontalPodAutoscaler": _fields("scaleTargetRef minReplicas maxReplicas metrics behavior"),
+    "PersistentVolume": None,
     "CustomResourceDefinition": _fields(
         "group names scope versions conversion preserveUnknownFields"
     ),
@@ -141,6 +147,12 @@ TOP_LEVEL: dict[str, tuple[str, ...]] = {
     ),
     "Endpoints": ("subsets",),
     "ControllerRevision": ("data", "revision"),
+    "StorageClass": tuple(
+        _words(
+            "provisioner parameters reclaimPolicy mountOptions allowVolumeExpansion "
+            "volumeBindingMode allowedTopologies"
+        )
+    ),
     "Role": ("rules",),
     "ClusterRole": ("rules", "aggregationRule"),
     "RoleBinding": ("subjects", "roleRef"),
