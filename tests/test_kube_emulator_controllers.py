@@ -578,3 +578,38 @@ def test_job_past_its_active_deadline_fails(kube: KubeEmulator, kube_api: Any) -
     )
     assert condition(failed, "Failed")["message"] == "Job was active longer than specified deadline"
     kube.wait_for(lambda: not kube.objects("pods", "default"))
+
+
+def test_hpa_clamps_and_changes_the_live_replicas(kube: KubeEmulator, kube_api: Any) -> None:
+    apps = client.AppsV1Api(kube_api)
+    apps.create_namespaced_deployment("default", deployment(replicas=1))
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 2,
+            "maxReplicas": 4,
+        },
+    }
+    autoscaling = client.AutoscalingV2Api(kube_api)
+    autoscaling.create_namespaced_horizontal_pod_autoscaler("default", hpa)
+    kube.wait_for(lambda: (d := get(kube, "deployments", "web")) and d["spec"]["replicas"] == 2)
+    scaled = wait_rolled_out(kube)
+    assert scaled["metadata"]["generation"] == 2
+    managers = {m["manager"] for m in scaled["metadata"]["managedFields"]}
+    assert "horizontal-pod-autoscaler" in managers
+    autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+        "web", "default", {"metadata": {"annotations": {"sandbox.gitops-steps.dev/replicas": "9"}}}
+    )
+    kube.wait_for(lambda: (d := get(kube, "deployments", "web")) and d["spec"]["replicas"] == 4)
+    status = kube.wait_for(
+        lambda: (
+            (h := get(kube, "horizontalpodautoscalers", "web"))
+            and h["status"].get("desiredReplicas") == 4
+            and h["status"]
+        )
+    )
+    assert condition({"status": status}, "ScalingActive")["reason"] == "FailedGetResourceMetric"
+    assert any(e["reason"] == "SuccessfulRescale" for e in kube.objects("events", "default"))

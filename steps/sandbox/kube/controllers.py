@@ -26,6 +26,7 @@ REVISION = "deployment.kubernetes.io/revision"
 DESIRED = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 HASH_LABEL = "pod-template-hash"
+HPA_REPLICAS = "sandbox.gitops-steps.dev/replicas"  # an HPA's wanted size, in tests
 IDLE_TICKS = 5  # while nothing changes, controllers look again every this many ticks
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
 ROOT_CA = "-----BEGIN CERTIFICATE-----\nc2FuZGJveA==\n-----END CERTIFICATE-----\n"
@@ -162,6 +163,7 @@ class Controllers:
             self.workloads.sync_statefulsets,
             self.workloads.sync_daemonsets,
             self.workloads.sync_jobs,
+            self.sync_autoscalers,
             self.sync_claims,
             self.sync_services,
             self.sync_crds,
@@ -873,6 +875,97 @@ class Controllers:
             self.events.record(
                 svc, "Normal", "EnsuredLoadBalancer", "Ensured load balancer", "service-controller"
             )
+
+    def sync_autoscalers(self) -> None:
+        """HPAs clamp their target's replicas to [minReplicas, maxReplicas].
+
+        There is no metrics server, so the wanted size is the current one, or
+        the HPA annotation ``sandbox.gitops-steps.dev/replicas`` (tests use it to
+        play a scale-up); either way clamped, as the real controller does.
+        """
+        rt = self.rt("autoscaling", "horizontalpodautoscalers", "v2")
+        for hpa in [clone(h) for h in self.cluster.store.items(rt.key)]:
+            meta, spec = hpa["metadata"], hpa.get("spec") or {}
+            ref = spec.get("scaleTargetRef") or {}
+            plural = {"Deployment": "deployments", "StatefulSet": "statefulsets"}.get(
+                ref.get("kind", "")
+            )
+            target_rt = self.cluster.registry.lookup("apps", "v1", plural or "")
+            target = (
+                self.cluster.store.get(target_rt.key, meta["namespace"], ref.get("name", ""))
+                if target_rt is not None
+                else None
+            )
+            status = clone(hpa.get("status") or {})
+            status["observedGeneration"] = meta.get("generation", 1)
+            previous = {c["type"]: c for c in status.get("conditions") or []}
+            if target is None or target_rt is None:
+                kept = previous.get("AbleToScale") or {}
+                status["conditions"] = [
+                    kept
+                    if kept.get("reason") == "FailedGetScale"
+                    else {
+                        "type": "AbleToScale",
+                        "status": "False",
+                        "lastTransitionTime": now(),
+                        "reason": "FailedGetScale",
+                        "message": f"the HPA controller was unable to get the target's current "
+                        f'scale: {plural or ref.get("kind")} "{ref.get("name")}" not found',
+                    }
+                ]
+            else:
+                current = int(target["spec"].get("replicas", 1))
+                wanted = int((meta.get("annotations") or {}).get(HPA_REPLICAS, current))
+                low, high = int(spec.get("minReplicas", 1)), int(spec.get("maxReplicas", current))
+                desired = max(low, min(high, wanted))
+                if desired != current:
+                    scaled = clone(target)
+                    scaled["spec"]["replicas"] = desired
+                    self.cluster.write(target_rt, scaled, manager="horizontal-pod-autoscaler")
+                    reason = (
+                        "Current number of replicas below Spec.MinReplicas"
+                        if desired == low and wanted < low
+                        else "Current number of replicas above Spec.MaxReplicas"
+                        if desired == high and wanted > high
+                        else "All metrics below target"
+                        if desired < current
+                        else "cpu resource utilization (percentage of request) above target"
+                    )
+                    self.events.record(
+                        hpa,
+                        "Normal",
+                        "SuccessfulRescale",
+                        f"New size: {desired}; reason: {reason}",
+                        "horizontal-pod-autoscaler",
+                    )
+                    status["lastScaleTime"] = now()
+                status["currentReplicas"] = current
+                status["desiredReplicas"] = desired
+                status["conditions"] = [
+                    previous["AbleToScale"]
+                    if previous.get("AbleToScale", {}).get("reason") == "ReadyForNewScale"
+                    else {
+                        "type": "AbleToScale",
+                        "status": "True",
+                        "lastTransitionTime": now(),
+                        "reason": "ReadyForNewScale",
+                        "message": "recommended size matches current size",
+                    },
+                    previous.get("ScalingActive")
+                    or {
+                        "type": "ScalingActive",
+                        "status": "False",
+                        "lastTransitionTime": now(),
+                        "reason": "FailedGetResourceMetric",
+                        "message": "the HPA was unable to compute the replica count: no metrics "
+                        "returned from resource metrics API",
+                    },
+                ]
+            if status != (hpa.get("status") or {}):
+                hpa["status"] = status
+                self.cluster.write(
+                    rt, hpa, subresource="status", manager="horizontal-pod-autoscaler"
+                )
 
     def sync_crds(self) -> None:
         from steps.sandbox.kube.crds import sync_crds
