@@ -609,7 +609,7 @@ def test_every_watcher_sees_every_change_in_order(kube: KubeEmulator, kube_api: 
     assert all(s == list(range(1, 31)) for s in seen)
 
 
-def test_companion_kinds_of_a_deployment_apply_strictly(kube_api: Any) -> None:
+def test_companion_kinds_of_a_deployment_apply_strictly(kube: KubeEmulator, kube_api: Any) -> None:
     """PDBs and HPAs ride along with Deployments in env repos; Strict must accept them."""
     dynamic = DynamicClient(kube_api)
     pdb = {
@@ -646,3 +646,9 @@ def test_companion_kinds_of_a_deployment_apply_strictly(kube_api: Any) -> None:
             query_params=[("fieldValidation", "Strict")],
         )
         assert applied.metadata.generation == 1 and applied.spec
+    budget = kube.wait_for(
+        lambda: (
+            (found := kube.objects("poddisruptionbudgets", "default")) and found[0].get("status")
+        )
+    )
+    assert budget["observedGeneration"] == 1 and budget["expectedPods"] == 0

@@ -164,6 +164,7 @@ class Controllers:
             self.workloads.sync_daemonsets,
             self.workloads.sync_jobs,
             self.sync_autoscalers,
+            self.sync_disruption_budgets,
             self.sync_claims,
             self.sync_services,
             self.sync_crds,
@@ -966,6 +967,49 @@ class Controllers:
                 self.cluster.write(
                     rt, hpa, subresource="status", manager="horizontal-pod-autoscaler"
                 )
+
+    def sync_disruption_budgets(self) -> None:
+        """PDB status from the pods its selector matches, as the disruption controller keeps it."""
+        rt = self.rt("policy", "poddisruptionbudgets")
+        for pdb in [clone(p) for p in self.cluster.store.items(rt.key)]:
+            meta, spec = pdb["metadata"], pdb.get("spec") or {}
+            pods = [
+                p
+                for p in self.cluster.store.items(("", "pods"), meta["namespace"])
+                if selector_matches(spec.get("selector"), p["metadata"].get("labels") or {})
+                and not p["metadata"].get("deletionTimestamp")
+            ]
+            expected, healthy = len(pods), sum(1 for p in pods if self.pod_ready(p))
+            if spec.get("minAvailable") is not None:
+                desired = resolve(spec["minAvailable"], expected, True)
+            else:
+                desired = expected - resolve(spec.get("maxUnavailable", 0), expected, True)
+            allowed = max(0, healthy - desired)
+            previous = clone(pdb.get("status") or {})
+            status: dict[str, Any] = {
+                "observedGeneration": meta.get("generation", 1),
+                "disruptionsAllowed": allowed,
+                "currentHealthy": healthy,
+                "desiredHealthy": desired,
+                "expectedPods": expected,
+                "conditions": clone(previous.get("conditions") or []),
+            }
+            reason = "SufficientPods" if allowed else "InsufficientPods"
+            kept = condition(status, "DisruptionAllowed")
+            if kept is None or kept.get("reason") != reason:
+                status["conditions"] = [
+                    {
+                        "type": "DisruptionAllowed",
+                        "status": "True" if allowed else "False",
+                        "lastTransitionTime": now(),
+                        "reason": reason,
+                        "message": "",
+                        "observedGeneration": meta.get("generation", 1),
+                    }
+                ]
+            if status != previous:
+                pdb["status"] = status
+                self.cluster.write(rt, pdb, subresource="status", manager="disruption-controller")
 
     def sync_crds(self) -> None:
         from steps.sandbox.kube.crds import sync_crds
