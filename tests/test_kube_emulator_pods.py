@@ -308,3 +308,26 @@ def test_a_behaviour_can_target_one_container(kube: KubeEmulator, kube_api: Any)
     wait_pod(kube, "two", lambda p: statuses(p)["app"]["ready"] is True)
     assert statuses(looping)["app"]["restartCount"] == 0
     assert conditions(live_pod(kube, "two") or {})["Ready"]["status"] == "False"
+
+
+def test_runtime_errors_look_like_the_runtime_reports_them(
+    kube: KubeEmulator, kube_api: Any
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod("default", pod("norun", "run-error"))
+    core.create_namespaced_pod("default", pod("nocreate", "create-error"))
+    seen: set[str] = set()
+
+    def cycled(p: dict[str, Any]) -> bool:
+        seen.add(waiting_reason(p) or "")
+        return (
+            container(p).get("restartCount", 0) >= 2
+            and {"RunContainerError", "CrashLoopBackOff"} <= seen
+        )
+
+    norun = wait_pod(kube, "norun", cycled)
+    last = container(norun)["lastState"]["terminated"]
+    assert (last["reason"], last["exitCode"]) == ("StartError", 128)
+    assert norun["status"]["phase"] == "Running"
+    nocreate = wait_pod(kube, "nocreate", lambda p: waiting_reason(p) == "CreateContainerError")
+    assert nocreate["status"]["phase"] == "Pending" and container(nocreate)["restartCount"] == 0

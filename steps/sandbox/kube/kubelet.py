@@ -25,7 +25,22 @@ from steps.sandbox.kube.store import clone
 from steps.sandbox.kube.timings import Timings
 
 BEHAVIOR = "sandbox.gitops-steps.dev/behavior"
-BEHAVIORS = ("healthy", "crash", "never-ready", "slow-start", "oom", "unschedulable")
+BEHAVIORS = (
+    "healthy",
+    "crash",
+    "never-ready",
+    "slow-start",
+    "oom",
+    "unschedulable",
+    "run-error",  # the runtime cannot start the process: RunContainerError, StartError 128
+    "create-error",  # the runtime cannot create the container: CreateContainerError
+)
+RUN_ERROR = (
+    "failed to create containerd task: failed to create shim task: OCI runtime create failed: "
+    'runc create failed: unable to start container process: exec: "/app/server": stat '
+    "/app/server: no such file or directory: unknown"
+)
+CREATE_ERROR = "failed to generate container spec: failed to generate spec: no command specified"
 PODS = ("", "pods")
 MANIFEST_ACCEPT = ", ".join(
     (
@@ -63,6 +78,8 @@ class ContainerSim:
     image_id: str = ""
     instances: int = 0
     unhealthy_at: float = 0.0
+    shown_until: float = 0.0  # RunContainerError shows this long before CrashLoopBackOff
+    backoff_message: str = ""
 
 
 @dataclass
@@ -475,6 +492,8 @@ class Kubelet:
                     node,
                     where,
                 )
+        elif c.stage == "backoff" and c.waiting[0] == "RunContainerError" and at >= c.shown_until:
+            c.waiting = ("CrashLoopBackOff", c.backoff_message)
         elif c.stage == "backoff" and at >= c.next_at:
             self.events.record(
                 pod,
@@ -491,6 +510,16 @@ class Kubelet:
         self, pod: dict[str, Any], sim: PodSim, c: ContainerSim, at: float, node: str, where: str
     ) -> None:
         t = self.timings
+        if c.behavior == "create-error":
+            c.waiting = ("CreateContainerError", CREATE_ERROR)
+            self.events.record(
+                pod, "Warning", "Failed", f"Error: {CREATE_ERROR}", "kubelet", node, where
+            )
+            c.next_at = at + _backoff(t, 1)
+            return
+        if c.behavior == "run-error":
+            self._start_failed(pod, sim, c, at, node, where)
+            return
         self.events.record(
             pod, "Normal", "Created", f"Created container: {c.name}", "kubelet", node, where
         )
@@ -517,6 +546,37 @@ class Kubelet:
         elif behavior == "slow-start":
             c.ready_at = at + t.slow_start
         self._logs[(sim.uid, c.name, c.instances)] = _log_lines(behavior, c.name, c.image, restart)
+
+    def _start_failed(
+        self, pod: dict[str, Any], sim: PodSim, c: ContainerSim, at: float, node: str, where: str
+    ) -> None:
+        """The process never started: StartError in lastState, RunContainerError, then back-off."""
+        stamp = now()
+        c.container_id = "containerd://" + secrets.token_hex(32)
+        c.restarts += 1
+        c.last_state = {
+            "terminated": {
+                "exitCode": 128,
+                "reason": "StartError",
+                "message": RUN_ERROR,
+                "startedAt": "1970-01-01T00:00:00Z",
+                "finishedAt": stamp,
+                "containerID": c.container_id,
+            }
+        }
+        self.events.record(
+            pod, "Normal", "Created", f"Created container: {c.name}", "kubelet", node, where
+        )
+        self.events.record(pod, "Warning", "Failed", f"Error: {RUN_ERROR}", "kubelet", node, where)
+        delay = _backoff(self.timings, c.restarts)
+        ns, name = pod["metadata"].get("namespace"), pod["metadata"]["name"]
+        shown = min(10 * 2 ** min(c.restarts - 1, 5), 300)
+        c.backoff_message = (
+            f"back-off {shown}s restarting failed container={c.name} pod={name}_{ns}({sim.uid})"
+        )
+        c.waiting = ("RunContainerError", RUN_ERROR)
+        c.shown_until = at + delay / 2
+        c.stage, c.next_at = "backoff", at + delay
 
     def _exit(
         self, pod: dict[str, Any], sim: PodSim, c: ContainerSim, at: float, node: str, where: str
@@ -651,13 +711,7 @@ class Kubelet:
         finished = containers and all(
             c.stage == "done" and c.terminated is not None for c in containers
         )
-        if finished:
-            failed = any((c.terminated or {}).get("exitCode", 0) != 0 for c in containers)
-            status["phase"] = "Failed" if failed else "Succeeded"
-        elif ever_started:
-            status["phase"] = "Running"
-        else:
-            status["phase"] = "Pending"
+        status["phase"] = _phase(containers, spec.get("restartPolicy", "Always"), initialized)
         all_ready = bool(containers) and all(c.ready for c in containers) and not sim.killing
         unready = [c.name for c in containers if not c.ready]
         node_index = self.nodes.index(spec["nodeName"]) if spec["nodeName"] in self.nodes else 0
@@ -723,6 +777,32 @@ class Kubelet:
                     )
                 instance = instance - 1 if c.stage == "running" else instance
             return list(self._logs.get((sim.uid, container, instance), [])) if sim else []
+
+
+def _phase(containers: list[ContainerSim], restart: str, initialized: bool) -> str:
+    """The pod phase from its containers, by kubelet's own rules (getPhase)."""
+    running = stopped = waiting = failed = 0
+    for c in containers:
+        if c.stage == "running":
+            running += 1
+        elif c.terminated is not None:
+            stopped += 1
+            failed += 1 if c.terminated.get("exitCode", 0) != 0 else 0
+        elif c.last_state.get("terminated"):
+            stopped += 1  # restarting: it ran before
+        else:
+            waiting += 1
+    if not initialized or waiting or not containers:
+        return "Pending"
+    if running:
+        return "Running"
+    if restart == "Always":
+        return "Running"
+    if all(c.terminated is not None for c in containers):
+        return (
+            "Failed" if failed and restart == "Never" else "Succeeded" if not failed else "Running"
+        )
+    return "Running"
 
 
 def _same_host(host: str, registry: str) -> bool:
