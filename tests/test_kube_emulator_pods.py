@@ -230,6 +230,18 @@ def test_injected_500_and_429_with_retry_after(kube: KubeEmulator, kube_api: Any
     assert kube.faults.injected == 3
 
 
+def test_failing_watch_requests_by_pattern(kube: KubeEmulator, kube_api: Any) -> None:
+    core = client.CoreV1Api(kube_api)
+    kube.faults.fail("watch=true", status=500, count=1)
+    core.list_namespaced_config_map("default")  # not a watch: untouched
+    with pytest.raises(ApiException) as failed:
+        for _ in watch.Watch().stream(
+            core.list_namespaced_config_map, "default", timeout_seconds=1
+        ):
+            pass
+    assert failed.value.status == 500
+
+
 def test_dropped_watch_is_cut_mid_stream(kube: KubeEmulator, kube_api: Any) -> None:
     core = client.CoreV1Api(kube_api)
     version = core.list_namespaced_config_map("default").metadata.resource_version

@@ -14,7 +14,7 @@ controllers (``controllers``, ``workloads``, ``crds``) and a fake kubelet
 
 Pod-template annotation ``sandbox.gitops-steps.dev/behavior`` picks what the
 kubelet does with a pod: healthy, crash, never-ready, slow-start, oom,
-unschedulable (see ``kubelet``).
+unschedulable, run-error, create-error (see ``kubelet``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Fault injection: failed requests, 429s with Retry-After, dropped watches, latency.
 
 Tests arm faults in-process (``emulator.faults``); the CLI arms them through
-``/_sandbox/faults``. Patterns are regular expressions searched in the request
-target (path and query), so ``"watch=true"`` or ``"/deployments"`` both work.
+``/_sandbox/faults``. Patterns are regular expressions searched, ignoring case, in the
+request target (path and query), so ``"watch=true"`` (the client sends
+``watch=True``) or ``"/deployments"`` both work.
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ class FaultInjector:
         with self._lock:
             self._failures.append(
                 Failure(
-                    re.compile(path_pattern), status, count, method and method.upper(), retry_after
+                    re.compile(path_pattern, re.IGNORECASE),
+                    status,
+                    count,
+                    method and method.upper(),
+                    retry_after,
                 )
             )
 
@@ -79,7 +84,8 @@ class FaultInjector:
     def latency(self, seconds: float, path_pattern: str | None = None) -> None:
         """Delay every matching request by ``seconds`` until cleared."""
         with self._lock:
-            self._latency.append((re.compile(path_pattern) if path_pattern else None, seconds))
+            pattern = re.compile(path_pattern, re.IGNORECASE) if path_pattern else None
+            self._latency.append((pattern, seconds))
 
     def clear(self) -> None:
         with self._lock:
