@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_step, version_text
-from steps.errors import UsageError
+from steps.errors import CheckFailed, UsageError
 from steps.gitrepo import (
     DEFAULT_COMMITTER,
     DEFAULT_MAX_ATTEMPTS,
@@ -33,6 +33,8 @@ from steps.gitrepo import (
     validate_branch,
     validate_subpath,
 )
+from steps.kube import Access, access_from_args, add_access_options, connect
+from steps.live_record import LiveRecord, check_record_name, read_live_record
 from steps.output import say
 
 STEP = "promote"
@@ -49,6 +51,12 @@ one production reflects now).
 
 example:
   gitops-promote --repo https://github.com/o/env --commit $COMMIT_SHA --path web
+
+With --require-live NAME, promote first reads the live record that
+`gitops-verify-rollout --record NAME` wrote in the cluster: if a newer
+candidate commit is live, the promotion is skipped (exit 0, "superseded"), and
+if the commit is not live at all it is refused (exit 1), so production never
+records something that is not running.
 
 environment:
   GIT_TOKEN, GIT_USERNAME      HTTPS token (user defaults to x-access-token)
@@ -69,6 +77,9 @@ class Config:
     max_attempts: int
     committer: Identity
     provenance: Provenance
+    require_live: str | None = None
+    namespace: str | None = None
+    access: Access | None = None
 
 
 def build_parser() -> StepParser:
@@ -99,6 +110,17 @@ def build_parser() -> StepParser:
         metavar="'NAME <EMAIL>'",
         help=f"bot identity committing, never root (default: {DEFAULT_COMMITTER})",
     )
+    parser.add_option(
+        "--require-live",
+        metavar="NAME",
+        help="promote only if the live record NAME (verify-rollout --record) names this commit",
+    )
+    parser.add_option(
+        "--namespace",
+        metavar="NS",
+        help="namespace of the live record (default: the kubeconfig context's)",
+    )
+    add_access_options(parser)
     add_common_options(parser)
     return parser
 
@@ -127,10 +149,30 @@ def config_from_args(args: Any, provenance: Provenance) -> Config:
             args.committer or DEFAULT_COMMITTER, "--committer", allow_root=False
         ),
         provenance=provenance,
+        require_live=check_record_name(args.require_live, "--require-live")
+        if args.require_live
+        else None,
+        namespace=args.namespace,
+        access=access_from_args(args) if args.require_live else None,
     )
 
 
 # --------------------------------------------------------------------------- pure decisions
+
+
+def same_commit(a: str, b: str) -> bool:
+    """Two SHAs name the same commit when one is a prefix of the other."""
+    a, b = a.lower(), b.lower()
+    return a.startswith(b) or b.startswith(a)
+
+
+def live_verdict(commit: str, live: str | None, live_is_newer: bool) -> str:
+    """``live`` (promote), ``superseded`` (skip, exit 0) or ``not-live`` (exit 1)."""
+    if live is None:
+        return "not-live"
+    if same_commit(commit, live):
+        return "live"
+    return "superseded" if live_is_newer else "not-live"
 
 
 def promoted_from(message: str) -> str | None:
@@ -271,7 +313,58 @@ class Promoter:
         return Attempt(new, tip, details)
 
 
+def read_live(config: Config) -> LiveRecord | None:
+    """The live record --require-live names, read from the cluster."""
+    assert config.require_live is not None and config.access is not None
+    api = connect(config.access)
+    namespace = config.namespace or api.default_namespace
+    record = read_live_record(api, namespace, config.require_live)
+    if record is None:
+        raise CheckFailed(
+            f"--require-live {config.require_live}: no live record in namespace {namespace} "
+            f"of {config.access.describe()}; nothing verified this commit as running"
+        )
+    say(
+        f"{STEP}: live record {config.require_live}: {record.commit[:12]} (build {record.build_id})"
+    )
+    return record
+
+
+def check_live(
+    ws: Workspace, config: Config, commit: str, source_tip: str, record: LiveRecord
+) -> dict[str, Any] | None:
+    """None to go on promoting; else the result of a skipped promotion."""
+    live = record.commit
+    newer = False
+    if not same_commit(commit, live):
+        found = deepen_until(
+            ws, config.source_branch, source_tip, live, FIRST_DEPTH, limit=LIVE_SEARCH_LIMIT
+        )
+        newer = found is not None and ws.is_ancestor(commit, found)
+    verdict = live_verdict(commit, live, newer)
+    if verdict == "live":
+        return None
+    if verdict == "superseded":
+        say(
+            f"{STEP}: {live[:12]}, a newer candidate than {commit[:12]}, is live; "
+            "not promoting (superseded)"
+        )
+        return {
+            "status": "superseded",
+            "repo": config.location.url,
+            "from": f"{config.source_branch}@{commit}",
+            "branch": config.target_branch,
+            "path": config.subdir,
+            "live": live,
+        }
+    raise CheckFailed(
+        f"--require-live {config.require_live}: {commit[:12]} is not what runs "
+        f"({live[:12]} is live, and it is not a newer candidate); not promoting"
+    )
+
+
 def promote(config: Config) -> dict[str, Any]:
+    live_record = read_live(config) if config.require_live else None
     say(
         f"{STEP}: {config.location.url} {config.source_branch}@{config.commit[:12]} -> "
         f"{config.target_branch}:{config.subdir or '/'}"
@@ -285,6 +378,10 @@ def promote(config: Config) -> dict[str, Any]:
             )
         source_tip = ws.resolve_commit(f"refs/remotes/origin/{config.source_branch}")
         assert source_tip is not None
+        if live_record is not None:
+            verdict = check_live(ws, config, commit, source_tip, live_record)
+            if verdict is not None:
+                return verdict
         promoter = Promoter(ws, config, commit, source_tip)
         if not promoter.desired:
             raise UsageError(
