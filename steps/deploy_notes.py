@@ -30,18 +30,13 @@ from steps.errors import UsageError
 from steps.gitrepo import (
     DEFAULT_COMMITTER,
     DEFAULT_MAX_ATTEMPTS,
-    NETWORK_TIMEOUT,
     Attempt,
     Identity,
-    PushOutcome,
     Workspace,
-    classify_failure,
-    classify_push,
     git_credentials,
     parse_identity,
     parse_repo,
     push_with_retry,
-    raise_for_failure,
 )
 from steps.output import say
 
@@ -166,36 +161,8 @@ class NotesWorkspace(Workspace):
     "did my lost push land after all" check included.
     """
 
-    def fetch_branch(
-        self, branch: str, *, depth: int | None = 1, deepen: int | None = None
-    ) -> str | None:
-        if branch != NOTES_BRANCH:
-            return super().fetch_branch(branch, depth=depth, deepen=deepen)
-        ref = f"refs/remotes/origin/{NOTES_BRANCH}"
-        args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc"]
-        if deepen is not None:
-            args.append(f"--deepen={deepen}")
-        elif depth is not None:
-            args.append(f"--depth={depth}")
-        args += [self.location.url, f"+{NOTES_REF}:{ref}"]
-        result = self.run(*args, timeout=NETWORK_TIMEOUT)
-        if result.status != 0:
-            if "couldn't find remote ref" in result.stderr:
-                return None
-            raise_for_failure(classify_failure(result.stderr), self.location, "fetch")
-        return self.check("rev-parse", "--verify", f"{ref}^{{commit}}").strip()
-
-    def push(self, commit: str, branch: str) -> PushOutcome:
-        if branch != NOTES_BRANCH:
-            return super().push(commit, branch)
-        result = self.run(
-            "push",
-            "--porcelain",
-            self.location.url,
-            f"{commit}:{NOTES_REF}",
-            timeout=NETWORK_TIMEOUT,
-        )
-        return classify_push(result.status, result.stdout, result.stderr, NOTES_REF)
+    def remote_ref(self, branch: str) -> str:
+        return NOTES_REF if branch == NOTES_BRANCH else super().remote_ref(branch)
 
     def note_of(self, commit: str) -> str:
         shown = self.run("notes", f"--ref={NOTES_REF}", "show", commit)

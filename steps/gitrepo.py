@@ -518,6 +518,10 @@ class Workspace:
 
     # -- talking to the remote -------------------------------------------------
 
+    def remote_ref(self, branch: str) -> str:
+        """The remote's ref that ``branch`` names (subclasses map other refs)."""
+        return f"refs/heads/{branch}"
+
     def fetch_branch(
         self, branch: str, *, depth: int | None = 1, deepen: int | None = None
     ) -> str | None:
@@ -528,7 +532,7 @@ class Workspace:
             args.append(f"--deepen={deepen}")
         elif depth is not None:
             args.append(f"--depth={depth}")
-        args += [self.location.url, f"+refs/heads/{branch}:{ref}"]
+        args += [self.location.url, f"+{self.remote_ref(branch)}:{ref}"]
         result = self.run(*args, timeout=NETWORK_TIMEOUT)
         if result.status != 0:
             if "couldn't find remote ref" in result.stderr:
@@ -540,7 +544,7 @@ class Workspace:
         return self.check("rev-parse", "--is-shallow-repository").strip() == "true"
 
     def push(self, commit: str, branch: str) -> PushOutcome:
-        ref = f"refs/heads/{branch}"
+        ref = self.remote_ref(branch)
         result = self.run(
             "push",
             "--porcelain",
