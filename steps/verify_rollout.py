@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from steps import rollout_rules as rules
 from steps.cli import StepParser, StepRun, add_common_options, run_step, version_text
-from steps.errors import CheckFailed, ExternalError, ManifestError, UsageError
+from steps.errors import CheckFailed, ExternalError, ManifestError, StepError, UsageError
 from steps.live_record import (
     InventoryItem,
     LiveRecord,
@@ -41,7 +41,15 @@ from steps.live_record import (
 from steps.output import say, warn
 
 if TYPE_CHECKING:
-    from steps.kube import ApiError, CollectionWatch, Event, KubeApi, LeaseLock, Resource
+    from steps.kube import (
+        Access,
+        ApiError,
+        CollectionWatch,
+        Event,
+        KubeApi,
+        LeaseLock,
+        Resource,
+    )
 
 STEP = "verify-rollout"
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -781,6 +789,7 @@ class Config:
     graces: rules.Graces
     wait_load_balancer: bool
     log_lines: int
+    notes: str | None = None
 
 
 def apply_and_wait(
@@ -984,6 +993,12 @@ def build_parser() -> StepParser:
         metavar="N",
         help="log lines of a failed container in the report (default 20)",
     )
+    parser.add_option(
+        "--notes",
+        metavar="URL",
+        help="env repo in which to record the outcome as a Git note on --commit "
+        "(refs/notes/gitops, read by gitops-history)",
+    )
     add_common_options(parser)
     parser.add_argument("--version", action="version", version=version_text())
     return parser
@@ -994,6 +1009,8 @@ def config_from_args(args: Any) -> Config:
     commit = args.commit or os.environ.get("COMMIT_SHA") or None
     if record and not commit:
         raise UsageError("--record needs --commit SHA (or GITOPS_COMMIT / COMMIT_SHA)")
+    if args.notes and not commit:
+        raise UsageError("--notes needs --commit SHA (or GITOPS_COMMIT / COMMIT_SHA)")
     if args.prune and not record:
         raise UsageError("--prune needs --record NAME (the inventory it prunes from)")
     if args.lock:
@@ -1026,6 +1043,7 @@ def config_from_args(args: Any) -> Config:
         graces=graces,
         wait_load_balancer=bool(args.wait_load_balancer),
         log_lines=20 if args.log_lines is None else max(args.log_lines, 0),
+        notes=args.notes,
     )
 
 
@@ -1115,8 +1133,7 @@ def roll_back(
 
 
 def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
-    from steps.kube import access_from_args, connect
-    from steps.live_record import read_live_record, write_live_record
+    from steps.kube import access_from_args
 
     args = build_parser().parse_step_args(argv)
     step_run.result_file = args.result_file
@@ -1128,6 +1145,33 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
         if config.rollback_dir is not None
         else None
     )
+    result = rollout(config, access, manifests, rollback_manifests)
+    if config.notes and config.commit:
+        note_outcome(config.notes, config.commit, result)
+    return result
+
+
+def note_outcome(repo: str, commit: str, result: Mapping[str, Any]) -> None:
+    """Record the verdict as a Git note; a failure to do so is only a warning."""
+    from steps.deploy_notes import record_outcome, verdict_of_rollout
+
+    outcome, reason = verdict_of_rollout(result)
+    try:
+        record_outcome(repo, commit, outcome, reason, os.environ.get("BUILD_ID") or None)
+    except StepError as exc:
+        warn(f"--notes: could not record the outcome: {exc.message}")
+
+
+def rollout(
+    config: Config,
+    access: Access,
+    manifests: Sequence[Manifest],
+    rollback_manifests: Sequence[Manifest] | None,
+) -> dict[str, Any]:
+    """Connect, lock, apply, wait, record; the result (exit_code 1 on failure)."""
+    from steps.kube import connect
+    from steps.live_record import read_live_record, write_live_record
+
     say(f"cluster: {access.describe()}")
     api = connect(access)
     namespace = config.namespace or api.default_namespace

@@ -1,8 +1,9 @@
-"""promote --require-live: production records only what verify-rollout saw running.
+"""The env build end to end: verify-rollout (--record, --notes), then promote.
 
-Real stages end to end: push-candidate writes candidates to a bare env repo,
-verify-rollout applies one of them to the Kubernetes emulator and records it
-as live, then promote decides from that record.
+Real stages: push-candidate writes candidates to a bare env repo,
+verify-rollout applies one of them to the Kubernetes emulator, records it as
+live and notes its verdict in the repo, promote --require-live decides from
+the live record, and gitops-history reads the story back.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import yaml
 from fixtures_git import git, log, write_tree
 
 from steps import verify_rollout
+from steps.history import main as history
 from steps.promote import live_verdict, same_commit
 from steps.promote import main as promote
 from steps.push_candidate import main as push_candidate
 
 
-def deployment(tag: str) -> str:
+def deployment(tag: str, behavior: str = "healthy") -> str:
     return yaml.safe_dump(
         {
             "apiVersion": "apps/v1",
@@ -32,7 +34,10 @@ def deployment(tag: str) -> str:
                 "replicas": 1,
                 "selector": {"matchLabels": {"app": "web"}},
                 "template": {
-                    "metadata": {"labels": {"app": "web"}},
+                    "metadata": {
+                        "labels": {"app": "web"},
+                        "annotations": {"sandbox.gitops-steps.dev/behavior": behavior},
+                    },
                     "spec": {"containers": [{"name": "app", "image": f"example.com/web:{tag}"}]},
                 },
             },
@@ -46,19 +51,21 @@ class Pipeline:
         self.repo, self.kube, self.work, self.monkeypatch = str(repo), kube, work, monkeypatch
         self.count = 0
 
-    def candidate(self, tag: str) -> str:
+    def candidate(self, tag: str, behavior: str = "healthy") -> str:
         self.count += 1
-        src = write_tree(self.work / f"src-{self.count}", {"deploy.yaml": deployment(tag)})
+        manifest = deployment(tag, behavior)
+        src = write_tree(self.work / f"src-{self.count}", {"deploy.yaml": manifest})
         assert push_candidate(["--repo", self.repo, "--from", str(src), "--path", "web"]) == 0
         return git("ls-remote", self.repo, "refs/heads/candidate").split()[0]
 
-    def verify(self, sha: str) -> None:
+    def verify(self, sha: str, *extra: str, expect: int = 0) -> None:
         checkout = self.work / f"checkout-{sha[:8]}"
-        git("clone", "-q", self.repo, str(checkout))
-        git("-C", str(checkout), "checkout", "-q", sha)
+        if not checkout.exists():
+            git("clone", "-q", self.repo, str(checkout))
+            git("-C", str(checkout), "checkout", "-q", sha)
         argv = ["--manifests", str(checkout / "web"), "--kubeconfig", str(self.kube.kubeconfig)]
         argv += ["--namespace", "default", "--record", "prod", "--commit", sha, "--timeout", "60s"]
-        assert verify_rollout.main(argv) == 0
+        assert verify_rollout.main([*argv, *extra]) == expect
 
     def promote(self, sha: str) -> tuple[int, dict[str, Any]]:
         result_file = self.work / "promote.json"
@@ -145,6 +152,37 @@ def test_no_live_record_is_refused(pipeline: Pipeline, capsys: pytest.CaptureFix
     assert code == 1
     assert "--require-live prod: no live record in namespace default" in capsys.readouterr().err
     assert pipeline.production() == []
+
+
+def test_verdicts_are_noted_in_the_env_repo_and_read_by_history(pipeline: Pipeline) -> None:
+    good = pipeline.candidate("v1")
+    bad = pipeline.candidate("v2", behavior="crash")
+    pipeline.verify(good, "--notes", pipeline.repo)
+    assert pipeline.promote(good)[0] == 0
+    pipeline.verify(bad, "--notes", pipeline.repo, "--failure-grace", "1s", expect=1)
+
+    notes = {
+        sha: json.loads(git("--git-dir", pipeline.repo, "notes", "--ref=gitops", "show", sha))
+        for sha in (good, bad)
+    }
+    assert notes[good]["outcome"] == "rolled-out"
+    assert notes[bad]["outcome"] == "failed"
+    assert notes[bad]["reason"].startswith("CrashLoopBackOff")
+
+    report = pipeline.work / "history.json"
+    argv = ["--repo", pipeline.repo, "--path", "web", "--format", "json", "--output", str(report)]
+    assert history(argv) == 0
+    outcomes = {a["commit"]: a["outcome"] for a in json.loads(report.read_text())["attempts"]}
+    assert outcomes == {good: "promoted", bad: "failed"}
+
+
+def test_an_unreachable_notes_repo_only_warns(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sha = pipeline.candidate("v1")
+    capsys.readouterr()
+    pipeline.verify(sha, "--notes", str(pipeline.work / "no-such-repo.git"))
+    assert "warning: --notes: could not record the outcome" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
