@@ -1,0 +1,234 @@
+"""The step images: built here with buildah, run with podman as Cloud Build runs them.
+
+Each container gets the workspace mounted the way Cloud Build mounts it
+(``-v DIR:/workspace -w /workspace``). Needs root and the Debian packages
+buildah, podman, runc and debootstrap; the base image is made once with
+debootstrap and cached (see scripts/build-images).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "app"
+TARGETS = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote")
+PREFIX = "localhost/gitops-steps"
+TAG = "dev"
+CACHE = Path(
+    os.environ.get("GITOPS_CACHE_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gitops-steps"
+)
+TOOLS = ("buildah", "podman", "runc", "debootstrap")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        any(shutil.which(tool) is None for tool in TOOLS) or os.geteuid() != 0,
+        reason="needs root and the Debian packages " + " ".join(TOOLS),
+    ),
+]
+
+
+def image(target: str) -> str:
+    return f"{PREFIX}/{target}:{TAG}"
+
+
+def podman_env() -> dict[str, str]:
+    """The image storage and settings scripts/build-images uses."""
+    return {
+        **os.environ,
+        "CONTAINERS_CONF": str(CACHE / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(CACHE / "storage.conf"),
+    }
+
+
+def podman(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    argv = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", *args]
+    return subprocess.run(
+        argv, env=podman_env(), capture_output=True, text=True, check=False, timeout=timeout
+    )
+
+
+def run_step(
+    target: str, workspace: Path, *args: str, entrypoint: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``docker run --rm -v "$PWD:/workspace" -w /workspace IMAGE ARGS``, as on Cloud Build."""
+    options: list[str] = ["--rm", "--network", "none", "-v", f"{workspace}:/workspace"]
+    options += ["-w", "/workspace"]
+    if entrypoint is not None:
+        options += ["--entrypoint", entrypoint]
+    return podman("run", *options, image(target), *args)
+
+
+@pytest.fixture(scope="module")
+def images() -> Sequence[str]:
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "build-images"), *TARGETS],
+        cwd=REPO,
+        env={**os.environ, "STEPS_IMAGE_PREFIX": PREFIX, "STEPS_TAG": TAG},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return TARGETS
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_help_runs_in_each_image(images: Sequence[str], target: str, tmp_path: Path) -> None:
+    proc = run_step(target, tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: gitops-{target}")
+    assert "GITOPS_RESULT_FILE" in proc.stdout
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_image_holds_only_its_stage(
+    images: Sequence[str], target: str, tmp_path: Path
+) -> None:
+    probe = (
+        "import importlib.util as u, shutil, steps, pathlib, json\n"
+        "print(json.dumps({\n"
+        "  'sandbox': (pathlib.Path(steps.__file__).parent / 'sandbox').exists(),\n"
+        "  'git': shutil.which('git') is not None,\n"
+        "  'pip': u.find_spec('pip') is not None,\n"
+        "  'kubernetes': u.find_spec('kubernetes') is not None,\n"
+        "  'gitpython': u.find_spec('git') is not None,\n"
+        "  'google_auth': u.find_spec('google') is not None\n"
+        "                 and u.find_spec('google.auth') is not None,\n"
+        "  'pytest': u.find_spec('pytest') is not None,\n"
+        "  'caches': [p for p in ('/root/.cache/pip', '/var/lib/apt/lists/partial')\n"
+        "             if pathlib.Path(p).exists()],\n"
+        "}))\n"
+    )
+    proc = run_step(target, tmp_path, "-c", probe, entrypoint="/opt/gitops-steps/bin/python")
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    git_stage = target in ("push-candidate", "promote")
+    assert found == {
+        "sandbox": False,
+        "git": git_stage,
+        "pip": target == "test",
+        "kubernetes": target in ("verify-rollout", "promote"),
+        "gitpython": git_stage,
+        "google_auth": target in ("update-manifest", "verify-rollout", "promote"),
+        "pytest": target == "test",
+        "caches": [],
+    }
+    labels = json.loads(
+        podman("image", "inspect", image(target), "--format", "{{json .Labels}}").stdout
+    )
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert len(labels["org.opencontainers.image.revision"].split("-")[0]) == 40
+    entrypoint = podman(
+        "image", "inspect", image(target), "--format", "{{json .Config.Entrypoint}}"
+    )
+    assert json.loads(entrypoint.stdout) == [f"/opt/gitops-steps/bin/gitops-{target}"]
+
+
+@pytest.mark.parametrize("target", ["verify-rollout", "promote"])
+def test_the_kubernetes_client_imports_without_its_async_half(
+    images: Sequence[str], target: str, tmp_path: Path
+) -> None:
+    modules = "client config dynamic watch stream utils leaderelection informer"
+    probe = "import kubernetes\n" + "".join(f"import kubernetes.{m}\n" for m in modules.split())
+    probe += "import steps.kube, steps.verify_rollout\n"
+    proc = run_step(target, tmp_path, "-c", probe, entrypoint="/opt/gitops-steps/bin/python")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_update_manifest_renders_the_example(images: Sequence[str], tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLE / "k8s", tmp_path / "k8s")
+    proc = run_step(
+        "update-manifest",
+        tmp_path,
+        "--from",
+        "k8s",
+        "--to",
+        "out",
+        "--set",
+        "PROJECT_ID=demo-project",
+        "--image",
+        "us-docker.pkg.dev/demo-project/apps/hello:v1.2.3",
+        "--result-file",
+        "out-result.json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    deployment = (tmp_path / "out" / "deployment.yaml").read_text()
+    assert 'image: "us-docker.pkg.dev/demo-project/apps/hello:v1.2.3"' in deployment
+    assert "${PROJECT_ID}" not in deployment
+    assert "# pinned on deploy" in deployment
+    service = (tmp_path / "out" / "service.yaml").read_bytes()
+    assert service == (EXAMPLE / "k8s" / "service.yaml").read_bytes()
+    result = json.loads((tmp_path / "out-result.json").read_text())
+    assert result["status"] == "changed"
+    assert result["files_changed"] == ["k8s/deployment.yaml.tpl"]
+
+
+def test_gitops_test_runs_the_example_tests(images: Sequence[str], tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLE, tmp_path / "app")
+    proc = run_step("test", tmp_path, "--workdir", "app", "--result-file", "test.json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "test.json").read_text())
+    assert (result["status"], result["passed"], result["failed"]) == ("passed", 2, 0)
+    assert (tmp_path / "test-results" / "junit.xml").is_file()
+    (tmp_path / "app" / "test_more.py").write_text("def test_broken():\n    assert False\n")
+    proc = run_step("test", tmp_path, "--workdir", "app", "--result-file", "test.json")
+    assert proc.returncode == 1, proc.stderr
+    assert "FAILED test_more.py::test_broken" in proc.stderr
+
+
+def test_push_candidate_and_promote_use_git_in_their_images(
+    images: Sequence[str], tmp_path: Path
+) -> None:
+    git = ["git", "-c", "init.defaultBranch=production"]
+    subprocess.run([*git, "init", "-q", "--bare", str(tmp_path / "env.git")], check=True)
+    shutil.copytree(EXAMPLE / "k8s", tmp_path / "manifests")
+    (tmp_path / "manifests" / "deployment.yaml.tpl").rename(
+        tmp_path / "manifests" / "deployment.yaml"
+    )
+    proc = run_step(
+        "push-candidate",
+        tmp_path,
+        "--repo",
+        "/workspace/env.git",
+        "--from",
+        "manifests",
+        "--path",
+        "hello",
+        "--result-file",
+        "push.json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    commit = json.loads((tmp_path / "push.json").read_text())["commit"]
+    files = subprocess.run(
+        ["git", "-C", str(tmp_path / "env.git"), "ls-tree", "-r", "--name-only", "candidate"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert files == ["hello/deployment.yaml", "hello/service.yaml"]
+    proc = run_step(
+        "promote",
+        tmp_path,
+        "--repo",
+        "/workspace/env.git",
+        "--commit",
+        commit,
+        "--path",
+        "hello",
+        "--result-file",
+        "promote.json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "promote.json").read_text())["status"] == "pushed"
