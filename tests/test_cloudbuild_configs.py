@@ -1,0 +1,246 @@
+"""The Cloud Build configs users copy: they parse, and every part lines up.
+
+- every flag a step passes to one of our stages is one its parser accepts;
+- every ``$_VAR`` used is defined (with a default) and every one defined is
+  used; other ``$VAR`` are Cloud Build built-ins; ``$$`` is an escape;
+- step ids are unique and ``waitFor`` names earlier steps;
+- secrets come from ``availableSecrets``;
+- the step images the pipelines run are the ones cloudbuild/steps.yaml pushes,
+  built from the targets of Dockerfile.steps;
+- with the defaults, the app build's test and update-manifest steps work on
+  the example app.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from steps.cli import env_name
+
+REPO = Path(__file__).resolve().parent.parent
+CLOUDBUILD = REPO / "cloudbuild"
+CONFIGS = ("app.yaml", "env.yaml", "steps.yaml")
+STAGE_MODULES = {
+    "test": "steps.test_stage",
+    "update-manifest": "steps.update_manifest",
+    "push-candidate": "steps.push_candidate",
+    "verify-rollout": "steps.verify_rollout",
+    "promote": "steps.promote",
+}
+STEPS_IMAGE = re.compile(r"^\$\{_STEPS_IMAGE_PREFIX\}/(?P<stage>[a-z-]+):\$\{_STEPS_VERSION\}$")
+BUILT_INS = {
+    "PROJECT_ID",
+    "BUILD_ID",
+    "PROJECT_NUMBER",
+    "LOCATION",
+    "TRIGGER_NAME",
+    "COMMIT_SHA",
+    "REVISION_ID",
+    "SHORT_SHA",
+    "REPO_NAME",
+    "REPO_FULL_NAME",
+    "BRANCH_NAME",
+    "TAG_NAME",
+    "REF_NAME",
+    "TRIGGER_BUILD_CONFIG_PATH",
+    "SERVICE_ACCOUNT_EMAIL",
+    "SERVICE_ACCOUNT",
+}
+_TOKEN = re.compile(r"\$\$|\$\{(?P<braced>\w+)\}|\$(?P<bare>\w+)")
+
+
+def load(name: str) -> dict[str, Any]:
+    data = yaml.safe_load((CLOUDBUILD / name).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def names_used(value: Any) -> set[str]:
+    """Substitution names in every string of ``value`` (``$$`` is a literal ``$``)."""
+    if isinstance(value, str):
+        return {
+            m.group("braced") or m.group("bare")
+            for m in _TOKEN.finditer(value)
+            if m.group(0) != "$$"
+        }
+    if isinstance(value, dict):
+        return set().union(*(names_used(v) for v in value.values()), set())
+    if isinstance(value, list):
+        return set().union(*(names_used(v) for v in value), set())
+    return set()
+
+
+def substitute(text: str, values: dict[str, str]) -> str:
+    """What Cloud Build does to an argument (defaults, built-ins, ``$$``)."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group("braced") or match.group("bare")
+        return substitute(values[name], values)
+
+    return _TOKEN.sub(one, text)
+
+
+def stage_args(step: dict[str, Any]) -> list[str]:
+    """The arguments our stage gets: ``args``, or those after ``sh -c SCRIPT NAME``."""
+    args = [str(a) for a in step.get("args", [])]
+    if step.get("entrypoint") == "sh":
+        assert args[0] == "-c", step["id"]
+        return args[3:]
+    assert "entrypoint" not in step, f"{step['id']}: unexpected entrypoint"
+    return args
+
+
+def our_steps(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for step in config["steps"]:
+        match = STEPS_IMAGE.match(step["name"])
+        if match:
+            found.append((match.group("stage"), step))
+    return found
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_ids_are_unique_and_wait_for_earlier_steps(name: str) -> None:
+    seen: list[str] = []
+    for step in load(name)["steps"]:
+        step_id = step.get("id")
+        assert step_id, f"{name}: every step has an id"
+        assert step_id not in seen, f"{name}: duplicate id {step_id}"
+        for other in step.get("waitFor", []):
+            assert other == "-" or other in seen, f"{name}: {step_id} waits for unknown {other}"
+        seen.append(step_id)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_substitutions_are_defined_and_used(name: str) -> None:
+    config = load(name)
+    defined = config.get("substitutions", {})
+    for key, value in defined.items():
+        assert re.fullmatch(r"_[A-Z0-9_]+", key), f"{name}: {key} is not a user substitution"
+        assert isinstance(value, str) and value, f"{name}: {key} has no default"
+    body = {k: v for k, v in config.items() if k != "substitutions"}
+    used = names_used(body) | names_used(defined)
+    user = {n for n in used if n.startswith("_")}
+    assert user <= set(defined), f"{name}: undefined {sorted(user - set(defined))}"
+    assert set(defined) <= names_used(body) | names_used(list(defined.values())), (
+        f"{name}: defined but unused {sorted(set(defined) - names_used(body))}"
+    )
+    others = used - user
+    assert others <= BUILT_INS, f"{name}: not built-in: {sorted(others - BUILT_INS)}"
+    if any("${PROJECT_ID}" in v for v in defined.values()):
+        assert config["options"]["dynamicSubstitutions"] is True
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_secrets_come_from_secret_manager(name: str) -> None:
+    config = load(name)
+    available = {
+        entry["env"] for entry in config.get("availableSecrets", {}).get("secretManager", [])
+    }
+    for entry in config.get("availableSecrets", {}).get("secretManager", []):
+        assert re.fullmatch(
+            r"projects/\$PROJECT_ID/secrets/\$\{_\w+\}/versions/\w+", entry["versionName"]
+        )
+    wanted = {s for step in config["steps"] for s in step.get("secretEnv", [])}
+    assert wanted <= available
+    assert available <= wanted, f"{name}: secrets no step uses: {sorted(available - wanted)}"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_flags_are_ones_the_stages_accept(name: str) -> None:
+    config = load(name)
+    values = {**{n: f"x{n.lower()}" for n in BUILT_INS}, **config.get("substitutions", {})}
+    for stage, step in our_steps(config):
+        parser = importlib.import_module(STAGE_MODULES[stage]).build_parser()
+        known = set(parser._option_string_actions)
+        args = stage_args(step)
+        for arg in args:
+            if arg.startswith("--"):
+                flag = arg.split("=", 1)[0]
+                assert flag in known, f"{name}: step {step['id']}: {stage} has no {flag}"
+        if args != ["--help"]:
+            parser.parse_args([substitute(arg, values) for arg in args])
+        if step.get("entrypoint") == "sh":
+            script = step["args"][1]
+            for variable in re.findall(r"\b(GITOPS_[A-Z_]+)=", script):
+                assert variable in {env_name(flag) for flag in known if flag.startswith("--")}
+
+
+def test_pipelines_run_the_images_steps_yaml_pushes() -> None:
+    steps_config = load("steps.yaml")
+    pushed = set(steps_config["images"])
+    targets = set(re.findall(r"^FROM \S+ AS (\S+)$", (REPO / "Dockerfile.steps").read_text(), re.M))
+    built = set()
+    for step in steps_config["steps"]:
+        args = [str(a) for a in step.get("args", [])]
+        if args[:1] == ["build"]:
+            target = args[args.index("--target") + 1]
+            tag = args[args.index("-t") + 1]
+            assert target in targets
+            assert tag == f"${{_STEPS_IMAGE_PREFIX}}/{target}:${{_STEPS_VERSION}}"
+            built.add(tag)
+    assert pushed == built
+    assert {STEPS_IMAGE.match(image).group("stage") for image in pushed} == set(STAGE_MODULES)  # type: ignore[union-attr]
+    for name in ("app.yaml", "env.yaml"):
+        config = load(name)
+        for _, step in our_steps(config):
+            assert step["name"] in pushed, f"{name}: {step['name']} is not pushed by steps.yaml"
+        for key in ("_STEPS_IMAGE_PREFIX", "_STEPS_VERSION"):
+            assert config["substitutions"][key] == steps_config["substitutions"][key]
+    stages_run = {stage for n in ("app.yaml", "env.yaml") for stage, _ in our_steps(load(n))}
+    assert stages_run == set(STAGE_MODULES)
+
+
+def test_env_build_passes_what_the_issue_asks() -> None:
+    config = load("env.yaml")
+    steps = {step["id"]: step for step in config["steps"]}
+    verify = stage_args(steps["verify-rollout"])
+    for flag in ("--lock=", "--record=", "--commit=$COMMIT_SHA"):
+        assert any(arg.startswith(flag) for arg in verify), flag
+    assert "GITOPS_ROLLBACK_ON_FAILURE" in steps["verify-rollout"]["args"][1]
+    promote = stage_args(steps["promote"])
+    assert any(arg.startswith("--require-live=") for arg in promote)
+    assert steps["promote"]["waitFor"] == ["verify-rollout"]
+
+
+def test_app_build_steps_work_on_the_example(tmp_path: Path) -> None:
+    """With the defaults, test and update-manifest run on the example as the app repo."""
+    config = load("app.yaml")
+    values = {
+        **config["substitutions"],
+        "PROJECT_ID": "demo-project",
+        "SHORT_SHA": "abc1234",
+        "COMMIT_SHA": "abc1234" + "0" * 33,
+        "BUILD_ID": "build-1",
+    }
+    workspace = tmp_path / "workspace"
+    shutil.copytree(REPO / "examples" / "app", workspace)
+    steps = dict(our_steps(config))
+    for stage in ("test", "update-manifest"):
+        args = [substitute(arg, values) for arg in stage_args(steps[stage])]
+        args = [a for a in args if a != "--resolve-digests"]  # no registry here
+        args = [a.replace("=/pip-cache", f"={tmp_path / 'pip-cache'}") for a in args]
+        proc = subprocess.run(
+            [sys.executable, "-m", STAGE_MODULES[stage], *args],
+            cwd=workspace,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, f"{stage}: {proc.stderr}"
+    rendered = (workspace / "out" / "manifests" / "deployment.yaml").read_text()
+    assert "us-docker.pkg.dev/demo-project/apps/hello:abc1234" in rendered
+    result = json.loads((workspace / "out" / "test.json").read_text())
+    assert result["passed"] == 2
