@@ -188,6 +188,26 @@ def test_gitops_test_runs_the_example_tests(images: Sequence[str], tmp_path: Pat
     assert "FAILED test_more.py::test_broken" in proc.stderr
 
 
+def test_gitops_test_installs_requirements_in_its_image(
+    images: Sequence[str], tmp_path: Path
+) -> None:
+    """pip in the test image installs the app's requirements (a local wheel: no network)."""
+    from test_test_stage import GREETLIB, USES_GREETLIB, make_wheel, write_app
+
+    wheel = make_wheel(tmp_path, "greetlib", "1.0", GREETLIB)
+    write_app(
+        tmp_path / "app",
+        {"requirements.txt": f"/workspace/{wheel.name}\n", "test_it.py": USES_GREETLIB},
+    )
+    proc = run_step("test", tmp_path, "--workdir", "app", "--pip-cache-dir", "/workspace/.pip")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 passed" in proc.stderr
+    (tmp_path / "app" / "requirements.txt").write_text("greetlib==>1\n")
+    proc = run_step("test", tmp_path, "--workdir", "app")
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot install the requirements: greetlib==>1: invalid requirement" in proc.stderr
+
+
 def test_push_candidate_and_promote_use_git_in_their_images(
     images: Sequence[str], tmp_path: Path
 ) -> None:
