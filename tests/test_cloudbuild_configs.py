@@ -37,6 +37,8 @@ STAGE_MODULES = {
     "verify-rollout": "steps.verify_rollout",
     "promote": "steps.promote",
 }
+# Commands a step may run in a stage's image through ``entrypoint: gitops-X``.
+COMMAND_MODULES = {**STAGE_MODULES, "history": "steps.history"}
 STEPS_IMAGE = re.compile(r"^\$\{_STEPS_IMAGE_PREFIX\}/(?P<stage>[a-z-]+):\$\{_STEPS_VERSION\}$")
 BUILT_INS = {
     "PROJECT_ID",
@@ -98,8 +100,17 @@ def stage_args(step: dict[str, Any]) -> list[str]:
     if step.get("entrypoint") == "sh":
         assert args[0] == "-c", step["id"]
         return args[3:]
-    assert "entrypoint" not in step, f"{step['id']}: unexpected entrypoint"
+    entrypoint = step.get("entrypoint")
+    assert entrypoint is None or entrypoint.removeprefix("gitops-") in COMMAND_MODULES, (
+        f"{step['id']}: unexpected entrypoint {entrypoint}"
+    )
     return args
+
+
+def command_of(stage: str, step: dict[str, Any]) -> str:
+    """The command a step runs: its image's stage, or ``gitops-X`` as entrypoint."""
+    entrypoint = str(step.get("entrypoint", ""))
+    return entrypoint.removeprefix("gitops-") if entrypoint.startswith("gitops-") else stage
 
 
 def our_steps(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -162,8 +173,9 @@ def test_secrets_come_from_secret_manager(name: str) -> None:
 def test_flags_are_ones_the_stages_accept(name: str) -> None:
     config = load(name)
     values = {**{n: f"x{n.lower()}" for n in BUILT_INS}, **config.get("substitutions", {})}
-    for stage, step in our_steps(config):
-        parser = importlib.import_module(STAGE_MODULES[stage]).build_parser()
+    for image_stage, step in our_steps(config):
+        stage = command_of(image_stage, step)
+        parser = importlib.import_module(COMMAND_MODULES[stage]).build_parser()
         known = set(parser._option_string_actions)
         args = stage_args(step)
         for arg in args:
@@ -207,8 +219,11 @@ def test_env_build_passes_what_the_issue_asks() -> None:
     config = load("env.yaml")
     steps = {step["id"]: step for step in config["steps"]}
     verify = stage_args(steps["verify-rollout"])
-    for flag in ("--lock=", "--record=", "--commit=$COMMIT_SHA"):
+    for flag in ("--lock=", "--record=", "--commit=$COMMIT_SHA", "--prune", "--notes="):
         assert any(arg.startswith(flag) for arg in verify), flag
+    assert steps["verify-rollout"]["secretEnv"] == ["GIT_TOKEN"]  # --notes pushes
+    history = stage_args(steps["history"])
+    assert "--format=html" in history and steps["history"]["allowFailure"] is True
     assert "GITOPS_ROLLBACK_ON_FAILURE" in steps["verify-rollout"]["args"][1]
     promote = stage_args(steps["promote"])
     assert any(arg.startswith("--require-live=") for arg in promote)

@@ -113,7 +113,7 @@ def test_each_image_holds_only_its_stage(
     proc = run_step(target, tmp_path, "-c", probe, entrypoint="/opt/gitops-steps/bin/python")
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
-    git_stage = target in ("push-candidate", "promote")
+    git_stage = target in ("push-candidate", "verify-rollout", "promote")
     assert found == {
         "sandbox": False,
         "git": git_stage,
