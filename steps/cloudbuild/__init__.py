@@ -1,0 +1,1 @@
+"""gitops-cloudbuild: validate and run cloudbuild.yaml files locally (tests, demo)."""
