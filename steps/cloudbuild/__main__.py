@@ -9,7 +9,7 @@ from collections.abc import Sequence
 COMMANDS = {
     "validate": ("steps.cloudbuild.validate", "check a config as Cloud Build would"),
     "run": ("steps.cloudbuild.run", "run a config locally"),
-    "rerun": ("steps.cloudbuild.run", "run a recorded build again, exactly"),
+    "rerun": ("steps.cloudbuild.rerun", "run a recorded build again, exactly"),
     "demo": ("steps.cloudbuild.demo", "the whole pipeline in the local sandbox"),
 }
 
@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gitops-cloudbuild: error: unknown command {name!r}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main([name, *rest] if name == "rerun" else rest))
+    return int(module.main(rest))
 
 
 if __name__ == "__main__":
