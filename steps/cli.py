@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
@@ -203,6 +204,28 @@ def _write_quietly(result: dict[str, Any], result_file: str | None) -> None:
         write_result(result, result_file)
     except OSError as exc:
         say(f"warning: could not write the result file {result_file}: {exc.strerror}")
+
+
+def run_command(
+    prog: str, commands: Mapping[str, tuple[str, str]], argv: Sequence[str] | None
+) -> int:
+    """Dispatch ``prog COMMAND ...`` to ``commands[COMMAND]``: (module, summary).
+
+    Each module has its own ``main(argv) -> int`` and is imported only when
+    chosen, so one command's dependencies never slow down another.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(f"usage: {prog} COMMAND [options]\n\ncommands:")
+        for name, (_, about) in commands.items():
+            print(f"  {name:10} {about}")
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in commands:
+        print(f"{prog}: error: unknown command {name!r} (see {prog} --help)", file=sys.stderr)
+        return 2
+    module = importlib.import_module(commands[name][0])
+    return int(module.main(rest))
 
 
 def version_text() -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
+
+from steps.cli import run_command
 
 # Each service is a module of this package with its own ``main(argv) -> int``.
 SERVICES = {
@@ -17,18 +18,7 @@ SERVICES = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print("usage: gitops-sandbox SERVICE [options]\n\nservices:")
-        for name, (_, about) in SERVICES.items():
-            print(f"  {name:10} {about}")
-        return 0 if args else 2
-    name, rest = args[0], args[1:]
-    if name not in SERVICES:
-        print(f"gitops-sandbox: error: unknown service {name!r}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(SERVICES[name][0])
-    return int(module.main(rest))
+    return run_command("gitops-sandbox", SERVICES, argv)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from steps.sandbox.service import Service
 
 HOST = "127.0.0.1"
 DEFAULT_CLUSTER = "projects/sandbox-project/locations/europe-west1/clusters/sandbox"
@@ -112,7 +113,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class GcpSandbox:
+class GcpSandbox(Service):
     """The metadata server and Container API stand-in on 127.0.0.1."""
 
     def __init__(
@@ -143,17 +144,6 @@ class GcpSandbox:
         if server is not None:
             server.shutdown()
             server.server_close()
-
-    def __enter__(self) -> GcpSandbox:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- what it serves
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import unquote
 
+from steps.sandbox.service import Service
+
 HOST = "127.0.0.1"
 _MAX_BODY = 512 * 1024 * 1024
 
@@ -174,7 +176,7 @@ def _split_cgi(output: bytes) -> tuple[str, bytes]:
     return output[:at].decode("latin-1"), output[at + len(sep) :]
 
 
-class GitServer:
+class GitServer(Service):
     """A loopback smart-HTTP Git server; a context manager for tests."""
 
     def __init__(
@@ -223,12 +225,6 @@ class GitServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-
-    def __enter__(self) -> GitServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

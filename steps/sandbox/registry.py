@@ -28,10 +28,10 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from steps.errors import ExternalError, UsageError
+from steps.sandbox.service import Service
 
 DOCKER_REGISTRY = "/usr/bin/docker-registry"
 HOST = "127.0.0.1"
@@ -47,7 +47,7 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
-class LocalRegistry:
+class LocalRegistry(Service):
     """``docker-registry serve`` on 127.0.0.1, optionally behind htpasswd basic auth.
 
     Storage goes to ``directory`` when given (kept), else to a temp dir
@@ -190,17 +190,6 @@ class LocalRegistry:
             username=self.username,
             password=self.password,
         )
-
-    def __enter__(self) -> LocalRegistry:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def registry_config(storage: Path, port: int, htpasswd: Path | None) -> str:

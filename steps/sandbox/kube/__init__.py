@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
@@ -45,6 +44,7 @@ from steps.sandbox.kube.server import ApiServer
 from steps.sandbox.kube.store import HISTORY, clone
 from steps.sandbox.kube.timings import Timings
 from steps.sandbox.kube.tls import make_certificate
+from steps.sandbox.service import Service
 
 __all__ = ["BEHAVIOR", "BEHAVIORS", "FaultInjector", "KubeEmulator", "Timings", "main"]
 
@@ -53,7 +53,7 @@ CONTEXT = "sandbox"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
-class KubeEmulator:
+class KubeEmulator(Service):
     """The emulator: an API server on 127.0.0.1 plus controllers and a kubelet.
 
     ``start()`` serves, writes the kubeconfig (context ``sandbox``, no
@@ -161,17 +161,6 @@ class KubeEmulator:
         self._threads = []
         # The kubeconfig stays (pointing at a closed port) until the process exits,
         # so a client holding it sees an unreachable cluster rather than a missing file.
-
-    def __enter__(self) -> KubeEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _loop(self) -> None:
         """The controller manager and kubelet, one pass per tick."""
