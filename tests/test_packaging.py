@@ -14,7 +14,8 @@ SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scrip
 STAGES = {
     name: target.split(":")[0]
     for name, target in SCRIPTS.items()
-    if name != "gitops-sandbox"
+    # Dispatchers (gitops-sandbox, gitops-cloudbuild) are tools, not stages.
+    if not target.endswith("__main__:main")
     and (REPO / (target.split(":")[0].replace(".", "/") + ".py")).exists()
 }
 HEAVY = ("git", "kubernetes", "google")
