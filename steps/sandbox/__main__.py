@@ -14,6 +14,8 @@ SERVICES = {
     "kube": ("steps.sandbox.kube", "a Kubernetes API emulator with controllers and a fake kubelet"),
     "gcp": ("steps.sandbox.gcp", "a GCE metadata server and a GKE Container API stand-in"),
     "demo": ("steps.sandbox.demo", "update-manifest on the bundled example, with a registry"),
+    "up": ("steps.sandbox.up", "all of them in the background, with app and env repos"),
+    "down": ("steps.sandbox.down", "stop what up started"),
 }
 
 

@@ -1,0 +1,242 @@
+"""The sandbox's Cloud Build trigger on the env repo's ``candidate`` branch.
+
+``env.git`` gets a post-receive hook (``install_hook``) that, for each push to
+``refs/heads/candidate``, starts a detached ``run`` and returns at once, as a
+trigger queues a build without holding up the push. ``run`` checks the pushed
+commit out (Cloud Build fetches the source of the commit it was triggered by)
+and runs ``gitops-cloudbuild run`` on that checkout's ``cloudbuild.yaml`` with
+the trigger's built-ins (``COMMIT_SHA``, ``SHORT_SHA``, ``BRANCH_NAME``,
+``REPO_NAME``) and substitutions. The Git token reaches the build through
+``--secret-env-file``, never a command line.
+
+Each triggered build leaves ``DIR/triggers/NNNN.json`` (commit, status,
+exit code, log) and its output in ``DIR/logs/build-NNNN.log``;
+``wait_for_builds`` reads them back.
+
+``serve-git`` is the sandbox's Git server process: the loopback server of
+``steps.sandbox.gitserver`` with the token read from ``DIR/secrets.env``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from steps.sandbox import up as sandbox
+
+BRANCH = "candidate"
+REPO_NAME = "env"
+TRIGGER_NAME = "env-candidate"
+BUILD_TIMEOUT = 900.0
+ZERO = "0" * 40
+
+
+def install_hook(layout: sandbox.Layout, *, engine: str = "process") -> Path:
+    """Write ``env.git``'s post-receive hook, which hands pushes to ``hook``."""
+    hook = layout.git_root / "env.git" / "hooks" / "post-receive"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "steps.sandbox.triggers", "hook", "--dir", str(layout.root)]
+    argv += ["--engine", engine]
+    home = os.environ.get("HOME") or str(Path.home())
+    hook.write_text(
+        "#!/bin/sh\n"
+        "# gitops-sandbox: a push to candidate starts the env build, as a Cloud Build\n"
+        "# trigger would; the build runs detached, so the push does not wait for it.\n"
+        f"export HOME={shlex.quote(home)}\n"
+        f"exec {shlex.join(argv)}\n"
+    )
+    hook.chmod(0o755)
+    return hook
+
+
+def pushed_commits(lines: Sequence[str], branch: str = BRANCH) -> list[str]:
+    """The new tips of ``branch`` in post-receive's ``OLD NEW REF`` lines (pure)."""
+    commits = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == f"refs/heads/{branch}" and parts[1] != ZERO:
+            commits.append(parts[1])
+    return commits
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment without the hook's Git variables (GIT_DIR, GIT_CONFIG_*, ...)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITOPS_"))}
+
+
+def _new_record(layout: sandbox.Layout, record: Mapping[str, Any]) -> int:
+    """Claim the next ``triggers/NNNN.json`` (atomic); its number."""
+    layout.triggers.mkdir(parents=True, exist_ok=True)
+    number = len(list(layout.triggers.glob("*.json"))) + 1
+    while True:
+        path = layout.triggers / f"{number:04d}.json"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            number += 1
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump({**record, "number": number}, handle)
+        return number
+
+
+def _update_record(layout: sandbox.Layout, number: int, **changes: Any) -> dict[str, Any]:
+    path = layout.triggers / f"{number:04d}.json"
+    record: dict[str, Any] = json.loads(path.read_text())
+    record.update(changes)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, path)
+    return record
+
+
+def start_build(layout: sandbox.Layout, commit: str, *, engine: str = "process") -> int:
+    """Queue the env build for ``commit``, detached; the trigger record's number."""
+    record = {"trigger": TRIGGER_NAME, "commit": commit, "status": "QUEUED", "queued": time.time()}
+    number = _new_record(layout, record)
+    argv = [sys.executable, "-m", "steps.sandbox.triggers", "run", "--dir", str(layout.root)]
+    argv += ["--number", str(number), "--engine", engine]
+    sandbox.spawn(layout, f"build-{number:04d}", argv, _clean_env())
+    return number
+
+
+def run_build(layout: sandbox.Layout, number: int, *, engine: str = "process") -> int:
+    """Check the commit out and run the env repo's cloudbuild.yaml on it; the exit code."""
+    record = _update_record(layout, number, status="WORKING", started=time.time())
+    commit = str(record["commit"])
+    values = sandbox.read_env(layout.root)
+    source = layout.builds / f"trigger-{number:04d}" / "source"
+    if source.exists():
+        shutil.rmtree(source)
+    source.parent.mkdir(parents=True, exist_ok=True)
+    log = layout.log(f"build-{number:04d}")
+    try:
+        sandbox.git("clone", "--quiet", "--no-checkout", values["ENV_REPO_DIR"], str(source))
+        sandbox.git("-C", str(source), "checkout", "--quiet", commit)
+    except Exception as exc:
+        _update_record(layout, number, status="FAILURE", exit_code=2, error=str(exc))
+        return 2
+    subs = {
+        "COMMIT_SHA": commit,
+        "SHORT_SHA": commit[:7],
+        "BRANCH_NAME": BRANCH,
+        "REPO_NAME": REPO_NAME,
+        **sandbox.substitutions(values, "env"),
+    }
+    argv = [sys.executable, "-m", "steps.cloudbuild", "run", str(source / "cloudbuild.yaml")]
+    argv += ["--source", str(source), "--engine", engine]
+    argv += ["--substitutions", ",".join(f"{k}={v}" for k, v in subs.items())]
+    argv += ["--secret-env-file", values["SECRET_ENV_FILE"]]
+    env = {**_clean_env(), **build_environ(values)}
+    print(f"gitops-sandbox: trigger {TRIGGER_NAME}: {shlex.join(argv)}", flush=True)
+    try:
+        done = subprocess.run(
+            argv,
+            env=env,
+            cwd=source.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=sys.stdout,
+            stderr=subprocess.STDOUT,
+            timeout=BUILD_TIMEOUT,
+            check=False,
+        )
+        code = done.returncode
+    except subprocess.TimeoutExpired:
+        code = 124
+    status = "SUCCESS" if code == 0 else "FAILURE"
+    _update_record(
+        layout, number, status=status, exit_code=code, finished=time.time(), log=str(log)
+    )
+    return code
+
+
+def build_environ(values: Mapping[str, str]) -> dict[str, str]:
+    """What a local build needs to reach the sandbox (never the Git token)."""
+    names = ("KUBECONFIG", "GCE_METADATA_HOST", "GCE_METADATA_IP", "GITOPS_CONTAINER_API_URL")
+    return {name: values[name] for name in names if name in values}
+
+
+def builds(root: Path) -> list[dict[str, Any]]:
+    """Every triggered build's record, oldest first."""
+    directory = sandbox.Layout(Path(root).resolve()).triggers
+    records = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        with contextlib.suppress(ValueError, OSError):
+            records.append(json.loads(path.read_text()))
+    return records
+
+
+def wait_for_builds(root: Path, count: int, timeout: float = 600.0) -> list[dict[str, Any]]:
+    """Bounded wait until ``count`` triggered builds have finished; all records."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = builds(root)
+        finished = [r for r in records if r.get("status") in ("SUCCESS", "FAILURE")]
+        if len(finished) >= count and len(finished) == len(records):
+            return records
+        if time.monotonic() > deadline:
+            states = ", ".join(f"{r['number']}:{r.get('status')}" for r in records)
+            raise TimeoutError(f"{count} triggered builds not finished in {timeout:.0f}s: {states}")
+        time.sleep(0.1)
+
+
+# -- the processes ---------------------------------------------------------------------
+
+
+def serve_git(layout: sandbox.Layout, port: int) -> int:
+    from steps.sandbox.gitserver import GitServer
+
+    token = sandbox.parse_env(layout.secrets.read_text())["GIT_TOKEN"]
+    server = GitServer(layout.git_root, port, user=sandbox.GIT_USER, password=token)
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    server.start()
+    print(f"gitops-sandbox git: serving {layout.git_root} at {server.url}/", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        stopping.wait()
+    server.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m steps.sandbox.triggers", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("command", choices=("hook", "run", "serve-git"))
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--engine", default="process")
+    parser.add_argument("--number", type=int, help="run: the trigger record to build")
+    parser.add_argument("--port", type=int, default=0, help="serve-git: the port")
+    args = parser.parse_args(argv)
+    layout = sandbox.Layout(Path(args.dir).resolve())
+    if args.command == "serve-git":
+        return serve_git(layout, args.port)
+    if args.command == "run":
+        if args.number is None:
+            parser.error("run needs --number")
+        return run_build(layout, args.number, engine=args.engine)
+    for commit in pushed_commits(sys.stdin.read().splitlines()):
+        number = start_build(layout, commit, engine=args.engine)
+        print(f"gitops-sandbox: trigger {TRIGGER_NAME}: build {number} for {commit[:12]} queued")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,467 @@
+"""``gitops-sandbox up``: the whole pipeline's outside world, on loopback, in the background.
+
+Starts four detached processes, each with a pid file under ``DIR/run`` and a
+log under ``DIR/logs``:
+
+- ``registry``: Debian's docker-registry (storage in ``DIR/registry``);
+- ``git``: a Git server over HTTP (basic auth, user ``x-access-token``, the
+  token in ``DIR/secrets.env``) holding ``app.git`` (``examples/app`` as its
+  first commit on ``main``, with ``cloudbuild/app.yaml`` as its
+  ``cloudbuild.yaml``) and ``env.git`` (``cloudbuild/env.yaml`` as its
+  ``cloudbuild.yaml`` on ``main`` and ``production``);
+- ``kube``: the Kubernetes emulator, asking that registry whether images exist;
+- ``gcp``: a GCE metadata server and a GKE API stand-in serving the emulator as
+  cluster ``projects/sandbox-project/locations/europe-west1/clusters/sandbox``.
+
+A push to ``env.git``'s ``candidate`` branch runs the env build, as a Cloud
+Build trigger would (``steps.sandbox.triggers``). Everything other commands
+need is in ``DIR/sandbox.env`` (``set -a; . DIR/sandbox.env; set +a``); the
+token also sits alone in ``DIR/secrets.env``, the builds' ``--secret-env-file``.
+``gitops-sandbox down --dir DIR`` stops it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from steps.errors import ExternalError, StepError, UsageError
+from steps.sandbox.gcp import DEFAULT_CLUSTER
+from steps.sandbox.registry import free_port
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_APP = REPO / "examples" / "app"
+APP_CONFIG = REPO / "cloudbuild" / "app.yaml"
+ENV_CONFIG = REPO / "cloudbuild" / "env.yaml"
+PROJECT_ID = "sandbox-project"
+CLUSTER = DEFAULT_CLUSTER
+GIT_USER = "x-access-token"
+ENV_PATH = "hello"
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "Sandbox Developer",
+    "GIT_AUTHOR_EMAIL": "developer@sandbox.invalid",
+    "GIT_COMMITTER_NAME": "Sandbox Developer",
+    "GIT_COMMITTER_EMAIL": "developer@sandbox.invalid",
+}
+SERVICES = ("registry", "git", "kube", "gcp")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+_SKIP = ("__pycache__", ".pytest_cache", "test-results", "out", ".venv")
+
+
+def say(message: str) -> None:
+    print(f"gitops-sandbox: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a sandbox keeps everything, under one directory."""
+
+    root: Path
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def git_root(self) -> Path:
+        return self.root / "git"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "sandbox.env"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets.env"
+
+    @property
+    def builds(self) -> Path:
+        return self.root / "builds"
+
+    @property
+    def triggers(self) -> Path:
+        return self.root / "triggers"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run / f"{name}.pid"
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+
+# -- sandbox.env -------------------------------------------------------------------
+
+
+def render_env(values: Mapping[str, str]) -> str:
+    """``export K='V'`` lines a shell can source (pure)."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """Read what ``render_env`` (or a plain ``K=V`` file) wrote (pure)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        name, sep, value = line.partition("=")
+        if not sep:
+            continue
+        words = shlex.split(value) if value else [""]
+        values[name.strip()] = words[0] if words else ""
+    return values
+
+
+def read_env(root: Path) -> dict[str, str]:
+    """The running sandbox's ``sandbox.env`` as a dict."""
+    layout = Layout(Path(root))
+    if not layout.env_file.exists():
+        raise UsageError(f"{layout.env_file}: no sandbox here (run gitops-sandbox up --dir {root})")
+    return parse_env(layout.env_file.read_text())
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(partial, path)
+
+
+def substitutions(values: Mapping[str, str], which: str) -> dict[str, str]:
+    """The trigger substitutions of the sandbox's app or env build (pure)."""
+    common = {"_ENV_REPO": values["ENV_REPO"], "_ENV_PATH": ENV_PATH}
+    if which == "app":
+        return {**common, "_REGISTRY": values["REGISTRY"]}
+    location, cluster = values["GITOPS_CLUSTER"].split("/")[3::2]
+    return {**common, "_CLUSTER": cluster, "_CLUSTER_LOCATION": location, "_TIMEOUT": "2m"}
+
+
+# -- processes -----------------------------------------------------------------------
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def _child_env() -> dict[str, str]:
+    """Our environment minus anything a developer's Git or a build could leak in."""
+    drop = ("GIT_", "GITOPS_", "BUILDER_", "GCE_METADATA_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+def spawn(layout: Layout, name: str, argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """Start ``argv`` detached (own session), logging to ``DIR/logs/NAME.log``; its pid."""
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    layout.run.mkdir(parents=True, exist_ok=True)
+    with layout.log(name).open("ab") as log:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=layout.root,
+            env=dict(env),
+        )
+    layout.pid_file(name).write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie child of ours is reaped and counts as gone)."""
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _owned(pid: int, root: Path) -> bool:
+    """Whether ``pid`` is still one of this sandbox's processes (not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return str(root) in cmdline
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_ready(layout: Layout, name: str, pid: int, port: int, extra: Path | None = None) -> None:
+    """Bounded wait until ``port`` accepts connections (and ``extra`` exists)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            tail = layout.log(name).read_text(errors="replace")[-1500:].strip()
+            raise ExternalError(f"{name} exited while starting: {tail}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+            if extra is None or extra.exists():
+                return
+        time.sleep(0.05)
+    raise ExternalError(f"{name} did not answer on {HOST}:{port} within {START_TIMEOUT:.0f}s")
+
+
+def stop_pid(pid: int, root: Path, timeout: float = STOP_TIMEOUT) -> bool:
+    """TERM the process group of ``pid`` (one of ours), then KILL; whether it was running."""
+    if not alive(pid) or not _owned(pid, root):
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return True
+
+
+# -- repositories ----------------------------------------------------------------------
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    env = {
+        **_child_env(),
+        **IDENTITY,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=60
+    )
+    if done.returncode != 0:
+        raise ExternalError(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _copy_app(target: Path) -> None:
+    shutil.copytree(EXAMPLE_APP, target, ignore=shutil.ignore_patterns(*_SKIP, "*.pyc"))
+
+
+def seed_repositories(layout: Layout) -> dict[str, str]:
+    """Create ``app.git`` and ``env.git`` with their first commits; their shas."""
+    layout.git_root.mkdir(parents=True, exist_ok=True)
+    shas: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="gitops-sandbox-seed-") as tmp:
+        for name in ("app", "env"):
+            bare = layout.git_root / f"{name}.git"
+            if (bare / "HEAD").exists():
+                shas[name] = git("--git-dir", str(bare), "rev-parse", "main").strip()
+                continue
+            git("init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+            work = Path(tmp) / name
+            if name == "app":
+                _copy_app(work)
+                shutil.copyfile(APP_CONFIG, work / "cloudbuild.yaml")
+                message = "Example app: hello, with its Cloud Build pipeline"
+            else:
+                work.mkdir()
+                shutil.copyfile(ENV_CONFIG, work / "cloudbuild.yaml")
+                (work / "README.md").write_text(
+                    "# env\n\nManifests per app; `candidate` holds every attempt, "
+                    "`production` what ran.\n"
+                )
+                message = "Env repo: the env build's Cloud Build config"
+            git("init", "--quiet", "--initial-branch=main", str(work))
+            git("add", "--all", cwd=work)
+            git("commit", "--quiet", "-m", message, cwd=work)
+            branches = ["main"] if name == "app" else ["main", "production"]
+            refspecs = [f"HEAD:refs/heads/{branch}" for branch in branches]
+            git("push", "--quiet", str(bare), *refspecs, cwd=work)
+            shas[name] = git("rev-parse", "HEAD", cwd=work).strip()
+    return shas
+
+
+# -- up and down ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    root: Path
+    ports: Mapping[str, int]
+    fast: bool = False
+    trigger: bool = True
+    engine: str = "process"
+
+
+def up(options: Options) -> dict[str, str]:
+    """Start the sandbox (or check the one already running there); the sandbox.env values."""
+    layout = Layout(options.root.resolve())
+    layout.root.mkdir(parents=True, exist_ok=True)
+    running = [n for n in SERVICES if (pid := read_pid(layout.pid_file(n))) and alive(pid)]
+    if running and layout.env_file.exists():
+        if len(running) == len(SERVICES):
+            say(f"already running in {layout.root}")
+            return read_env(layout.root)
+        raise UsageError(
+            f"{layout.root}: only {', '.join(running)} running; run gitops-sandbox down first"
+        )
+    token = "gst_" + secrets.token_urlsafe(24)
+    _write_private(layout.secrets, render_env({"GIT_TOKEN": token}))
+    ports = {name: options.ports.get(name) or free_port() for name in SERVICES}
+    env = _child_env()
+    py = _python()
+    values: dict[str, str] = {"SANDBOX_DIR": str(layout.root), "PROJECT_ID": PROJECT_ID}
+    try:
+        shas = seed_repositories(layout)
+        from steps.sandbox import triggers
+
+        if options.trigger:
+            triggers.install_hook(layout, engine=options.engine)
+        say(f"registry on {HOST}:{ports['registry']}")
+        argv = [py, "-m", "steps.sandbox", "registry", "--port", str(ports["registry"])]
+        pid = spawn(layout, "registry", [*argv, "--dir", str(layout.registry)], env)
+        wait_ready(layout, "registry", pid, ports["registry"])
+        registry = f"{HOST}:{ports['registry']}"
+
+        say(f"git server on {HOST}:{ports['git']}: app.git, env.git")
+        argv = [py, "-m", "steps.sandbox.triggers", "serve-git", "--dir", str(layout.root)]
+        pid = spawn(layout, "git", [*argv, "--port", str(ports["git"])], env)
+        wait_ready(layout, "git", pid, ports["git"])
+        git_url = f"http://{HOST}:{ports['git']}"
+
+        say(f"kube emulator on {HOST}:{ports['kube']}")
+        layout.kubeconfig.unlink(missing_ok=True)
+        argv = [py, "-m", "steps.sandbox", "kube", "--port", str(ports["kube"])]
+        argv += ["--kubeconfig", str(layout.kubeconfig), "--registry", registry]
+        pid = spawn(layout, "kube", [*argv, *(["--fast"] if options.fast else [])], env)
+        wait_ready(layout, "kube", pid, ports["kube"], layout.kubeconfig)
+
+        say(f"metadata server and GKE API on {HOST}:{ports['gcp']}")
+        argv = [py, "-m", "steps.sandbox", "gcp", "--port", str(ports["gcp"])]
+        argv += ["--project", PROJECT_ID, "--kubeconfig", str(layout.kubeconfig)]
+        pid = spawn(layout, "gcp", [*argv, "--cluster", CLUSTER], env)
+        wait_ready(layout, "gcp", pid, ports["gcp"])
+    except BaseException:
+        down(layout.root, quiet=True)
+        raise
+    gcp = f"{HOST}:{ports['gcp']}"
+    values.update(
+        GIT_URL=git_url,
+        APP_REPO=f"{git_url}/app.git",
+        ENV_REPO=f"{git_url}/env.git",
+        APP_REPO_DIR=str(layout.git_root / "app.git"),
+        ENV_REPO_DIR=str(layout.git_root / "env.git"),
+        APP_FIRST_COMMIT=shas["app"],
+        GIT_USERNAME=GIT_USER,
+        GIT_TOKEN=token,
+        SECRET_ENV_FILE=str(layout.secrets),
+        REGISTRY=registry,
+        KUBECONFIG=str(layout.kubeconfig),
+        KUBE_URL=f"http://{HOST}:{ports['kube']}",
+        GCE_METADATA_HOST=gcp,
+        GCE_METADATA_IP=gcp,
+        GITOPS_CONTAINER_API_URL=f"http://{gcp}",
+        GITOPS_CLUSTER=CLUSTER,
+        TRIGGERS_DIR=str(layout.triggers),
+        ENGINE=options.engine,
+    )
+    _write_private(layout.env_file, render_env(values))
+    say(f"ready: set -a; . {layout.env_file}; set +a")
+    return values
+
+
+def down(root: Path, *, quiet: bool = False) -> list[str]:
+    """Stop every process of the sandbox in ``root`` (builds first); what was running."""
+    layout = Layout(Path(root).resolve())
+    stopped: list[str] = []
+    pid_files = sorted(layout.run.glob("build-*.pid")) if layout.run.is_dir() else []
+    pid_files += [layout.pid_file(name) for name in reversed(SERVICES)]
+    for pid_file in pid_files:
+        pid = read_pid(pid_file)
+        if pid is not None and stop_pid(pid, layout.root):
+            stopped.append(pid_file.stem)
+        pid_file.unlink(missing_ok=True)
+    if not quiet:
+        say(f"stopped {', '.join(stopped)}" if stopped else f"nothing running in {layout.root}")
+    return stopped
+
+
+# -- gitops-sandbox up ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gitops-sandbox up",
+        description="Start the registry, Git server, Kubernetes emulator and metadata server "
+        "on 127.0.0.1, in the background; write DIR/sandbox.env.",
+    )
+    parser.add_argument("--dir", required=True, help="where pid files, logs and state go")
+    for name in SERVICES:
+        parser.add_argument(
+            f"--{name}-port", type=int, default=0, help=f"{name} port (0: any free port)"
+        )
+    parser.add_argument(
+        "--fast", action="store_true", help="the emulator's test timings (rollouts in ms)"
+    )
+    parser.add_argument(
+        "--no-trigger", action="store_true", help="pushes to candidate start no env build"
+    )
+    parser.add_argument(
+        "--engine",
+        default="process",
+        choices=("process", "podman"),
+        help="gitops-cloudbuild engine for triggered builds (default process)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ports = {name: getattr(args, f"{name}_port") for name in SERVICES}
+    options = Options(
+        Path(args.dir), ports, fast=args.fast, trigger=not args.no_trigger, engine=args.engine
+    )
+    try:
+        up(options)
+    except StepError as exc:
+        print(f"gitops-sandbox up: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
