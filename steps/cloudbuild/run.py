@@ -1,0 +1,723 @@
+"""``gitops-cloudbuild run CONFIG --source DIR``: run a build config locally.
+
+The flow: flags -> built-ins from the source's Git state -> the config checked
+and substituted (steps.cloudbuild.config) -> a workspace copied from the
+source -> the steps run as their ``waitFor`` graph allows, on threads, each as
+a process (or a container) with ``/workspace``, ``HOME=/builder/home``,
+``$BUILDER_OUTPUT`` and a loopback GCE metadata server -> a build record that
+``gitops-cloudbuild rerun`` can replay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steps.cli import StepParser, StepRun, add_common_options, run_step
+from steps.cloudbuild import config
+from steps.cloudbuild import engine as engines
+from steps.cloudbuild.substitutions import BUILT_INS, parse_pairs
+from steps.errors import UsageError
+from steps.output import register_secret, say, write_atomic
+
+PROG = "gitops-cloudbuild run"
+ENGINES = ("process", "podman", "docker")
+DEFAULT_PROJECT = "sandbox-project"
+DEFAULT_BUILD_TIMEOUT = 3600.0
+RECORDS = Path(".gitops-cloudbuild") / "builds"
+MASK = "[REDACTED]"
+OUTPUT_LIMIT = 4096
+LOG_TAIL = 200
+KILL_GRACE = 3.0
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class StepRecord:
+    id: str
+    index: int
+    name: str
+    status: str = "QUEUED"  # SUCCESS FAILURE TIMEOUT CANCELLED SKIPPED
+    exit_code: int | None = None
+    duration: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    output: str = ""
+    allowed_failure: bool = False
+    error: str = ""
+    log_tail: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildRecord:
+    build_id: str
+    status: str
+    steps: list[StepRecord]
+    path: Path | None = None
+    substitutions: dict[str, str] = field(default_factory=dict)
+    request: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    workspace: str = ""
+    started: float = 0.0
+    finished: float = 0.0
+
+    def step(self, ident: str) -> StepRecord:
+        return next(s for s in self.steps if s.id == ident or str(s.index) == ident)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path) if self.path else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BuildRecord:
+        fields = dict(data)
+        fields["steps"] = [StepRecord(**s) for s in data.get("steps", [])]
+        fields["path"] = Path(data["path"]) if data.get("path") else None
+        return cls(**fields)
+
+
+def load_record(build_id: str, records: Path) -> BuildRecord:
+    path = records / f"{build_id}.json"
+    try:
+        return BuildRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except OSError:
+        raise UsageError(f"no build {build_id} in {records}") from None
+
+
+# -- inputs --------------------------------------------------------------------
+
+
+def _git(source: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(source), *args], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def git_built_ins(source: Path) -> dict[str, str]:
+    """COMMIT_SHA, SHORT_SHA, BRANCH_NAME, REPO_NAME as a trigger would set them."""
+    commit = _git(source, "rev-parse", "HEAD")
+    branch = _git(source, "rev-parse", "--abbrev-ref", "HEAD")
+    url = _git(source, "config", "--get", "remote.origin.url")
+    repo = (url.rstrip("/").rsplit("/", 1)[-1] if url else source.resolve().name).removesuffix(
+        ".git"
+    )
+    branch = "" if branch == "HEAD" else branch
+    return {
+        "COMMIT_SHA": commit,
+        "REVISION_ID": commit,
+        "SHORT_SHA": commit[:7],
+        "BRANCH_NAME": branch,
+        "REF_NAME": branch,
+        "REPO_NAME": repo,
+        "REPO_FULL_NAME": repo,
+    }
+
+
+def built_ins(
+    source: Path, config_path: str, project_id: str, build_id: str, given: Mapping[str, str]
+) -> dict[str, str]:
+    from steps.sandbox.gcp import SERVICE_ACCOUNT
+
+    values = {name: "" for name in BUILT_INS}
+    values.update(git_built_ins(source))
+    values.update(
+        PROJECT_ID=project_id,
+        PROJECT_NUMBER="123456789012",
+        BUILD_ID=build_id,
+        LOCATION="global",
+        TRIGGER_NAME="local",
+        TRIGGER_BUILD_CONFIG_PATH=config_path,
+        SERVICE_ACCOUNT_EMAIL=SERVICE_ACCOUNT,
+        SERVICE_ACCOUNT=f"projects/{project_id}/serviceAccounts/{SERVICE_ACCOUNT}",
+    )
+    overrides = {k: v for k, v in given.items() if k in BUILT_INS}
+    if "COMMIT_SHA" in overrides:
+        overrides.setdefault("SHORT_SHA", overrides["COMMIT_SHA"][:7])
+        overrides.setdefault("REVISION_ID", overrides["COMMIT_SHA"])
+    values.update(overrides)
+    return values
+
+
+def read_secret_file(path: Path) -> dict[str, str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"--secret-env-file {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise UsageError(f"{path}:{number}: expected KEY=VALUE")
+        values[key.strip()] = value
+    return values
+
+
+class Masker:
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self._values = sorted((v for v in secrets.values() if v), key=len, reverse=True)
+        for value in self._values:
+            register_secret(value)
+
+    def __call__(self, text: str) -> str:
+        for value in self._values:
+            text = text.replace(value, MASK)
+        return text
+
+    def deep(self, node: Any) -> Any:
+        if isinstance(node, str):
+            return self(node)
+        if isinstance(node, list):
+            return [self.deep(n) for n in node]
+        if isinstance(node, dict):
+            return {k: self.deep(v) for k, v in node.items()}
+        return node
+
+
+# -- one step ------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """What every step of one build shares."""
+
+    engine: str
+    workspace: Path
+    home: Path
+    scratch: Path
+    volumes: dict[str, Path]
+    values: dict[str, str]
+    options: dict[str, Any]
+    secrets: dict[str, str]
+    base_env: dict[str, str]
+    maps: list[engines.Mapping_]
+    mask: Masker
+    log: Log
+    cancel: threading.Event
+    log_lock: threading.Lock = field(default_factory=threading.Lock)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def rewrite(self, text: str, step: config.Step) -> str:
+        """Container paths (/workspace, /builder/home, volumes) as local ones."""
+        places = {"/workspace": self.workspace, "/builder/home": self.home}
+        for volume in [*self._option_volumes(), *step.volumes]:
+            places[volume.path] = self.volumes[volume.name]
+        for inside in sorted(places, key=len, reverse=True):
+            pattern = r"(?<![\w./-])" + re.escape(inside.rstrip("/")) + r"(?=/|$|[^\w.-])"
+            local = str(places[inside]).replace("\\", "\\\\")
+            text = re.sub(pattern, local, text)
+        return text
+
+    def _option_volumes(self) -> list[config.Volume]:
+        return [config.Volume(v["name"], v["path"]) for v in self.options.get("volumes") or []]
+
+    def step_env(self, step: config.Step, outputs: Path, local: bool) -> dict[str, str]:
+        env: dict[str, str] = {}
+        automap = step.automap
+        if automap is None:
+            automap = bool(self.options.get("automapSubstitutions"))
+        if automap:
+            env.update(self.values)
+        for entry in [*(self.options.get("env") or []), *step.env]:
+            key, _, value = str(entry).partition("=")
+            env[key] = self.rewrite(value, step) if local else value
+        for name in [*(self.options.get("secretEnv") or []), *step.secret_env]:
+            env[name] = self.secrets[name]
+        env["HOME"] = str(self.home) if local else "/builder/home"
+        env["BUILDER_OUTPUT"] = str(outputs) if local else "/builder/outputs"
+        return env
+
+
+def run_step_in(ctx: Context, step: config.Step, record: StepRecord) -> None:
+    """Run one step to the end; fill ``record``. Never raises for step failures."""
+    outputs = ctx.scratch / "outputs" / str(step.index)
+    outputs.mkdir(parents=True, exist_ok=True)
+    image = step.name
+    local = ctx.engine == "process" or engines.runs_locally(image, ctx.maps)
+    try:
+        argv, env, cwd = _command(ctx, step, image, outputs, local)
+    except engines.NotRunnable as exc:
+        _emit(ctx, step, f"ERROR: {exc}", record)
+        record.status, record.exit_code, record.error = "FAILURE", 127, str(exc)
+        return
+    record.started = time.time()
+    deadline = None if step.timeout is None else time.monotonic() + step.timeout
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        message = f"cannot start {argv[0]}: {exc.strerror}"
+        _emit(ctx, step, f"ERROR: {message}", record)
+        record.status, record.exit_code, record.error = "FAILURE", 127, message
+        record.finished = time.time()
+        return
+    ctx.processes[step.key] = proc
+    reader = threading.Thread(target=_pump, args=(ctx, step, proc, record), daemon=True)
+    reader.start()
+    status = None
+    while True:
+        try:
+            proc.wait(timeout=0.05)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if deadline is not None and time.monotonic() > deadline:
+            status = "TIMEOUT"
+            _terminate(proc)
+        elif ctx.cancel.is_set():
+            status = "CANCELLED"
+            _terminate(proc)
+    reader.join(timeout=5)
+    ctx.processes.pop(step.key, None)
+    record.finished = time.time()
+    record.exit_code = proc.returncode
+    output = outputs / "output"
+    if output.is_file():
+        record.output = ctx.mask(output.read_bytes()[:OUTPUT_LIMIT].decode("utf-8", "replace"))
+    if status == "TIMEOUT":
+        record.status = "TIMEOUT"
+        record.error = f"step timed out after {step.timeout:g}s"
+        _emit(ctx, step, f"ERROR: {record.error}", record)
+    elif status == "CANCELLED":
+        record.status = "CANCELLED"
+    elif proc.returncode == 0:
+        record.status = "SUCCESS"
+    else:
+        record.status = "FAILURE"
+        allowed = (
+            proc.returncode in step.allow_exit_codes
+            if step.allow_exit_codes
+            else step.allow_failure
+        )
+        record.allowed_failure = allowed
+        record.error = f"exit status {proc.returncode}"
+
+
+def _command(
+    ctx: Context, step: config.Step, image: str, outputs: Path, local: bool
+) -> tuple[list[str], dict[str, str], Path]:
+    env = ctx.step_env(step, outputs, local)
+    prefix = ctx.values.get("_STEPS_IMAGE_PREFIX")
+    script_file: Path | None = None
+    if step.script is not None:
+        script_file = ctx.scratch / "scripts" / f"{step.index}.sh"
+        script_file.parent.mkdir(parents=True, exist_ok=True)
+        text = ctx.rewrite(step.script, step) if local else step.script
+        script_file.write_text(text, encoding="utf-8")
+        script_file.chmod(0o755)
+    if local:
+        args = [ctx.rewrite(a, step) for a in step.args]
+        if script_file is not None:
+            first = step.script.splitlines()[0] if step.script else ""
+            argv = [str(script_file)] if first.startswith("#!") else ["sh", str(script_file)]
+        else:
+            argv = engines.local_command(step, image, args, steps_prefix=prefix, maps=ctx.maps)
+        full_env = {**ctx.base_env, **env}
+        if Path(argv[0]).name == "buildah":
+            full_env.update(engines.containers_environ(full_env))
+        workdir = ctx.workspace
+        if step.dir:
+            target = ctx.rewrite(step.dir, step)
+            workdir = Path(target) if Path(target).is_absolute() else ctx.workspace / target
+        workdir.mkdir(parents=True, exist_ok=True)
+        return argv, full_env, workdir
+    mounts = [(str(ctx.workspace), "/workspace"), (str(ctx.home), "/builder/home")]
+    mounts.append((str(outputs), "/builder/outputs"))
+    for volume in [*ctx._option_volumes(), *step.volumes]:
+        mounts.append((str(ctx.volumes[volume.name]), volume.path))
+    inside_script = None
+    if script_file is not None:
+        mounts.append((str(script_file.parent), "/builder/scripts"))
+        inside_script = f"/builder/scripts/{script_file.name}"
+    inside_dir = "/workspace"
+    if step.dir:
+        inside_dir = step.dir if step.dir.startswith("/") else f"/workspace/{step.dir}"
+    metadata = {k: v for k, v in ctx.base_env.items() if k.startswith("GCE_METADATA")}
+    container_env = {**env, **metadata}
+    argv = engines.container_command(
+        ctx.engine,
+        step,
+        engines.container_image(image, ctx.maps),
+        step.args,
+        env=container_env,
+        mounts=mounts,
+        workdir=inside_dir,
+        script_path=inside_script,
+        name=f"gitops-cloudbuild-{uuid.uuid4().hex[:12]}",
+    )
+    host_env = {**os.environ, **container_env}
+    if ctx.engine == "podman":
+        host_env.update(engines.containers_environ(host_env))
+    return argv, host_env, ctx.workspace
+
+
+def _pump(
+    ctx: Context, step: config.Step, proc: subprocess.Popen[bytes], record: StepRecord
+) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        _emit(ctx, step, raw.decode("utf-8", "replace").rstrip("\n"), record)
+
+
+def _emit(ctx: Context, step: config.Step, line: str, record: StepRecord) -> None:
+    text = ctx.mask(line)
+    record.log_tail.append(text)
+    del record.log_tail[:-LOG_TAIL]
+    with ctx.log_lock:
+        ctx.log(f"{step.label}: {text}")
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+# -- the graph -----------------------------------------------------------------
+
+
+def schedule(
+    steps: Sequence[config.Step],
+    selected: set[str],
+    run_one: Callable[[config.Step], StepRecord],
+    records: dict[str, StepRecord],
+    cancel: threading.Event,
+    build_deadline: float,
+) -> str:
+    """Run selected steps as their dependencies allow; the build's status."""
+    deps = config.dependencies(steps)
+    ok: set[str] = {s.key for s in steps if s.key not in selected}
+    pending = [s for s in steps if s.key in selected]
+    running: dict[str, threading.Thread] = {}
+    finished = threading.Condition()
+    status = "SUCCESS"
+
+    def worker(step: config.Step) -> None:
+        run_one(step)
+        with finished:
+            finished.notify_all()
+
+    with finished:
+        while pending or running:
+            for key in [k for k, t in running.items() if not t.is_alive()]:
+                del running[key]
+                rec = records[key]
+                if rec.status == "SUCCESS" or (rec.status == "FAILURE" and rec.allowed_failure):
+                    ok.add(key)
+                elif status == "SUCCESS" and rec.status in ("FAILURE", "TIMEOUT"):
+                    status = "FAILURE"
+                    cancel.set()
+            if time.monotonic() > build_deadline and status == "SUCCESS":
+                status = "TIMEOUT"
+                cancel.set()
+            if not cancel.is_set():
+                for step in list(pending):
+                    if all(d in ok for d in deps[step.key]):
+                        pending.remove(step)
+                        thread = threading.Thread(target=worker, args=(step,), daemon=True)
+                        running[step.key] = thread
+                        thread.start()
+            else:
+                for step in pending:
+                    records[step.key].status = "CANCELLED"
+                pending = []
+            if running:
+                finished.wait(timeout=0.1)
+            elif pending:
+                # Nothing runs and nothing can start: a dependency failed.
+                for step in pending:
+                    records[step.key].status = "CANCELLED"
+                pending = []
+    return status
+
+
+# -- the build -----------------------------------------------------------------
+
+
+def run_build(
+    config_path: Path,
+    source: Path,
+    *,
+    substitutions: Mapping[str, str] | None = None,
+    engine: str = "process",
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+    write_workspace: Path | None = None,
+    secret_env_file: Path | None = None,
+    secret_env: Mapping[str, str] | None = None,
+    map_images: Sequence[str] = (),
+    records_dir: Path | None = None,
+    project_id: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    log: Log | None = None,
+    commit: str | None = None,
+    config_data: Mapping[str, Any] | None = None,
+    metadata_server: bool = True,
+) -> BuildRecord:
+    """Run a build config locally and return (and write) its record.
+
+    Raises ``UsageError`` for a config Cloud Build would refuse or bad inputs;
+    a failing step is a record with status ``FAILURE``, not an exception.
+    """
+    from steps.sandbox.gcp import GcpSandbox
+
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    source = Path(source).resolve()
+    if not source.is_dir():
+        raise UsageError(f"--source {source}: not a directory")
+    emit = log or (lambda line: say(line))
+    given = dict(substitutions or {})
+    project = (
+        project_id or given.get("PROJECT_ID") or os.environ.get("PROJECT_ID") or DEFAULT_PROJECT
+    )
+    build_id = str(uuid.uuid4())
+    data = dict(config_data) if config_data is not None else config.load(Path(config_path))
+    try:
+        config_rel = str(Path(config_path).resolve().relative_to(source))
+    except ValueError:
+        config_rel = str(config_path)
+    values_in = built_ins(source, config_rel, project, build_id, given)
+    if commit:
+        values_in.update(COMMIT_SHA=commit, REVISION_ID=commit, SHORT_SHA=commit[:7])
+    report = config.check(data, given, values_in)
+    if report.errors:
+        raise UsageError(f"{config_path}: {report.errors[0]}")
+    resolved = config.resolve(data, given, values_in)
+    steps = config.build_steps(resolved.data)
+    known = {s.key for s in steps}
+    for ident in [*only, *skip]:
+        if ident not in known:
+            raise UsageError(f"--only/--skip {ident!r}: no step with that id")
+    selected = {s.key for s in steps if (not only or s.key in only) and s.key not in skip}
+    secrets = dict(secret_env or {})
+    if secret_env_file is not None:
+        secrets.update(read_secret_file(Path(secret_env_file)))
+    options = dict(resolved.data.get("options") or {})
+    for step in steps:
+        if step.key not in selected:
+            continue
+        for name in [*(options.get("secretEnv") or []), *step.secret_env]:
+            if name not in secrets:
+                raise UsageError(
+                    f"{step.label}: secretEnv {name} has no value: "
+                    f"add {name}=... to --secret-env-file"
+                )
+    try:
+        maps = engine_maps(map_images)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    mask = Masker(secrets)
+    records_path = Path(records_dir) if records_dir else source / RECORDS
+    record = BuildRecord(
+        build_id=build_id,
+        status="WORKING",
+        steps=[StepRecord(id=s.id, index=s.index, name=s.name) for s in steps],
+        path=records_path / f"{build_id}.json",
+        substitutions=mask.deep({k: v for k, v in resolved.values.items() if v != ""}),
+        request=mask.deep(
+            {
+                "config_path": str(Path(config_path).resolve()),
+                "config": data,
+                "source": str(source),
+                "substitutions": given,
+                "commit": values_in["COMMIT_SHA"],
+                "built_ins": {k: values_in[k] for k in ("BRANCH_NAME", "REPO_NAME", "COMMIT_SHA")},
+                "project_id": project,
+                "engine": engine,
+                "only": list(only),
+                "skip": list(skip),
+                "map_images": list(map_images),
+                "secret_env_file": str(Path(secret_env_file).resolve())
+                if secret_env_file
+                else None,
+                "records_dir": str(records_path),
+            }
+        ),
+        config=mask.deep(resolved.data),
+        started=time.time(),
+    )
+    by_key = {s.key: r for s, r in zip(steps, record.steps, strict=True)}
+    for step in steps:
+        if step.key not in selected:
+            by_key[step.key].status = "SKIPPED"
+    scratch = Path(tempfile.mkdtemp(prefix="gitops-cloudbuild-"))
+    server = GcpSandbox(project=project).start() if metadata_server else None
+    try:
+        workspace = _workspace(
+            source, write_workspace, scratch, values_in["COMMIT_SHA"] if commit else None
+        )
+        record.workspace = str(workspace)
+        _write(record)
+        base_env = {**os.environ, **(extra_env or {})}
+        here = str(Path(sys.executable).parent)
+        base_env["PATH"] = here + os.pathsep + base_env.get("PATH", os.defpath)
+        if server is not None:
+            base_env.update(GCE_METADATA_HOST=server.address, GCE_METADATA_IP=server.address)
+        ctx = Context(
+            engine=engine,
+            workspace=workspace,
+            home=_mkdir(scratch / "home"),
+            scratch=scratch,
+            volumes={},
+            values=resolved.values,
+            options=options,
+            secrets=secrets,
+            base_env=base_env,
+            maps=maps,
+            mask=mask,
+            log=emit,
+            cancel=threading.Event(),
+        )
+        for volume in [
+            *(options.get("volumes") or []),
+            *(v for s in steps for v in [asdict(x) for x in s.volumes]),
+        ]:
+            ctx.volumes.setdefault(volume["name"], _mkdir(scratch / "volumes" / volume["name"]))
+        emit(f"BUILD {build_id} ({len(selected)} of {len(steps)} steps, engine {engine})")
+        timeout = data.get("timeout")
+        deadline = time.monotonic() + (
+            config.parse_duration(timeout) if timeout else DEFAULT_BUILD_TIMEOUT
+        )
+
+        def run_one(step: config.Step) -> StepRecord:
+            rec = by_key[step.key]
+            rec.status = "WORKING"
+            emit(f"Starting {step.label}")
+            run_step_in(ctx, step, rec)
+            rec.duration = round((rec.finished or time.time()) - (rec.started or time.time()), 3)
+            emit(f"Finished {step.label}: {rec.status}" + (f" ({rec.error})" if rec.error else ""))
+            return rec
+
+        record.status = schedule(steps, selected, run_one, by_key, ctx.cancel, deadline)
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    record.finished = time.time()
+    _write(record)
+    emit(f"BUILD {record.status}: {build_id} (record: {record.path})")
+    return record
+
+
+def engine_maps(items: Sequence[str]) -> list[engines.Mapping_]:
+    return engines.parse_map_images(items)
+
+
+def _absolute(path: Path | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _workspace(source: Path, target: Path | None, scratch: Path, commit: str | None) -> Path:
+    workspace = Path(target).resolve() if target else scratch / "workspace"
+    ignore = shutil.ignore_patterns(".gitops-cloudbuild")
+    shutil.copytree(source, workspace, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+    if commit and (workspace / ".git").exists() and _git(workspace, "rev-parse", "HEAD") != commit:
+        proc = subprocess.run(
+            ["git", "-C", str(workspace), "checkout", "--quiet", "--force", "--detach", commit],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise UsageError(f"commit {commit} is not in {source}: {proc.stderr.strip()}")
+    return workspace
+
+
+def _write(record: BuildRecord) -> None:
+    assert record.path is not None
+    write_atomic(record.path, json.dumps(record.as_dict(), indent=2) + "\n")
+
+
+# -- command line --------------------------------------------------------------
+
+
+def add_run_options(p: StepParser) -> None:
+    p.add_argument("--engine", choices=ENGINES, default="process", help="how steps run")
+    p.add_argument("--only", nargs="+", action="extend", default=[], metavar="ID")
+    p.add_argument("--skip", nargs="+", action="extend", default=[], metavar="ID")
+    p.add_argument("--map-image", action="append", default=[], metavar="IMAGE=COMMAND_OR_IMAGE")
+    p.add_argument("--secret-env-file", metavar="FILE", help="KEY=VALUE lines for secretEnv")
+    p.add_argument("--records", metavar="DIR", help="where build records go")
+    p.add_argument("--project-id", metavar="ID", help=f"PROJECT_ID (default {DEFAULT_PROJECT})")
+
+
+def parser() -> StepParser:
+    p = StepParser(PROG, "Run a cloudbuild.yaml locally, as Cloud Build would.")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--source", default=".", metavar="DIR", help="the source (copied to /workspace)")
+    p.add_argument("--substitutions", default="", metavar="K=V,...")
+    p.add_argument("--write-workspace", metavar="DIR", help="use (and keep) DIR as /workspace")
+    add_run_options(p)
+    add_common_options(p)
+    return p
+
+
+def summary(record: BuildRecord) -> dict[str, Any]:
+    return {
+        "status": "ok" if record.status == "SUCCESS" else "failed",
+        "build_id": record.build_id,
+        "build_status": record.status,
+        "record": str(record.path),
+        "steps": [{"id": s.id, "status": s.status, "exit_code": s.exit_code} for s in record.steps],
+        "exit_code": 0 if record.status == "SUCCESS" else 1,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def body(run: StepRun) -> dict[str, Any]:
+        args = parser().parse_step_args(argv)
+        run.result_file = args.result_file
+        record = run_build(
+            Path(args.config),
+            Path(args.source),
+            substitutions=parse_pairs(args.substitutions),
+            engine=args.engine,
+            only=args.only,
+            skip=args.skip,
+            write_workspace=Path(args.write_workspace) if args.write_workspace else None,
+            secret_env_file=Path(args.secret_env_file) if args.secret_env_file else None,
+            map_images=args.map_image,
+            records_dir=Path(args.records) if args.records else None,
+            project_id=args.project_id or os.environ.get("GITOPS_PROJECT_ID"),
+        )
+        return summary(record)
+
+    return run_step(PROG, body)

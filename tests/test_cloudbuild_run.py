@@ -1,0 +1,478 @@
+"""gitops-cloudbuild run and rerun with the process engine, on small configs.
+
+Real git repositories and real processes in temporary directories. Order and
+parallelism are proven by files the steps write (nanosecond clocks, markers),
+never by timing thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fixtures_git import git
+
+from steps.cloudbuild import engine, rerun, run
+from steps.cloudbuild.config import Step
+from steps.cloudbuild.run import BuildRecord, run_build
+
+BASH = {"name": "bash", "entrypoint": "bash"}
+MAPS = ["bash=bash", "ubuntu=sh"]
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    repo = tmp_path / "src"
+    repo.mkdir()
+    git("init", "-q", "-b", "main", cwd=repo)
+    git("remote", "add", "origin", "https://example.test/owner/hello-app.git", cwd=repo)
+    (repo / "README").write_text("hello\n", encoding="utf-8")
+    git("add", "README", cwd=repo)
+    git("commit", "-qm", "first", cwd=repo)
+    return repo
+
+
+def bash(script: str, **fields: Any) -> dict[str, Any]:
+    return {**BASH, "args": ["-c", script], **fields}
+
+
+class Build:
+    def __init__(self, tmp_path: Path, source: Path) -> None:
+        self.tmp = tmp_path
+        self.source = source
+        self.records = tmp_path / "records"
+        self.lines: list[str] = []
+
+    def run(self, data: dict[str, Any], **kwargs: Any) -> BuildRecord:
+        path = self.tmp / "cloudbuild.yaml"
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        kwargs.setdefault("map_images", MAPS)
+        kwargs.setdefault("records_dir", self.records)
+        kwargs.setdefault("substitutions", {})
+        return run_build(path, self.source, log=self.lines.append, **kwargs)
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def build(tmp_path: Path, source: Path) -> Build:
+    return Build(tmp_path, source)
+
+
+def stamp(name: str) -> str:
+    return f"date +%s%N > /workspace/t/{name}"
+
+
+def read_stamp(workspace: Path, name: str) -> int:
+    return int((workspace / "t" / name).read_text().strip())
+
+
+def test_graph_order_and_parallel_steps(build: Build, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    # a and b start at once: each waits until the other has started.
+    meet = (
+        "mkdir -p /workspace/t; {me}; for i in $(seq 200); do"
+        " [ -f /workspace/t/{other}.start ] && break; sleep 0.05; done;"
+        " [ -f /workspace/t/{other}.start ]; {end}"
+    )
+    data = {
+        "steps": [
+            bash(
+                meet.format(me=stamp("a.start"), other="b", end=stamp("a.end")),
+                id="a",
+                waitFor=["-"],
+            ),
+            bash(
+                meet.format(me=stamp("b.start"), other="a", end=stamp("b.end")),
+                id="b",
+                waitFor=["-"],
+            ),
+            bash(stamp("c.start"), id="c", waitFor=["a", "b"]),
+            bash(stamp("d.start"), id="d"),
+        ]
+    }
+    record = build.run(data, write_workspace=ws)
+    assert record.status == "SUCCESS", build.log()
+    assert [s.status for s in record.steps] == ["SUCCESS"] * 4
+    c = read_stamp(ws, "c.start")
+    assert c > read_stamp(ws, "a.end") and c > read_stamp(ws, "b.end")
+    assert read_stamp(ws, "d.start") > c  # no waitFor: after every earlier step
+    assert 'Starting Step #0 - "a"' in build.log()
+
+
+def test_built_ins_from_git_and_overrides(build: Build, source: Path) -> None:
+    head = git("rev-parse", "HEAD", cwd=source).strip()
+    data = {
+        "steps": [
+            bash(
+                "echo $COMMIT_SHA/$SHORT_SHA/$BRANCH_NAME/$REPO_NAME/$PROJECT_ID/$BUILD_ID", id="x"
+            )
+        ]
+    }
+    record = build.run(data)
+    assert (
+        f'Step #0 - "x": {head}/{head[:7]}/main/hello-app/sandbox-project/{record.build_id}'
+        in build.log()
+    )
+    build.lines.clear()
+    record = build.run(data, substitutions={"BRANCH_NAME": "feature"}, project_id="p1")
+    assert "/main/" not in build.log() and "/feature/hello-app/p1/" in build.log()
+
+
+def test_allow_failure_and_exit_codes(build: Build) -> None:
+    data = {
+        "steps": [
+            bash("exit 5", id="may-fail", allowFailure=True),
+            bash("exit 3", id="allowed-code", allowExitCodes=[3]),
+            bash("echo after", id="after"),
+        ]
+    }
+    record = build.run(data)
+    assert record.status == "SUCCESS", build.log()
+    assert record.step("may-fail").status == "FAILURE" and record.step("may-fail").allowed_failure
+    assert record.step("allowed-code").exit_code == 3
+    assert record.step("after").status == "SUCCESS"
+    data["steps"][1] = bash("exit 4", id="allowed-code", allowExitCodes=[3], allowFailure=True)
+    record = build.run(data)
+    assert record.status == "FAILURE"
+    assert record.step("allowed-code").status == "FAILURE"
+    assert record.step("after").status == "CANCELLED"
+
+
+def test_timeout_kills_the_step(build: Build) -> None:
+    data = {
+        "steps": [
+            bash("echo started; sleep 60", id="slow", timeout="0.5s"),
+            bash("true", id="next"),
+        ]
+    }
+    record = build.run(data)
+    assert record.status == "FAILURE"
+    assert record.step("slow").status == "TIMEOUT"
+    assert record.step("next").status == "CANCELLED"
+    assert "step timed out after 0.5s" in build.log()
+
+
+def test_first_failure_cancels_the_rest(build: Build, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    data = {
+        "steps": [
+            bash(
+                "mkdir -p t; touch t/slow; sleep 60; touch t/slow-finished",
+                id="slow",
+                waitFor=["-"],
+            ),
+            bash("while [ ! -f t/slow ]; do sleep 0.05; done; exit 2", id="fail", waitFor=["-"]),
+            bash("touch t/never", id="after-slow", waitFor=["slow"]),
+        ]
+    }
+    record = build.run(data, write_workspace=ws)
+    assert record.status == "FAILURE"
+    assert [s.status for s in record.steps] == ["CANCELLED", "FAILURE", "CANCELLED"]
+    assert record.step("fail").exit_code == 2
+    assert not (ws / "t" / "slow-finished").exists() and not (ws / "t" / "never").exists()
+
+
+def test_secret_env_is_masked_in_logs_and_records(build: Build, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("# local values\nTOKEN=s3cr3t-value-42\n", encoding="utf-8")
+    data = {
+        "steps": [
+            bash(
+                'echo "token=$$TOKEN"; printf \'{"t": "%s"}\' "$$TOKEN" > $$BUILDER_OUTPUT/output',
+                id="uses",
+                secretEnv=["TOKEN"],
+            )
+        ],
+        "availableSecrets": {
+            "secretManager": [{"versionName": "projects/p/secrets/t/versions/1", "env": "TOKEN"}]
+        },
+    }
+    record = build.run(data, secret_env_file=secrets)
+    assert record.status == "SUCCESS", build.log()
+    assert 'Step #0 - "uses": token=[REDACTED]' in build.log()
+    assert "s3cr3t" not in build.log()
+    assert record.path is not None
+    assert "s3cr3t" not in record.path.read_text()
+    assert record.step("uses").output == '{"t": "[REDACTED]"}'
+
+
+def test_missing_secret_value_is_a_usage_error(build: Build) -> None:
+    data = {
+        "steps": [bash("true", secretEnv=["TOKEN"])],
+        "availableSecrets": {"secretManager": [{"versionName": "v", "env": "TOKEN"}]},
+    }
+    with pytest.raises(run.UsageError, match="secretEnv TOKEN has no value"):
+        build.run(data)
+
+
+def test_env_dir_script_automap_and_options_env(build: Build) -> None:
+    data = {
+        "steps": [
+            bash(
+                'mkdir -p sub; echo "$$GLOBAL $$LOCAL $$(basename $$PWD)"',
+                id="env",
+                dir="sub",
+                env=["LOCAL=l-$_NAME"],
+            ),
+            {
+                "id": "script",
+                "name": "ubuntu",
+                "script": "echo script $_NAME $PROJECT_ID $GLOBAL",
+                "automapSubstitutions": True,
+            },
+            {
+                "id": "shebang",
+                "name": "ubuntu",
+                "script": "#!/usr/bin/env bash\necho bash ${BASH_VERSION:+yes}",
+            },
+            bash("echo no-automap=$${_NAME:-unset}", id="plain"),
+        ],
+        "substitutions": {"_NAME": "n1"},
+        "options": {"env": ["GLOBAL=g"]},
+    }
+    record = build.run(data)
+    assert record.status == "SUCCESS", build.log()
+    log = build.log()
+    assert 'Step #0 - "env": g l-n1 sub' in log
+    assert 'Step #1 - "script": script n1 sandbox-project g' in log
+    assert 'Step #2 - "shebang": bash yes' in log
+    # Without automapSubstitutions a step's environment has no substitutions.
+    assert 'Step #3 - "plain": no-automap=unset' in log
+
+
+def test_volumes_home_and_builder_output(build: Build) -> None:
+    data = {
+        "steps": [
+            bash(
+                "echo cached > /cache/v; echo remembered > $$HOME/note; "
+                "echo '{\"step\": 1}' > $$BUILDER_OUTPUT/output",
+                id="write",
+                volumes=[{"name": "cache", "path": "/cache"}],
+            ),
+            bash(
+                'echo "$$(cat /cache/v) $$(cat $$HOME/note) $$(basename $$HOME)"',
+                id="read",
+                volumes=[{"name": "cache", "path": "/cache"}],
+            ),
+        ]
+    }
+    record = build.run(data)
+    assert record.status == "SUCCESS", build.log()
+    assert 'Step #1 - "read": cached remembered home' in build.log()
+    assert json.loads(record.step("write").output) == {"step": 1}
+    assert record.step("read").output == ""
+
+
+def test_workspace_paths_rewritten_only_where_needed() -> None:
+    from steps.cloudbuild.run import Context
+
+    ctx = Context.__new__(Context)
+    ctx.workspace, ctx.home = Path("/tmp/ws"), Path("/tmp/home")
+    ctx.volumes, ctx.options = {"c": Path("/tmp/vol")}, {}
+    step = Step(index=0, id="x", name="bash", volumes=(run.config.Volume("c", "/cache"),))
+    assert ctx.rewrite("--out=/workspace/a", step) == "--out=/tmp/ws/a"
+    assert ctx.rewrite("/workspace", step) == "/tmp/ws"
+    assert ctx.rewrite("/workspaces/a x/workspace", step) == "/workspaces/a x/workspace"
+    assert ctx.rewrite("--pip-cache-dir=/cache", step) == "--pip-cache-dir=/tmp/vol"
+    assert ctx.rewrite("https://h/workspace/x", step) == "https://h/workspace/x"
+
+
+def test_metadata_server_gives_google_auth_a_token(build: Build) -> None:
+    pytest.importorskip("google.auth")
+    code = (
+        "import os, urllib.request as u\n"
+        "import google.auth.compute_engine as ce, google.auth.transport.requests as tr\n"
+        "c = ce.Credentials(); c.refresh(tr.Request())\n"
+        "print('token', c.token[:12], c.service_account_email)\n"
+        "host = os.environ['GCE_METADATA_HOST']\n"
+        "try:\n"
+        "    u.urlopen(f'http://{host}/computeMetadata/v1/project/project-id')\n"
+        "except Exception as e: print('without header:', e.code)\n"
+    )
+    data = {"steps": [{"id": "auth", "name": "python:3.12-slim", "args": ["python", "-c", code]}]}
+    record = build.run(data)
+    assert record.status == "SUCCESS", build.log()
+    assert 'Step #0 - "auth": token ya29.sandbox' in build.log()
+    assert "without header: 403" in build.log()
+
+
+def test_our_step_images_run_our_console_scripts(build: Build) -> None:
+    data = {
+        "steps": [
+            {
+                "id": "help",
+                "name": "${_STEPS_IMAGE_PREFIX}/update-manifest:${_V}",
+                "args": ["--help"],
+            },
+            {
+                "id": "entry",
+                "name": "${_STEPS_IMAGE_PREFIX}/promote:${_V}",
+                "entrypoint": "gitops-history",
+                "args": ["--help"],
+            },
+        ],
+        "substitutions": {
+            "_STEPS_IMAGE_PREFIX": "us-docker.pkg.dev/${PROJECT_ID}/gitops-steps",
+            "_V": "0.1.0",
+        },
+        "options": {"dynamicSubstitutions": True},
+    }
+    record = build.run(data)
+    assert record.status == "SUCCESS", build.log()
+    assert "usage: gitops-update-manifest" in build.log()
+    assert "usage: gitops-history" in build.log()
+
+
+def test_images_without_local_equivalent_fail_clearly(build: Build) -> None:
+    data = {
+        "steps": [
+            {"id": "up", "name": "gcr.io/cloud-builders/gsutil", "args": ["cp", "a", "gs://b/"]}
+        ]
+    }
+    record = build.run(data)
+    assert record.status == "FAILURE"
+    assert (
+        "gcr.io/cloud-builders/gsutil is not available locally; map it with --map-image"
+        in build.log()
+    )
+    record = build.run(data, map_images=["gcr.io/cloud-builders/gsutil=echo gsutil"])
+    assert record.status == "SUCCESS"
+    assert 'Step #0 - "up": gsutil cp a gs://b/' in build.log()
+
+
+def test_google_builders_map_to_local_tools(source: Path) -> None:
+    def command(name: str, *args: str) -> list[str]:
+        step = Step(index=0, id="x", name=name, args=args)
+        return engine.local_command(step, name, args, steps_prefix=None, maps=[])
+
+    assert Path(command("gcr.io/cloud-builders/git", "status")[0]).name == "git"
+    build_cmd = command("gcr.io/cloud-builders/docker", "build", "-t", "x:1", ".")
+    assert [Path(build_cmd[0]).name, *build_cmd[1:]] == [
+        "buildah",
+        "bud",
+        "--isolation",
+        "chroot",
+        "--layers",
+        "--pull=false",
+        "-t",
+        "x:1",
+        ".",
+    ]
+    push = command("gcr.io/cloud-builders/docker", "push", "127.0.0.1:5000/a/b:1")
+    assert push[1:] == [
+        "push",
+        "--tls-verify=false",
+        "127.0.0.1:5000/a/b:1",
+        "docker://127.0.0.1:5000/a/b:1",
+    ]
+    with pytest.raises(engine.NotRunnable, match="docker 'run' has no local equivalent"):
+        command("gcr.io/cloud-builders/docker", "run", "x")
+    assert command("python:3.12", "pip", "--version")[1:] == ["-m", "pip", "--version"]
+    with pytest.raises(engine.NotRunnable, match="cannot be run by the process engine"):
+        command("alpine", "true")
+
+
+def test_container_command_is_cloud_build_like() -> None:
+    step = Step(index=0, id="x", name="img", args=("a",), entrypoint="sh")
+    argv = engine.container_command(
+        "podman",
+        step,
+        "img",
+        ["a"],
+        env={"K": "v"},
+        mounts=[("/ws", "/workspace")],
+        workdir="/workspace",
+        script_path=None,
+        name="n",
+    )
+    assert argv[1:] == [
+        "--runtime", "runc", "--cgroup-manager", "cgroupfs", "run", "--rm", "--name", "n",
+        "--network", "host", "-w", "/workspace", "-v", "/ws:/workspace", "-e", "K",
+        "--entrypoint", "sh", "img", "a",
+    ]  # fmt: skip
+
+
+def test_rerun_replays_the_same_build(build: Build, source: Path) -> None:
+    first_commit = git("rev-parse", "HEAD", cwd=source).strip()
+    data = {
+        "steps": [
+            bash('echo "$_GREETING $COMMIT_SHA $$(git rev-parse HEAD) $$(cat README)"', id="show")
+        ],
+        "substitutions": {"_GREETING": "hi"},
+    }
+    record = build.run(data, substitutions={"_GREETING": "hello"})
+    assert record.status == "SUCCESS", build.log()
+    (source / "README").write_text("changed\n", encoding="utf-8")
+    git("commit", "-qam", "second", cwd=source)
+    build.lines.clear()
+    again = rerun.rerun_build(record.build_id, build.records, log=build.lines.append)
+    assert again.build_id != record.build_id and again.status == "SUCCESS"
+    assert f'"show": hello {first_commit} {first_commit} hello' in build.log()
+    assert again.request["substitutions"]["_GREETING"] == "hello"
+
+
+def test_cli_run_only_skip_and_rerun(
+    tmp_path: Path, source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "cb.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "steps": [
+                    bash("echo one $_X", id="one"),
+                    bash("echo two", id="two"),
+                    bash("exit 1", id="three"),
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
+    records = tmp_path / "records"
+    base = [
+        str(config),
+        "--source",
+        str(source),
+        "--substitutions",
+        "_X=x1",
+        "--records",
+        str(records),
+    ]
+    base += ["--map-image", "bash=bash"]
+    assert run.main([*base, "--only", "one", "two"]) == 0
+    err = capsys.readouterr().err
+    assert 'Step #0 - "one": one x1' in err and "BUILD SUCCESS" in err
+    assert run.main([*base, "--skip", "two"]) == 1
+    [failed] = [
+        json.loads(p.read_text())
+        for p in records.glob("*.json")
+        if json.loads(p.read_text())["status"] == "FAILURE"
+    ]
+    assert [s["status"] for s in failed["steps"]] == ["SUCCESS", "SKIPPED", "FAILURE"]
+    assert rerun.main([failed["build_id"], "--records", str(records)]) == 1
+    assert run.main([*base, "--only", "nope"]) == 2
+    assert "no step with that id" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_config_cloud_build_would_refuse(
+    tmp_path: Path, source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "cb.yaml"
+    config.write_text(yaml.safe_dump({"steps": [bash("echo $_MISSING")]}), encoding="utf-8")
+    assert run.main([str(config), "--source", str(source), "--records", str(tmp_path / "r")]) == 2
+    assert (
+        'key in the template "_MISSING" is not a valid built-in substitution'
+        in capsys.readouterr().err
+    )
+
+
+def test_records_default_under_the_source(build: Build, source: Path) -> None:
+    record = build.run({"steps": [bash("true")]}, records_dir=None)
+    assert record.path == source / ".gitops-cloudbuild" / "builds" / f"{record.build_id}.json"
+    saved = json.loads(record.path.read_text())
+    assert saved["status"] == "SUCCESS" and saved["steps"][0]["duration"] >= 0
+    assert saved["config"]["steps"][0]["args"] == ["-c", "true"]
