@@ -8,6 +8,9 @@ never by timing thresholds.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -476,3 +479,58 @@ def test_records_default_under_the_source(build: Build, source: Path) -> None:
     saved = json.loads(record.path.read_text())
     assert saved["status"] == "SUCCESS" and saved["steps"][0]["duration"] >= 0
     assert saved["config"]["steps"][0]["args"] == ["-c", "true"]
+
+
+# -- podman: each step in its image (needs root, podman and the step images) --
+
+STEP_IMAGE = "localhost/gitops-steps/update-manifest:dev"
+
+
+def _podman_has(image: str) -> bool:
+    if os.geteuid() != 0 or shutil.which("podman") is None or shutil.which("runc") is None:
+        return False
+    env = {**os.environ, **engine.containers_environ()}
+    argv = ["podman", *engine.PODMAN_FLAGS, "image", "inspect", image]
+    return subprocess.run(argv, env=env, capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.slow
+def test_podman_engine_runs_steps_in_their_images(build: Build, tmp_path: Path) -> None:
+    if not _podman_has(STEP_IMAGE):
+        pytest.skip(f"needs root, podman, runc and {STEP_IMAGE} (scripts/build-images)")
+    ws = tmp_path / "ws"
+    cache = [{"name": "cache", "path": "/cache"}]
+    data = {
+        "steps": [
+            {"id": "help", "name": STEP_IMAGE, "args": ["--help"]},
+            {
+                "id": "inside",
+                "name": STEP_IMAGE,
+                "entrypoint": "sh",
+                "args": [
+                    "-c",
+                    "echo in > /workspace/inside; echo kept > $$HOME/h; echo v > /cache/v;"
+                    ' echo "{\\"pwd\\": \\"$$PWD\\"}" > $$BUILDER_OUTPUT/output',
+                ],
+                "volumes": cache,
+            },
+            {
+                "id": "script",
+                "name": STEP_IMAGE,
+                "script": "cat $HOME/h /cache/v",
+                "volumes": cache,
+            },
+            {
+                "id": "mapped",
+                "name": "python:0.0-not-here",
+                "args": ["python", "-c", "print('local')"],
+            },
+        ]
+    }
+    record = build.run(data, engine="podman", write_workspace=ws, map_images=[])
+    assert record.status == "SUCCESS", build.log()
+    assert "usage: gitops-update-manifest" in build.log()
+    assert (ws / "inside").read_text() == "in\n"
+    assert json.loads(record.step("inside").output) == {"pwd": "/workspace"}
+    assert 'Step #2 - "script": kept' in build.log() and 'Step #2 - "script": v' in build.log()
+    assert 'Step #3 - "mapped": local' in build.log()

@@ -222,6 +222,7 @@ def container_command(
     workdir: str,
     script_path: str | None,
     name: str,
+    shebang: bool = False,
 ) -> list[str]:
     """``podman run ...`` (or docker) for one step, Cloud Build style."""
     base = [shutil.which(engine) or engine]
@@ -232,6 +233,8 @@ def container_command(
         argv += ["-v", f"{host}:{inside}"]
     for key in sorted(env):
         argv += ["-e", key]
+    if script_path is not None and shebang:
+        return [*argv, "--entrypoint", script_path, image]
     if script_path is not None:
         return [*argv, "--entrypoint", "sh", image, script_path]
     if step.entrypoint:

@@ -214,6 +214,34 @@ class Context:
     cancel: threading.Event
     log_lock: threading.Lock = field(default_factory=threading.Lock)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _images: dict[str, bool] = field(default_factory=dict)
+
+    def image_available(self, image: str) -> bool:
+        """Whether the container engine has ``image`` or can pull it (cached)."""
+        if image not in self._images:
+            base = [shutil.which(self.engine) or self.engine]
+            if self.engine == "podman":
+                base += list(engines.PODMAN_FLAGS)
+            env = (
+                {**os.environ, **engines.containers_environ()} if self.engine == "podman" else None
+            )
+            found = False
+            for verb in (["image", "inspect"], ["pull", "--quiet"]):
+                try:
+                    proc = subprocess.run(
+                        [*base, *verb, image],
+                        env=env,
+                        capture_output=True,
+                        check=False,
+                        timeout=120,
+                    )
+                except (OSError, subprocess.TimeoutExpired):
+                    break
+                if proc.returncode == 0:
+                    found = True
+                    break
+            self._images[image] = found
+        return self._images[image]
 
     def rewrite(self, text: str, step: config.Step) -> str:
         """Container paths (/workspace, /builder/home, volumes) as local ones."""
@@ -252,6 +280,12 @@ def run_step_in(ctx: Context, step: config.Step, record: StepRecord) -> None:
     outputs.mkdir(parents=True, exist_ok=True)
     image = step.name
     local = ctx.engine == "process" or engines.runs_locally(image, ctx.maps)
+    if not local and not ctx.image_available(engines.container_image(image, ctx.maps)):
+        # Not here and cannot be pulled (no network): the process engine's mapping.
+        local = True
+        _emit(
+            ctx, step, f"image {image} is not available to {ctx.engine}: running it locally", record
+        )
     try:
         argv, env, cwd = _command(ctx, step, image, outputs, local)
     except engines.NotRunnable as exc:
@@ -368,6 +402,7 @@ def _command(
         mounts=mounts,
         workdir=inside_dir,
         script_path=inside_script,
+        shebang=bool(step.script and step.script.startswith("#!")),
         name=f"gitops-cloudbuild-{uuid.uuid4().hex[:12]}",
     )
     host_env = {**os.environ, **container_env}
@@ -621,7 +656,16 @@ def run_build(
             emit(f"Finished {step.label}: {rec.status}" + (f" ({rec.error})" if rec.error else ""))
             return rec
 
-        record.status = schedule(steps, selected, run_one, by_key, ctx.cancel, deadline)
+        try:
+            record.status = schedule(steps, selected, run_one, by_key, ctx.cancel, deadline)
+        except BaseException:
+            ctx.cancel.set()
+            for proc in list(ctx.processes.values()):
+                _terminate(proc)
+            record.status = "CANCELLED"
+            record.finished = time.time()
+            _write(record)
+            raise
     finally:
         if server is not None:
             server.stop()
