@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -534,3 +535,35 @@ def test_podman_engine_runs_steps_in_their_images(build: Build, tmp_path: Path) 
     assert json.loads(record.step("inside").output) == {"pwd": "/workspace"}
     assert 'Step #2 - "script": kept' in build.log() and 'Step #2 - "script": v' in build.log()
     assert 'Step #3 - "mapped": local' in build.log()
+
+
+@pytest.mark.slow
+def test_docker_build_and_push_go_through_buildah(
+    build: Build, source: Path, registry: Any
+) -> None:
+    if os.geteuid() != 0 or shutil.which("buildah") is None:
+        pytest.skip("needs root and buildah")
+    (source / "Dockerfile").write_text("FROM scratch\nCOPY README /README\n", encoding="utf-8")
+    git("add", "Dockerfile", cwd=source)
+    git("commit", "-qm", "dockerfile", cwd=source)
+    image = f"{registry.address}/cloudbuild-run/hello:$SHORT_SHA"
+    data = {
+        "steps": [
+            {
+                "id": "build",
+                "name": "gcr.io/cloud-builders/docker",
+                "args": ["build", "-t", image, "."],
+            },
+            {"id": "push", "name": "gcr.io/cloud-builders/docker", "args": ["push", image]},
+        ]
+    }
+    record = build.run(data)
+    short = git("rev-parse", "--short=7", "HEAD", cwd=source).strip()
+    try:
+        assert record.status == "SUCCESS", build.log()
+        with urllib.request.urlopen(f"{registry.url}/v2/cloudbuild-run/hello/tags/list") as answer:
+            assert json.load(answer)["tags"] == [short]
+    finally:
+        env = {**os.environ, **engine.containers_environ()}
+        tagged = f"{registry.address}/cloudbuild-run/hello:{short}"
+        subprocess.run(["buildah", "rmi", tagged], env=env, capture_output=True, check=False)
