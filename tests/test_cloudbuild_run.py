@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -567,3 +568,23 @@ def test_docker_build_and_push_go_through_buildah(
         env = {**os.environ, **engine.containers_environ()}
         tagged = f"{registry.address}/cloudbuild-run/hello:{short}"
         subprocess.run(["buildah", "rmi", tagged], env=env, capture_output=True, check=False)
+
+
+def test_what_a_step_leaves_running_stops_with_it(build: Build, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    data = {"steps": [bash("sleep 60 & echo $$! > /workspace/pid; echo started", id="bg")]}
+    record = build.run(data, write_workspace=ws)
+    assert record.status == "SUCCESS", build.log()
+    pid = int((ws / "pid").read_text())
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid):
+            break
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -326,6 +326,9 @@ def run_step_in(ctx: Context, step: config.Step, record: StepRecord) -> None:
         elif ctx.cancel.is_set():
             status = "CANCELLED"
             _terminate(proc)
+    # As when a step's container stops: what it left running goes with it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
     reader.join(timeout=5)
     ctx.processes.pop(step.key, None)
     record.finished = time.time()
