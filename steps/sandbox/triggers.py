@@ -26,7 +26,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -40,7 +39,6 @@ from steps.sandbox import up as sandbox
 BRANCH = "candidate"
 REPO_NAME = "env"
 TRIGGER_NAME = "env-candidate"
-BUILD_TIMEOUT = 900.0
 ZERO = "0" * 40
 
 
@@ -136,36 +134,49 @@ def run_build(layout: sandbox.Layout, number: int, *, engine: str = "process") -
         "REPO_NAME": REPO_NAME,
         **sandbox.substitutions(values, "env"),
     }
-    argv = [sys.executable, "-m", "steps.cloudbuild", "run", str(source / "cloudbuild.yaml")]
-    argv += ["--source", str(source), "--engine", engine]
-    argv += ["--substitutions", ",".join(f"{k}={v}" for k, v in subs.items())]
-    argv += ["--secret-env-file", values["SECRET_ENV_FILE"]]
-    env = {**_clean_env(), **build_environ(values)}
-    print(f"gitops-sandbox: trigger {TRIGGER_NAME}: {shlex.join(argv)}", flush=True)
+    print(
+        f"gitops-sandbox: trigger {TRIGGER_NAME}: gitops-cloudbuild run "
+        f"{source / 'cloudbuild.yaml'} --source {source} --engine {engine} --substitutions "
+        + ",".join(f"{k}={v}" for k, v in subs.items())
+        + f" --secret-env-file {values['SECRET_ENV_FILE']}",
+        flush=True,
+    )
+    from steps.cloudbuild.run import run_build as cloudbuild_run
+
     try:
-        done = subprocess.run(
-            argv,
-            env=env,
-            cwd=source.parent,
-            stdin=subprocess.DEVNULL,
-            stdout=sys.stdout,
-            stderr=subprocess.STDOUT,
-            timeout=BUILD_TIMEOUT,
-            check=False,
+        # The API rather than the command, to use the sandbox's metadata server
+        # (it issues the tokens its GKE API stand-in accepts).
+        build = cloudbuild_run(
+            source / "cloudbuild.yaml",
+            source,
+            substitutions=subs,
+            engine=engine,
+            secret_env_file=Path(values["SECRET_ENV_FILE"]),
+            records_dir=layout.builds / "records",
+            extra_env=build_environ(values),
+            metadata_server=False,
         )
-        code = done.returncode
-    except subprocess.TimeoutExpired:
-        code = 124
-    status = "SUCCESS" if code == 0 else "FAILURE"
+    except Exception as exc:
+        print(f"gitops-sandbox: trigger {TRIGGER_NAME}: error: {exc}", flush=True)
+        _update_record(layout, number, status="FAILURE", exit_code=2, error=str(exc), log=str(log))
+        return 2
+    code = 0 if build.status == "SUCCESS" else 1
     _update_record(
-        layout, number, status=status, exit_code=code, finished=time.time(), log=str(log)
+        layout,
+        number,
+        status=build.status,
+        exit_code=code,
+        build_id=build.build_id,
+        record=str(build.path),
+        finished=time.time(),
+        log=str(log),
     )
     return code
 
 
 def build_environ(values: Mapping[str, str]) -> dict[str, str]:
     """What a local build needs to reach the sandbox (never the Git token)."""
-    names = ("KUBECONFIG", "GCE_METADATA_HOST", "GCE_METADATA_IP", "GITOPS_CONTAINER_API_URL")
+    names = ("GCE_METADATA_HOST", "GCE_METADATA_IP", "GITOPS_CONTAINER_API_URL")
     return {name: values[name] for name in names if name in values}
 
 

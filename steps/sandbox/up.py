@@ -161,7 +161,7 @@ def substitutions(values: Mapping[str, str], which: str) -> dict[str, str]:
     """The trigger substitutions of the sandbox's app or env build (pure)."""
     common = {"_ENV_REPO": values["ENV_REPO"], "_ENV_PATH": ENV_PATH}
     if which == "app":
-        return {**common, "_REGISTRY": values["REGISTRY"]}
+        return {**common, "_IMAGE_REPO": f"{values['REGISTRY']}/{PROJECT_ID}/apps"}
     location, cluster = values["GITOPS_CLUSTER"].split("/")[3::2]
     return {**common, "_CLUSTER": cluster, "_CLUSTER_LOCATION": location, "_TIMEOUT": "2m"}
 
@@ -258,6 +258,64 @@ def stop_pid(pid: int, root: Path, timeout: float = STOP_TIMEOUT) -> bool:
     return True
 
 
+# -- the app config and its base image -------------------------------------------------
+
+IMAGE_REPO = "_IMAGE_REPO"
+_AR_REPO = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}"
+_IMAGE = "${_IMAGE}:$SHORT_SHA"
+
+
+def sandbox_app_config(text: str) -> str:
+    """cloudbuild/app.yaml with the image's repository a substitution (pure).
+
+    The sandbox pushes to its loopback registry, which ``${_REGION}-docker.pkg.dev``
+    cannot name. A config that already has ``_IMAGE_REPO`` is used as it is;
+    otherwise the image is built and pushed as ``${_IMAGE_REPO}/...`` (default:
+    the Artifact Registry repository it names today), and update-manifest
+    renames the template's image to it (a no-op on Cloud Build).
+    """
+    if IMAGE_REPO in text:
+        return text
+    default = "${_REGION}-docker.pkg.dev/${PROJECT_ID}/${_REPOSITORY}"
+    text = text.replace(
+        "substitutions:\n",
+        f"substitutions:\n  {IMAGE_REPO}: {default}  # where the image is pushed\n",
+        1,
+    )
+    text = text.replace(
+        f"--image={_AR_REPO}/{_IMAGE}", f"--image={_AR_REPO}/${{_IMAGE}}=${{{IMAGE_REPO}}}/{_IMAGE}"
+    )
+    return text.replace(f"{_AR_REPO}/{_IMAGE}", f"${{{IMAGE_REPO}}}/{_IMAGE}")
+
+
+PYTHON_BASE = "docker.io/library/python:3.12-slim"
+LOCAL_BASE = "localhost/gitops-steps-base:bookworm"
+
+
+def provide_python_base(timeout: float = 900.0) -> str:
+    """Make ``FROM python:3.12-slim`` build here: tag the local Debian base (made by
+    ``scripts/build-images --base-only`` if missing) with that name, in the image
+    storage gitops-cloudbuild's docker builder uses. Returns the base's name."""
+    from steps.cloudbuild.engine import containers_environ
+
+    env = containers_environ(_child_env())
+
+    def present(image: str) -> bool:
+        argv = ["buildah", "inspect", "--type", "image", image]
+        done = subprocess.run(argv, env=env, capture_output=True, check=False, timeout=60)
+        return done.returncode == 0
+
+    if present(PYTHON_BASE):
+        return PYTHON_BASE
+    if not present(LOCAL_BASE):
+        say(f"making {LOCAL_BASE} (scripts/build-images --base-only; a minute, once)")
+        script = str(REPO / "scripts" / "build-images")
+        subprocess.run([script, "--base-only"], env=env, check=True, timeout=timeout)
+    say(f"{PYTHON_BASE} is {LOCAL_BASE} here (no image can be pulled)")
+    subprocess.run(["buildah", "tag", LOCAL_BASE, PYTHON_BASE], env=env, check=True, timeout=60)
+    return PYTHON_BASE
+
+
 # -- repositories ----------------------------------------------------------------------
 
 
@@ -295,7 +353,7 @@ def seed_repositories(layout: Layout) -> dict[str, str]:
             work = Path(tmp) / name
             if name == "app":
                 _copy_app(work)
-                shutil.copyfile(APP_CONFIG, work / "cloudbuild.yaml")
+                (work / "cloudbuild.yaml").write_text(sandbox_app_config(APP_CONFIG.read_text()))
                 message = "Example app: hello, with its Cloud Build pipeline"
             else:
                 work.mkdir()
@@ -340,7 +398,8 @@ def up(options: Options) -> dict[str, str]:
             f"{layout.root}: only {', '.join(running)} running; run gitops-sandbox down first"
         )
     token = "gst_" + secrets.token_urlsafe(24)
-    _write_private(layout.secrets, render_env({"GIT_TOKEN": token}))
+    # Plain KEY=VALUE lines: gitops-cloudbuild's --secret-env-file format.
+    _write_private(layout.secrets, f"GIT_TOKEN={token}\n")
     ports = {name: options.ports.get(name) or free_port() for name in SERVICES}
     env = _child_env()
     py = _python()

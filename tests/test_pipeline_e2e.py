@@ -1,0 +1,212 @@
+"""The whole pipeline end to end, through the real cloudbuild.yaml files, in the sandbox.
+
+Each scenario gets its own sandbox (gitops-sandbox up: registry, Git server with
+the app and env repos, Kubernetes emulator, GKE API stand-in), runs the app
+repo's cloudbuild.yaml with gitops-cloudbuild (the image really built with
+buildah and pushed), and lets the push to ``candidate`` trigger the env
+repo's cloudbuild.yaml. Each prints its duration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from steps.cloudbuild.demo import Pipeline, running_sandbox
+from steps.sandbox.up import provide_python_base
+
+TOOLS = ("buildah", "git")
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in TOOLS)
+    or os.geteuid() != 0
+    or not os.access("/usr/bin/docker-registry", os.X_OK),
+    reason="needs root, buildah, git and docker-registry",
+)
+TIMEOUT = 300.0
+
+
+@pytest.fixture(scope="module")
+def python_base() -> str:
+    return provide_python_base()
+
+
+@pytest.fixture
+def pipeline(
+    python_base: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Pipeline]:
+    started = time.monotonic()
+    with running_sandbox(tmp_path / "sandbox") as running:
+        yield running
+    print(f"\n{request.node.name}: {time.monotonic() - started:.1f}s")
+
+
+def deploy(pipeline: Pipeline, commit: str, builds_before: int) -> dict[str, object]:
+    """App build for ``commit``, then its triggered env build; that build's record."""
+    build, lines = pipeline.app_build(commit)
+    assert build.status == "SUCCESS", "\n".join(lines[-30:])
+    records = pipeline.wait_env_builds(builds_before + 1, TIMEOUT)
+    return records[-1]
+
+
+def greeting_change(pipeline: Pipeline, name: str) -> str:
+    """A new release of the app (its tests follow); pushed to main."""
+    before = re.compile(r"Hello(?: from \w+)?, ")
+    app = before.sub(f"Hello from {name}, ", pipeline.app_file("app.py"))
+    test = before.sub(f"Hello from {name}, ", pipeline.app_file("test_app.py"))
+    return pipeline.app_commit({"app.py": app, "test_app.py": test}, f"Greet from {name}")
+
+
+def image_trailer(pipeline: Pipeline, ref: str) -> str:
+    body = pipeline.log(ref, "%B")[0]
+    lines = [line for line in body.splitlines() if line.startswith("Image: ")]
+    assert len(lines) == 1, body
+    return lines[0].removeprefix("Image: ")
+
+
+def test_happy_path_the_cluster_runs_exactly_the_built_digest(pipeline: Pipeline) -> None:
+    commit = pipeline.values["APP_FIRST_COMMIT"]
+
+    record = deploy(pipeline, commit, 0)
+
+    assert record["status"] == "SUCCESS", Path(str(record["log"])).read_text()[-3000:]
+    assert pipeline.registry_tags() == [commit[:7]]
+    digest = pipeline.registry_digest(commit[:7])
+    image = f"{pipeline.values['REGISTRY']}/sandbox-project/apps/hello@{digest}"
+    candidate = pipeline.tip("candidate")
+    assert candidate == record["commit"]
+    assert image in pipeline.show("candidate", "hello/deployment.yaml")
+    assert image_trailer(pipeline, "candidate") == image
+    assert pipeline.log("production", "%s")[0].startswith(f"Promote {candidate[:12]}")
+    assert pipeline.show("production", "hello/deployment.yaml") == pipeline.show(
+        "candidate", "hello/deployment.yaml"
+    )
+    cluster = pipeline.cluster()
+    assert cluster["image"] == image
+    assert cluster["running"] == [image]
+    assert cluster["ready"] == 2
+
+
+def test_a_failing_app_test_stops_the_pipeline(pipeline: Pipeline) -> None:
+    test = pipeline.app_file("test_app.py") + (
+        "\n\ndef test_greeting_is_polite() -> None:\n"
+        '    assert greeting("GKE") == "Good day, GKE!"\n'
+    )
+    commit = pipeline.app_commit({"test_app.py": test}, "A test the app fails")
+    production = pipeline.tip("production")
+
+    build, lines = pipeline.app_build(commit)
+
+    assert build.status == "FAILURE"
+    statuses = {step.id: step.status for step in build.steps}
+    assert statuses["test"] == "FAILURE"
+    assert all(statuses[s] != "SUCCESS" for s in ("build", "push", "push-candidate"))
+    assert any("test_greeting_is_polite" in line for line in lines)
+    assert pipeline.registry_tags() == []
+    assert pipeline.tip("candidate") is None
+    assert pipeline.tip("production") == production
+    time.sleep(0.5)  # a trigger, had there been a push, would have queued by now
+    assert pipeline.env_builds() == []
+
+
+def test_a_crashing_image_fails_the_env_build_and_rolls_back(pipeline: Pipeline) -> None:
+    good = deploy(pipeline, pipeline.values["APP_FIRST_COMMIT"], 0)
+    assert good["status"] == "SUCCESS"
+    production = pipeline.tip("production")
+    production_image = pipeline.cluster()["image"]
+    template = pipeline.app_file("k8s/deployment.yaml.tpl").replace(
+        "      labels:\n        app: hello\n    spec:",
+        "      labels:\n        app: hello\n      annotations:\n"
+        "        sandbox.gitops-steps.dev/behavior: crash\n    spec:",
+    )
+    assert "behavior: crash" in template
+    commit = pipeline.app_commit({"k8s/deployment.yaml.tpl": template}, "A release that crashes")
+
+    bad = deploy(pipeline, commit, 1)
+
+    assert bad["status"] == "FAILURE"
+    assert bad["commit"] == pipeline.tip("candidate")
+    assert "behavior: crash" in pipeline.show("candidate", "hello/deployment.yaml")
+    log = Path(str(bad["log"])).read_text()
+    assert "CrashLoopBackOff" in log
+    assert pipeline.tip("production") == production
+    cluster = pipeline.cluster()
+    assert cluster["image"] == production_image
+    assert cluster["annotations"].get("sandbox.gitops-steps.dev/behavior") != "crash"
+    assert cluster["running"] == [production_image]
+
+
+def test_rerunning_an_old_env_build_rolls_back(pipeline: Pipeline) -> None:
+    v1 = deploy(pipeline, pipeline.values["APP_FIRST_COMMIT"], 0)
+    v1_image = pipeline.cluster()["image"]
+    v2 = deploy(pipeline, greeting_change(pipeline, "v2"), 1)
+    assert (v1["status"], v2["status"]) == ("SUCCESS", "SUCCESS")
+    assert pipeline.cluster()["image"] != v1_image
+
+    pipeline.rerun_env_build(str(v1["commit"]))
+    again = pipeline.wait_env_builds(3, TIMEOUT)[-1]
+
+    assert again["status"] == "SUCCESS", Path(str(again["log"])).read_text()[-3000:]
+    assert pipeline.cluster()["image"] == v1_image
+    subject = pipeline.log("production", "%s")[0]
+    assert subject.startswith(f"Rollback to {str(v1['commit'])[:12]}")
+    assert "Rollback-From: " in pipeline.log("production", "%B")[0]
+
+
+@pytest.mark.slow
+def test_three_commits_at_once_end_with_one_agreed_truth(pipeline: Pipeline) -> None:
+    first = greeting_change(pipeline, "one")
+    second = greeting_change(pipeline, "two")
+    third = greeting_change(pipeline, "three")
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(pipeline.app_build, [first, second, third]))
+
+    assert [build.status for build, _ in results] == ["SUCCESS"] * 3
+    records = pipeline.wait_env_builds(3, TIMEOUT)
+    candidates = pipeline.log("candidate", "%H")[:-1]  # the seed commit apart
+    assert len(candidates) == 3
+    assert sorted(str(r["commit"]) for r in records) == sorted(candidates)
+    succeeded = [
+        c for c in candidates if any(r["commit"] == c and r["status"] == "SUCCESS" for r in records)
+    ]
+    assert succeeded, records
+    newest_ok = succeeded[0]  # log order: newest first
+    production_tip = pipeline.log("production", "%B")[0]
+    assert f"Promoted-From: candidate@{newest_ok}" in production_tip
+    cluster = pipeline.cluster()
+    assert cluster["image"] in pipeline.show("production", "hello/deployment.yaml")
+    assert pipeline.show("production", "hello/deployment.yaml") == pipeline.show(
+        newest_ok, "hello/deployment.yaml"
+    )
+    promoted = [b for b in pipeline.log("production", "%B") if "Promoted-From" in b]
+    for build_commit in candidates:
+        if build_commit not in succeeded:
+            assert not any(build_commit in body for body in promoted)
+    older = [c for c in candidates if c != newest_ok]
+    for commit in older:
+        bodies = [b for b in promoted if commit in b]
+        assert len(bodies) <= 1
+
+
+def test_rerunning_any_build_is_harmless(pipeline: Pipeline) -> None:
+    commit = pipeline.values["APP_FIRST_COMMIT"]
+    first = deploy(pipeline, commit, 0)
+    assert first["status"] == "SUCCESS"
+    state = (pipeline.tip("candidate"), pipeline.tip("production"), pipeline.cluster()["image"])
+
+    build, lines = pipeline.app_build(commit)  # the app build again
+    assert build.status == "SUCCESS", "\n".join(lines[-30:])
+    pipeline.rerun_env_build(str(first["commit"]))  # and the env build again
+    again = pipeline.wait_env_builds(2, TIMEOUT)
+
+    assert [r["status"] for r in again] == ["SUCCESS", "SUCCESS"]
+    assert (pipeline.tip("candidate"), pipeline.tip("production")) == state[:2]
+    assert pipeline.cluster()["image"] == state[2]
+    assert pipeline.registry_tags() == [commit[:7]]
