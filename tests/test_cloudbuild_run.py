@@ -470,7 +470,7 @@ def test_cli_refuses_a_config_cloud_build_would_refuse(
     config.write_text(yaml.safe_dump({"steps": [bash("echo $_MISSING")]}), encoding="utf-8")
     assert run.main([str(config), "--source", str(source), "--records", str(tmp_path / "r")]) == 2
     assert (
-        'key in the template "_MISSING" is not a valid built-in substitution'
+        'key in the template "_MISSING" is not matched in the substitution data'
         in capsys.readouterr().err
     )
 

@@ -49,20 +49,24 @@ def check(data: dict[str, Any], given: dict[str, str] | None = None) -> config.R
 
 def test_limits() -> None:
     too_many = {"steps": [{"name": "bash"}] * (config.MAX_STEPS + 1)}
-    assert "invalid .steps field: build has 301 steps, max is 300" in check(too_many).errors
-    args = {"steps": [{"name": "bash", "args": ["x"] * 101}]}
-    assert "invalid .steps field: build step 0 has 101 args, max is 100" in check(args).errors
-    long_arg = {"steps": [{"name": "bash", "args": ["x" * 10_001]}]}
-    assert check(long_arg).errors == [
-        "invalid .steps field: build step 0: an arg is 10001 characters, max is 10000"
+    assert check(too_many).errors == [
+        "invalid .steps field: cannot specify more than 300 build steps"
     ]
+    args = {"steps": [{"name": "bash", "args": ["x"] * 101}]}
+    assert check(args).errors == ["invalid .steps field: build step 0 too many args (max: 100)"]
+    long_arg = {"steps": [{"name": "bash", "args": ["x", "x" * 10_001]}]}
+    assert check(long_arg).errors == [
+        "invalid .steps field: build step 0 arg 1 too long (max: 10000)"
+    ]
+    envs = {"steps": [{"name": "bash", "env": ["A=1"] * 101}]}
+    assert check(envs).errors == ["invalid .steps field: build step 0 too many envs (max: 100)"]
 
 
 def test_a_volume_used_by_one_step_is_a_warning() -> None:
-    data = {"steps": [{"name": "bash", "volumes": [{"name": "v", "path": "/v"}]}]}
+    data = {"steps": [{"name": "bash", "volumes": [{"name": "vol", "path": "/v"}]}]}
     report = check(data)
     assert report.errors == []
-    assert "at least two build steps" in report.warnings[0]
+    assert report.warnings[0].startswith('Volume "vol" is only used by one step')
 
 
 def test_allow_loose_accepts_undefined_and_unused() -> None:
@@ -82,12 +86,18 @@ def test_unused_given_substitution_fails_under_must_match() -> None:
     data = {"steps": [{"name": "bash", "args": ["$_A"]}], "substitutions": {"_A": "a"}}
     assert check(data, {"_A": "b"}).errors == []
     errors = check(data, {"_B": "b"}).errors
-    assert errors == ['key "_B" in the substitution data is not matched in the template']
+    assert errors == [
+        'invalid build: key "_B" in the substitution data is not matched in the template'
+    ]
 
 
-def test_built_ins_may_be_given_and_are_not_unused() -> None:
+def test_overridable_built_ins_may_be_given_and_are_not_unused() -> None:
     data = {"steps": [{"name": "bash", "args": ["$$COMMIT_SHA"]}]}
     assert check(data, {"COMMIT_SHA": "abc", "BRANCH_NAME": "main"}).errors == []
+    [error] = check(data, {"PROJECT_ID": "p"}).errors
+    assert 'substitution key "PROJECT_ID" does not respect format' in error
+    # A trigger sets every built-in.
+    assert config.check(data, {"PROJECT_ID": "p"}, trigger=True).errors == []
 
 
 def test_script_is_not_substituted() -> None:

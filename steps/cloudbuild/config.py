@@ -1,14 +1,16 @@
 """A cloudbuild.yaml as data: load, check as Cloud Build would, substitute, and
 turn into steps with their ``waitFor`` graph (pure, apart from ``load``).
 
-Error texts follow Cloud Build's (and gcloud's) own wording where it has one;
-the limits are those of Cloud Build's documentation (300 steps, 100 args of at
-most 10,000 characters, 100 env entries per step).
+Error texts follow Cloud Build's own wording where it has one (as its API and
+the archived cloud-build-local validator word them: ``invalid .steps field:
+build step #1 - "id": ...``); where it has none, ours keep the same shape.
+Limits: 300 steps, 100 args of at most 10,000 characters, 100 env entries.
 """
 
 from __future__ import annotations
 
 import difflib
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +27,9 @@ MAX_ARGS = 100
 MAX_ARG_LENGTH = 10_000
 MAX_ENV = 100
 RESERVED_PATHS = ("/workspace", "/builder/home", "/builder/outputs", "/var/run/docker.sock")
+MAX_TIMEOUT = 86400.0
+START = "-"
+_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 BUILD_FIELDS = {
     "steps", "timeout", "queueTtl", "logsBucket", "options", "substitutions", "tags",
     "serviceAccount", "secrets", "availableSecrets", "artifacts", "images",
@@ -42,7 +47,6 @@ OPTION_FIELDS = {
     "requestedVerifyOption", "workerPool",
 }  # fmt: skip
 _DURATION = re.compile(r"^-?\d+(\.\d{1,9})?s$")
-_ENV_ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=", re.DOTALL)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -91,8 +95,14 @@ def check(
     data: Mapping[str, Any],
     given: Mapping[str, str] | None = None,
     built_ins: Mapping[str, str] | None = None,
+    *,
+    trigger: bool = False,
 ) -> Report:
-    """Every problem Cloud Build would report before running ``data``."""
+    """Every problem Cloud Build would report before running ``data``.
+
+    ``given`` are the substitutions passed with the build (``--substitutions``);
+    with ``trigger`` every built-in may be among them, as a trigger sets them.
+    """
     report = Report()
     errors = report.errors
     for key in data:
@@ -108,47 +118,38 @@ def check(
     _check_durations(data, errors)
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
-        errors.append("invalid build: Build must have at least one step")
+        errors.append("invalid .steps field: no build steps are specified")
         return report
     if len(steps) > MAX_STEPS:
-        errors.append(f"invalid .steps field: build has {len(steps)} steps, max is {MAX_STEPS}")
-    secret_names = _defined_secrets(data, errors)
-    used_secrets: set[str] = set()
-    seen_ids: dict[str, int] = {}
+        errors.append(f"invalid .steps field: cannot specify more than {MAX_STEPS} build steps")
+    seen_ids: set[str] = set()
     volume_users: dict[str, int] = {}
     for volume in options.get("volumes") or []:
-        _check_volume("options", volume, errors)
+        _check_volume("invalid .options field: ", volume, errors, set(), set())
     for index, step in enumerate(steps):
         if not isinstance(step, dict):
             errors.append(f"invalid .steps field: build step {index} is not a mapping")
             continue
         _check_step(index, step, errors, seen_ids)
+        names: set[str] = set()
+        paths: set[str] = set()
+        where = f"invalid .steps field: {_step_ref(index, step)}: "
         for volume in step.get("volumes") or []:
-            if _check_volume(f"build step {index}", volume, errors):
+            if _check_volume(where, volume, errors, names, paths):
                 volume_users[volume["name"]] = volume_users.get(volume["name"], 0) + 1
-        for name in step.get("secretEnv") or []:
-            used_secrets.add(name)
-            if name not in secret_names:
-                errors.append(
-                    f"invalid .steps field: build step {index} secretEnv {name!r} is not "
-                    "defined in availableSecrets or secrets"
-                )
-    for name in options.get("secretEnv") or []:
-        used_secrets.add(name)
-        if name not in secret_names:
-            errors.append(f"invalid .options field: secretEnv {name!r} is not defined")
-    for name in sorted(secret_names - used_secrets):
-        errors.append(
-            f"invalid build: secret environment variable {name!r} is not used by any step"
-        )
     for name, users in sorted(volume_users.items()):
         if users < 2:
             report.warnings.append(
-                f"volume {name!r} is used by only one step; Cloud Build requires each "
-                "named volume to be used by at least two build steps"
+                f'Volume "{name}" is only used by one step (Cloud Build requires each '
+                "named volume to be used by at least two build steps)"
             )
-    _check_substitutions(data, options, given or {}, built_ins, report)
+    _check_secrets(data, steps, options, errors)
+    _check_substitutions(data, options, given or {}, built_ins, report, trigger)
     return report
+
+
+def _step_ref(index: int, step: Mapping[str, Any]) -> str:
+    return f'build step #{index} - "{step.get("id") or ""}"'
 
 
 def _check_durations(data: Mapping[str, Any], errors: list[str]) -> None:
@@ -165,31 +166,49 @@ def _check_durations(data: Mapping[str, Any], errors: list[str]) -> None:
                 f"invalid {where} field: Illegal duration format; duration must end with 's' "
                 f'(got {value!r}, e.g. "600s")'
             )
+        elif where == ".timeout" and parse_duration(value) > MAX_TIMEOUT:
+            errors.append("timeout exceeds the timeout limit of 24h0m0s")
 
 
-def _defined_secrets(data: Mapping[str, Any], errors: list[str]) -> set[str]:
-    names: list[str] = []
+def _check_secrets(
+    data: Mapping[str, Any], steps: Sequence[Any], options: Mapping[str, Any], errors: list[str]
+) -> None:
+    defined: list[str] = []
     available = data.get("availableSecrets") or {}
     for item in available.get("secretManager") or []:
         if not item.get("versionName") or not item.get("env"):
             errors.append(
-                "invalid .availableSecrets field: secretManager needs versionName and env"
+                "invalid .availableSecrets field: secretManager entries need versionName and env"
             )
             continue
-        names.append(str(item["env"]))
+        defined.append(str(item["env"]))
     for item in available.get("inline") or []:
-        names.extend(str(k) for k in (item.get("envMap") or {}))
-    for item in data.get("secrets") or []:
-        names.extend(str(k) for k in (item.get("secretEnv") or {}))
-    for name in {n for n in names if names.count(n) > 1}:
-        errors.append(f"invalid build: secret environment variable {name!r} is defined twice")
-    return set(names)
+        defined.extend(str(k) for k in (item.get("envMap") or {}))
+    for index, item in enumerate(data.get("secrets") or []):
+        if not item.get("secretEnv"):
+            errors.append(f"invalid .secrets field: secret {index} defines no secretEnvs")
+        defined.extend(str(k) for k in (item.get("secretEnv") or {}))
+    for name in sorted({n for n in defined if defined.count(n) > 1}):
+        errors.append(f'invalid .secrets field: secretEnv "{name}" is defined more than once')
+    used: set[str] = set(options.get("secretEnv") or [])
+    for index, step in enumerate(steps):
+        if not isinstance(step, dict):
+            continue
+        names = [str(n) for n in step.get("secretEnv") or []]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            errors.append(
+                f'invalid .secrets field: Step {index} uses the secretEnv "{name}" more than once'
+            )
+        used.update(names)
+    for name in sorted(used - set(defined)):
+        errors.append(f'invalid .secrets field: secretEnv "{name}" is used without being defined')
+    for name in sorted(set(defined) - used):
+        errors.append(f'invalid .secrets field: secretEnv "{name}" is defined without being used')
 
 
-def _check_step(
-    index: int, step: Mapping[str, Any], errors: list[str], seen: dict[str, int]
-) -> None:
+def _check_step(index: int, step: Mapping[str, Any], errors: list[str], seen: set[str]) -> None:
     where = f"invalid .steps field: build step {index}"
+    ref = f"invalid .steps field: {_step_ref(index, step)}"
     for key in step:
         if key not in STEP_FIELDS:
             errors.append(_unused(f".steps[{index}]", key, STEP_FIELDS))
@@ -197,72 +216,78 @@ def _check_step(
         errors.append(f"{where} must specify name")
     args = step.get("args") or []
     if not isinstance(args, list):
-        errors.append(f"{where}: args must be a list of strings")
+        errors.append(f"{ref}: args must be a list of strings")
         args = []
     if len(args) > MAX_ARGS:
-        errors.append(f"{where} has {len(args)} args, max is {MAX_ARGS}")
-    for arg in args:
+        errors.append(f"{where} too many args (max: {MAX_ARGS})")
+    for position, arg in enumerate(args):
         if len(str(arg)) > MAX_ARG_LENGTH:
-            errors.append(f"{where}: an arg is {len(str(arg))} characters, max is {MAX_ARG_LENGTH}")
+            errors.append(f"{where} arg {position} too long (max: {MAX_ARG_LENGTH})")
     env = step.get("env") or []
     if len(env) > MAX_ENV:
-        errors.append(f"{where} has {len(env)} env entries, max is {MAX_ENV}")
+        errors.append(f"{where} too many envs (max: {MAX_ENV})")
     for entry in env:
-        if not _ENV_ENTRY.match(str(entry)):
-            errors.append(f'{where}: env entry {entry!r} is not of the form "KEY=VALUE"')
-    secret_env = step.get("secretEnv") or []
+        if "=" not in str(entry):
+            errors.append(f'{ref}: the Env entry "{entry}" must be of the form "KEY=VALUE"')
     env_keys = {str(e).split("=", 1)[0] for e in env}
-    for name in secret_env:
+    for name in step.get("secretEnv") or []:
         if name in env_keys:
-            errors.append(f"{where}: {name!r} is in both env and secretEnv")
+            errors.append(f'{ref}: "{name}" is in both env and secretEnv')
+    directory = str(step.get("dir") or "")
+    if directory and posixpath.normpath(directory).startswith(".."):
+        errors.append(f"{ref}: dir cannot refer to the parent directory")
     if step.get("script") is not None:
-        if step.get("args"):
-            errors.append(f"{where}: script and args cannot be used together")
-        if step.get("entrypoint"):
-            errors.append(f"{where}: script and entrypoint cannot be used together")
+        for other in ("args", "entrypoint"):
+            if step.get(other):
+                errors.append(f"{ref}: script and {other} cannot be used together")
     for code in step.get("allowExitCodes") or []:
         if isinstance(code, bool) or not re.fullmatch(r"-?\d+", str(code)):
-            errors.append(f"{where}: allowExitCodes must be integers, got {code!r}")
+            errors.append(f"{ref}: allowExitCodes must be integers, got {code!r}")
     ident = step.get("id")
     wait_for = step.get("waitFor")
-    if wait_for is not None:
-        if not isinstance(wait_for, list):
-            errors.append(f"{where}: waitFor must be a list of step ids")
-            wait_for = []
-        if "-" in wait_for and len(wait_for) > 1:
-            errors.append(f'{where}: waitFor "-" cannot be combined with step ids')
-        for other in wait_for:
-            if other != "-" and other not in seen:
-                if other == ident:
-                    errors.append(f"{where} depends on itself")
-                else:
-                    errors.append(
-                        f'{where} depends on step "{other}" which does not exist or '
-                        "is not an earlier step"
-                    )
+    if wait_for is not None and not isinstance(wait_for, list):
+        errors.append(f"{ref}: waitFor must be a list of step ids")
+        wait_for = []
+    for other in wait_for or []:
+        if other != START and other not in seen:
+            named = ref if ident else f"invalid .steps field: build step #{index}"
+            errors.append(f'{named} depends on "{other}", which has not been defined')
     if ident:
-        if ident in seen:
+        if ident == START:
             errors.append(
-                f'invalid .steps field: build step {index} has the same id "{ident}" '
-                f"as build step {seen[ident]}; step ids must be unique"
+                f'{ref}: the ID cannot be "-" which is reserved as a dependency for '
+                "build steps that should run first"
             )
-        else:
-            seen[str(ident)] = index
+        elif ident in seen:
+            errors.append(f"{ref}: the ID is not unique")
+        seen.add(str(ident))
 
 
-def _check_volume(where: str, volume: Any, errors: list[str]) -> bool:
+def _check_volume(
+    where: str, volume: Any, errors: list[str], names: set[str], paths: set[str]
+) -> bool:
     if not isinstance(volume, dict) or not volume.get("name") or not volume.get("path"):
-        errors.append(f"invalid volume in {where}: volumes must have a name and a path")
+        errors.append(f"{where}volumes must have a name and a path")
         return False
-    path = str(volume["path"])
-    if not path.startswith("/"):
-        errors.append(f"invalid volume in {where}: volume path {path!r} must be absolute")
-        return False
-    for reserved in RESERVED_PATHS:
-        if path.rstrip("/") == reserved or path.startswith(reserved + "/"):
-            errors.append(f"invalid volume in {where}: volume path {path!r} is reserved")
-            return False
-    return True
+    name, raw_path = str(volume["name"]), str(volume["path"])
+    path = posixpath.normpath(raw_path)
+    problems = []
+    if not _VOLUME_NAME.match(name):
+        problems.append(f'volume name "{name}" must match "{_VOLUME_NAME.pattern}"')
+    if not raw_path.startswith("/"):
+        problems.append(f'volume path "{raw_path}" is not valid, must be absolute')
+    elif path in RESERVED_PATHS:
+        problems.append(f'volume path "{raw_path}" is reserved')
+    elif path.startswith("/cloudbuild/"):
+        problems.append(f'volume path "{raw_path}" cannot start with /cloudbuild/')
+    if name in names:
+        problems.append(f'the Volumes entry must contain unique names ("{name}")')
+    if path in paths:
+        problems.append(f'the Volumes entry must contain unique paths ("{path}")')
+    names.add(name)
+    paths.add(path)
+    errors.extend(where + problem for problem in problems)
+    return not problems
 
 
 # -- substitutions -----------------------------------------------------------
@@ -282,6 +307,7 @@ def _check_substitutions(
     given: Mapping[str, str],
     built_ins: Mapping[str, str] | None,
     report: Report,
+    trigger: bool,
 ) -> None:
     option = options.get("substitutionOption", "MUST_MATCH")
     if option not in ("MUST_MATCH", "ALLOW_LOOSE"):
@@ -290,8 +316,13 @@ def _check_substitutions(
         )
         return
     defaults = data.get("substitutions") or {}
-    for key in [*defaults, *given]:
-        problem = subst.key_problem(str(key))
+    allowed = subst.BUILT_INS if trigger else subst.OVERRIDABLE
+    for key in defaults:
+        problem = subst.key_problem(str(key), subst.OVERRIDABLE)
+        if problem and problem not in report.errors:
+            report.errors.append(problem)
+    for key in given:
+        problem = subst.key_problem(str(key), allowed)
         if problem and problem not in report.errors:
             report.errors.append(problem)
     if report.errors:
@@ -302,7 +333,10 @@ def _check_substitutions(
         report.errors.append(exc.message)
         return
     for key in resolved.missing:
-        report.warnings.append(f'${{{key}}} is not defined: it becomes "" (ALLOW_LOOSE)')
+        report.warnings.append(
+            f'key in the template "{key}" is not matched in the substitution data '
+            '(ALLOW_LOOSE: it becomes "")'
+        )
 
 
 def placeholder_built_ins() -> dict[str, str]:
@@ -337,11 +371,23 @@ def resolve(
     )
     missing = sorted(usage.missing)
     unused = sorted(k for k in user if k not in usage.used)
+    for key in missing:
+        if not subst.USER_KEY.match(key):
+            raise UsageError(
+                "invalid value for 'build.substitutions': "
+                f'key in the template "{key}" is not a valid built-in substitution'
+            )
     if substitution_option(data) == "MUST_MATCH":
         for key in missing:
-            raise UsageError(f'key in the template "{key}" is not a valid built-in substitution')
+            raise UsageError(
+                f'invalid build: key in the template "{key}" is not matched '
+                "in the substitution data"
+            )
         for key in unused:
-            raise UsageError(f'key "{key}" in the substitution data is not matched in the template')
+            raise UsageError(
+                f'invalid build: key "{key}" in the substitution data is not matched '
+                "in the template"
+            )
     return Resolved(resolved, values, list(user), missing, unused)
 
 

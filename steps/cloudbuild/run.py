@@ -550,7 +550,7 @@ def run_build(
     values_in = built_ins(source, config_rel, project, build_id, given)
     if commit:
         values_in.update(COMMIT_SHA=commit, REVISION_ID=commit, SHORT_SHA=commit[:7])
-    report = config.check(data, given, values_in)
+    report = config.check(data, given, values_in, trigger=True)
     if report.errors:
         raise UsageError(f"{config_path}: {report.errors[0]}")
     resolved = config.resolve(data, given, values_in)

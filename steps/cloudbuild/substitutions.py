@@ -35,6 +35,8 @@ BUILT_INS = (
     "SERVICE_ACCOUNT_EMAIL",
     "SERVICE_ACCOUNT",
 )
+# Built-ins a build request (gcloud --substitutions) may set; a trigger sets all.
+OVERRIDABLE = ("REPO_NAME", "BRANCH_NAME", "TAG_NAME", "REVISION_ID", "COMMIT_SHA", "SHORT_SHA")
 USER_KEY = re.compile(r"^_[A-Z0-9_]+$")
 _TEMPLATE = re.compile(r"\$(?:(\$)|\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -48,13 +50,13 @@ class Usage:
     missing: set[str] = field(default_factory=set)
 
 
-def key_problem(key: str) -> str | None:
+def key_problem(key: str, overridable: Iterable[str] = OVERRIDABLE) -> str | None:
     """Cloud Build's complaint about a substitution key, or None."""
-    if USER_KEY.match(key) or key in BUILT_INS:
+    if USER_KEY.match(key) or key in overridable:
         return None
     return (
-        f"invalid value for 'build.substitutions': substitution key {key!r} does not "
-        'respect format "^_[A-Z0-9_]+$" and is not an overridable built-in substitution'
+        f'invalid .substitutions field: substitution key "{key}" does not respect format '
+        '"^_[A-Z0-9_]+$" and is not an overridable built-in substitution'
     )
 
 
