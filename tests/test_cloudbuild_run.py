@@ -406,19 +406,23 @@ def test_rerun_replays_the_same_build(build: Build, source: Path) -> None:
     first_commit = git("rev-parse", "HEAD", cwd=source).strip()
     data = {
         "steps": [
-            bash('echo "$_GREETING $COMMIT_SHA $$(git rev-parse HEAD) $$(cat README)"', id="show")
+            bash(
+                'echo "$_GREETING $COMMIT_SHA $$(git rev-parse HEAD) $$(cat README) $$FROM_CALLER"',
+                id="show",
+            )
         ],
         "substitutions": {"_GREETING": "hi"},
     }
-    record = build.run(data, substitutions={"_GREETING": "hello"})
+    record = build.run(data, substitutions={"_GREETING": "hello"}, extra_env={"FROM_CALLER": "yes"})
     assert record.status == "SUCCESS", build.log()
     (source / "README").write_text("changed\n", encoding="utf-8")
     git("commit", "-qam", "second", cwd=source)
     build.lines.clear()
     again = rerun.rerun_build(record.build_id, build.records, log=build.lines.append)
     assert again.build_id != record.build_id and again.status == "SUCCESS"
-    assert f'"show": hello {first_commit} {first_commit} hello' in build.log()
+    assert f'"show": hello {first_commit} {first_commit} hello yes' in build.log()
     assert again.request["substitutions"]["_GREETING"] == "hello"
+    assert again.request["extra_env"] == {"FROM_CALLER": "yes"}
 
 
 def test_cli_run_only_skip_and_rerun(

@@ -6,7 +6,7 @@ now), substitutions, commit, engine and step selection; a new BUILD_ID.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,19 @@ from steps.cloudbuild.run import RECORDS, BuildRecord, Log, load_record, run_bui
 PROG = "gitops-cloudbuild rerun"
 
 
-def rerun_build(build_id: str, records_dir: Path, *, log: Log | None = None) -> BuildRecord:
-    """Run the build recorded as ``build_id`` again; its new record."""
+def rerun_build(
+    build_id: str,
+    records_dir: Path,
+    *,
+    log: Log | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    metadata_server: bool | None = None,
+) -> BuildRecord:
+    """Run the build recorded as ``build_id`` again; its new record.
+
+    The environment given to the first run (``extra_env``, masked values
+    excepted) is given again, updated with ``extra_env``.
+    """
     old = load_record(build_id, records_dir)
     request = old.request
     substitutions = dict(request.get("substitutions") or {})
@@ -38,6 +49,10 @@ def rerun_build(build_id: str, records_dir: Path, *, log: Log | None = None) -> 
         commit=request.get("commit") or None,
         config_data=request.get("config"),
         log=log,
+        extra_env={**(request.get("extra_env") or {}), **(extra_env or {})},
+        metadata_server=request.get("metadata_server", True)
+        if metadata_server is None
+        else metadata_server,
     )
 
 

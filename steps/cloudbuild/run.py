@@ -602,6 +602,8 @@ def run_build(
                 if secret_env_file
                 else None,
                 "records_dir": str(records_path),
+                "extra_env": dict(extra_env or {}),
+                "metadata_server": metadata_server,
             }
         ),
         config=mask.deep(resolved.data),
