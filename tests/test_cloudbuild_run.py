@@ -560,18 +560,38 @@ def test_docker_build_and_push_go_through_buildah(
                 "args": ["build", "-t", image, "."],
             },
             {"id": "push", "name": "gcr.io/cloud-builders/docker", "args": ["push", image]},
-        ]
+            {
+                "id": "tag",
+                "name": "gcr.io/cloud-builders/docker",
+                "args": ["tag", image, f"{registry.address}/cloudbuild-run/hello:listed"],
+            },
+        ],
+        # Pushed by the build itself once every step succeeded, as on Cloud Build.
+        "images": [f"{registry.address}/cloudbuild-run/hello:listed"],
     }
     record = build.run(data)
     short = git("rev-parse", "--short=7", "HEAD", cwd=source).strip()
     try:
         assert record.status == "SUCCESS", build.log()
+        assert record.images == [
+            {"image": f"{registry.address}/cloudbuild-run/hello:listed", "status": "SUCCESS"}
+        ]
         with urllib.request.urlopen(f"{registry.url}/v2/cloudbuild-run/hello/tags/list") as answer:
-            assert json.load(answer)["tags"] == [short]
+            assert sorted(json.load(answer)["tags"]) == sorted([short, "listed"])
     finally:
         env = {**os.environ, **engine.containers_environ()}
-        tagged = f"{registry.address}/cloudbuild-run/hello:{short}"
-        subprocess.run(["buildah", "rmi", tagged], env=env, capture_output=True, check=False)
+        for tag in (short, "listed"):
+            tagged = f"{registry.address}/cloudbuild-run/hello:{tag}"
+            subprocess.run(["buildah", "rmi", tagged], env=env, capture_output=True, check=False)
+
+
+def test_images_that_cannot_be_pushed_fail_the_build(build: Build) -> None:
+    data = {"steps": [bash("true")], "images": ["127.0.0.1:9/nowhere/never:1"]}
+    record = build.run(data)
+    assert record.status == "FAILURE"
+    assert record.images == [{"image": "127.0.0.1:9/nowhere/never:1", "status": "FAILURE"}]
+    assert "ERROR: pushing 127.0.0.1:9/nowhere/never:1 failed" in build.log()
+    assert build.run(data, push_images=False).status == "SUCCESS"
 
 
 def test_what_a_step_leaves_running_stops_with_it(build: Build, tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ def rerun_build(
         config_data=request.get("config"),
         log=log,
         extra_env={**(request.get("extra_env") or {}), **(extra_env or {})},
+        push_images=request.get("push_images", True),
         metadata_server=request.get("metadata_server", True)
         if metadata_server is None
         else metadata_server,

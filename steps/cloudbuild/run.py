@@ -73,6 +73,7 @@ class BuildRecord:
     request: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     workspace: str = ""
+    images: list[dict[str, str]] = field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
 
@@ -523,6 +524,7 @@ def run_build(
     commit: str | None = None,
     config_data: Mapping[str, Any] | None = None,
     metadata_server: bool = True,
+    push_images: bool = True,
 ) -> BuildRecord:
     """Run a build config locally and return (and write) its record.
 
@@ -604,6 +606,7 @@ def run_build(
                 "records_dir": str(records_path),
                 "extra_env": dict(extra_env or {}),
                 "metadata_server": metadata_server,
+                "push_images": push_images,
             }
         ),
         config=mask.deep(resolved.data),
@@ -671,6 +674,10 @@ def run_build(
             record.finished = time.time()
             _write(record)
             raise
+        if record.status == "SUCCESS" and push_images and not only and not skip:
+            record.images = push_built_images(resolved.data.get("images") or [], engine, emit)
+            if any(item["status"] != "SUCCESS" for item in record.images):
+                record.status = "FAILURE"
     finally:
         if server is not None:
             server.stop()
@@ -679,6 +686,31 @@ def run_build(
     _write(record)
     emit(f"BUILD {record.status}: {build_id} (record: {record.path})")
     return record
+
+
+def push_built_images(images: Sequence[str], engine: str, emit: Log) -> list[dict[str, str]]:
+    """Push the config's ``images`` once every step succeeded, as Cloud Build does."""
+    pushed: list[dict[str, str]] = []
+    for image in images:
+        if engine == "docker":
+            argv = [shutil.which("docker") or "docker", "push", image]
+            env = dict(os.environ)
+        else:
+            tls = ["--tls-verify=false"] if engines.registry_insecure(image) else []
+            argv = [shutil.which("buildah") or "buildah", "push", *tls, image, f"docker://{image}"]
+            env = {**os.environ, **engines.containers_environ()}
+        emit(f"PUSH {image}")
+        try:
+            proc = subprocess.run(
+                argv, env=env, capture_output=True, text=True, check=False, timeout=600
+            )
+            ok, detail = proc.returncode == 0, (proc.stderr or proc.stdout).strip()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            ok, detail = False, str(exc)
+        if not ok:
+            emit(f"ERROR: pushing {image} failed: {detail.splitlines()[-1] if detail else ''}")
+        pushed.append({"image": image, "status": "SUCCESS" if ok else "FAILURE"})
+    return pushed
 
 
 def engine_maps(items: Sequence[str]) -> list[engines.Mapping_]:
@@ -726,6 +758,12 @@ def add_run_options(p: StepParser) -> None:
     p.add_argument("--secret-env-file", metavar="FILE", help="KEY=VALUE lines for secretEnv")
     p.add_argument("--records", metavar="DIR", help="where build records go")
     p.add_argument("--project-id", metavar="ID", help=f"PROJECT_ID (default {DEFAULT_PROJECT})")
+    p.add_argument(
+        "--no-push-images",
+        dest="push_images",
+        action="store_false",
+        help="do not push the config's images: after a successful build",
+    )
 
 
 def parser() -> StepParser:
@@ -766,6 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             map_images=args.map_image,
             records_dir=Path(args.records) if args.records else None,
             project_id=args.project_id or os.environ.get("GITOPS_PROJECT_ID"),
+            push_images=args.push_images,
         )
         return summary(record)
 
