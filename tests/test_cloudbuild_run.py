@@ -612,3 +612,31 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_build_timeout_stops_everything(build: Build) -> None:
+    data = {"steps": [bash("sleep 60", id="long"), bash("true", id="never")], "timeout": "0.5s"}
+    record = build.run(data)
+    assert record.status == "TIMEOUT"
+    assert [s.status for s in record.steps] == ["CANCELLED", "CANCELLED"]
+
+
+def test_options_apply_to_every_step(build: Build, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("SHARED=shared-secret-value\n", encoding="utf-8")
+    data = {
+        "steps": [
+            bash("echo $$_WHO > /shared/who", id="one"),
+            bash('echo "$$(cat /shared/who) $$BUILD_ID $$SHARED"', id="two"),
+        ],
+        "substitutions": {"_WHO": "options"},
+        "availableSecrets": {"inline": [{"kmsKeyName": "k", "envMap": {"SHARED": "x"}}]},
+        "options": {
+            "automapSubstitutions": True,
+            "volumes": [{"name": "shared", "path": "/shared"}],
+            "secretEnv": ["SHARED"],
+        },
+    }
+    record = build.run(data, secret_env_file=secrets)
+    assert record.status == "SUCCESS", build.log()
+    assert f'"two": options {record.build_id} [REDACTED]' in build.log()

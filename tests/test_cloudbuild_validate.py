@@ -179,3 +179,15 @@ def test_unreadable_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_cases_are_valid_yaml() -> None:
     for case in CASES:
         assert isinstance(yaml.safe_load(case.read_text(encoding="utf-8")), dict)
+
+
+def test_automap_counts_as_using_every_substitution() -> None:
+    data: dict[str, Any] = {
+        "steps": [{"name": "bash", "script": "echo $_A", "automapSubstitutions": True}],
+        "substitutions": {"_A": "a"},
+    }
+    assert check(data).errors == []
+    data["steps"][0]["automapSubstitutions"] = False
+    assert check(data).errors == [
+        'invalid build: key "_A" in the substitution data is not matched in the template'
+    ]

@@ -371,6 +371,8 @@ def resolve(
     )
     missing = sorted(usage.missing)
     unused = sorted(k for k in user if k not in usage.used)
+    if _automaps(data):
+        unused = []  # every substitution reaches a step's environment
     for key in missing:
         if not subst.USER_KEY.match(key):
             raise UsageError(
@@ -389,6 +391,14 @@ def resolve(
                 "in the template"
             )
     return Resolved(resolved, values, list(user), missing, unused)
+
+
+def _automaps(data: Mapping[str, Any]) -> bool:
+    steps = [s for s in data.get("steps") or [] if isinstance(s, dict)]
+    options = data.get("options") or {}
+    return bool(options.get("automapSubstitutions")) or any(
+        s.get("automapSubstitutions") for s in steps
+    )
 
 
 def _walk(
