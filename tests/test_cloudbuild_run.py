@@ -640,3 +640,10 @@ def test_options_apply_to_every_step(build: Build, tmp_path: Path) -> None:
     record = build.run(data, secret_env_file=secrets)
     assert record.status == "SUCCESS", build.log()
     assert f'"two": options {record.build_id} [REDACTED]' in build.log()
+
+
+def test_write_workspace_in_place_or_outside_the_source(build: Build, source: Path) -> None:
+    record = build.run({"steps": [bash("echo made > made")]}, write_workspace=source)
+    assert record.status == "SUCCESS" and (source / "made").read_text() == "made\n"
+    with pytest.raises(run.UsageError, match="inside --source"):
+        build.run({"steps": [bash("true")]}, write_workspace=source / "sub")

@@ -728,8 +728,11 @@ def _mkdir(path: Path) -> Path:
 
 def _workspace(source: Path, target: Path | None, scratch: Path, commit: str | None) -> Path:
     workspace = Path(target).resolve() if target else scratch / "workspace"
-    ignore = shutil.ignore_patterns(".gitops-cloudbuild")
-    shutil.copytree(source, workspace, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+    if workspace != source:  # --write-workspace SOURCE: the build works in place
+        if workspace.is_relative_to(source):
+            raise UsageError(f"--write-workspace {workspace}: inside --source {source}")
+        ignore = shutil.ignore_patterns(".gitops-cloudbuild")
+        shutil.copytree(source, workspace, symlinks=True, ignore=ignore, dirs_exist_ok=True)
     if commit and (workspace / ".git").exists() and _git(workspace, "rev-parse", "HEAD") != commit:
         proc = subprocess.run(
             ["git", "-C", str(workspace), "checkout", "--quiet", "--force", "--detach", commit],
