@@ -647,3 +647,46 @@ def test_write_workspace_in_place_or_outside_the_source(build: Build, source: Pa
     assert record.status == "SUCCESS" and (source / "made").read_text() == "made\n"
     with pytest.raises(run.UsageError, match="inside --source"):
         build.run({"steps": [bash("true")]}, write_workspace=source / "sub")
+
+
+# -- our own configs, as far as they run without a cluster or a registry -------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_app_config_tests_the_example_app(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    shutil.copytree(REPO / "examples" / "app", app)
+    git("init", "-q", "-b", "main", cwd=app)
+    git("add", "-A", cwd=app)
+    git("commit", "-qm", "app", cwd=app)
+    lines: list[str] = []
+    record = run_build(
+        REPO / "cloudbuild" / "app.yaml",
+        app,
+        only=["test"],
+        records_dir=tmp_path / "records",
+        log=lines.append,
+    )
+    assert record.status == "SUCCESS", "\n".join(lines)
+    assert json.loads(record.step("test").output)["status"] == "passed"
+
+
+def test_steps_config_smoke_tests_run_our_console_scripts(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    git("clone", "-q", str(REPO), str(checkout))
+    smoke = ["help-test", "help-update-manifest", "help-push-candidate", "help-verify-rollout"]
+    smoke += ["help-promote", "smoke-test-example", "smoke-render-example"]
+    lines: list[str] = []
+    record = run_build(
+        REPO / "cloudbuild" / "steps.yaml",
+        checkout,
+        only=smoke,
+        records_dir=tmp_path / "records",
+        log=lines.append,
+    )
+    assert record.status == "SUCCESS", "\n".join(lines)
+    assert (checkout / "out").exists() is False  # the workspace is a copy
+    statuses = {s.id: s.status for s in record.steps}
+    assert all(statuses[i] == "SUCCESS" for i in smoke)
+    assert statuses["build-test"] == "SKIPPED"
