@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from steps.cli import StepParser, StepRun, add_common_options, run_step
-from steps.cloudbuild.run import RECORDS, BuildRecord, Log, load_record, run_build, summary
+from steps.cloudbuild.run import MASK, RECORDS, BuildRecord, Log, load_record, run_build, summary
 
 PROG = "gitops-cloudbuild rerun"
 
@@ -35,6 +35,8 @@ def rerun_build(
     for key, value in (request.get("built_ins") or {}).items():
         substitutions.setdefault(key, value)
     secret_file = request.get("secret_env_file")
+    # Values that were secrets are masked in the record: the caller gives them again.
+    recorded_env = {k: v for k, v in (request.get("extra_env") or {}).items() if v != MASK}
     return run_build(
         Path(request["config_path"]),
         Path(request["source"]),
@@ -49,7 +51,7 @@ def rerun_build(
         commit=request.get("commit") or None,
         config_data=request.get("config"),
         log=log,
-        extra_env={**(request.get("extra_env") or {}), **(extra_env or {})},
+        extra_env={**recorded_env, **(extra_env or {})},
         push_images=request.get("push_images", True),
         metadata_server=request.get("metadata_server", True)
         if metadata_server is None
