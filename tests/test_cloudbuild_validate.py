@@ -62,13 +62,6 @@ def test_limits() -> None:
     assert check(envs).errors == ["invalid .steps field: build step 0 too many envs (max: 100)"]
 
 
-def test_a_volume_used_by_one_step_is_a_warning() -> None:
-    data = {"steps": [{"name": "bash", "volumes": [{"name": "vol", "path": "/v"}]}]}
-    report = check(data)
-    assert report.errors == []
-    assert report.warnings[0].startswith('Volume "vol" is only used by one step')
-
-
 def test_allow_loose_accepts_undefined_and_unused() -> None:
     data = {
         "steps": [{"name": "bash", "args": ["$_MISSING", "${_MISSING}x"]}],

@@ -139,7 +139,7 @@ def check(
                 volume_users[volume["name"]] = volume_users.get(volume["name"], 0) + 1
     for name, users in sorted(volume_users.items()):
         if users < 2:
-            report.warnings.append(
+            errors.append(
                 f'Volume "{name}" is only used by one step (Cloud Build requires each '
                 "named volume to be used by at least two build steps)"
             )
