@@ -240,3 +240,18 @@ def test_rerunning_any_build_is_harmless(
     assert (pipeline.tip("candidate"), pipeline.tip("production")) == state[:2]
     assert pipeline.cluster()["image"] == state[2]
     assert pipeline.registry_tags() == [commit[:7]]
+
+
+def test_the_demo_runs_the_pipeline_and_prints_both_histories(
+    python_base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from steps.cloudbuild.__main__ import main as cloudbuild
+
+    started = time.monotonic()
+    assert cloudbuild(["demo", "--dir", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    print(f"\ndemo: {time.monotonic() - started:.1f}s")
+    assert "== candidate" in out and "== production" in out
+    assert "Promote " in out and "promoted" in out
+    assert "== cluster: Deployment/hello runs 127.0.0.1:" in out
+    assert not list((tmp_path / "demo" / "run").glob("*.pid"))  # stopped

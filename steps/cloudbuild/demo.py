@@ -209,10 +209,15 @@ def running_sandbox(
 
 
 def _print_history(pipeline: Pipeline) -> None:
+    from steps.history import main as history
+
     for branch in ("candidate", "production"):
         print(f"\n== {branch}")
         for entry in pipeline.log(branch, "%h %ad %s"):
             print(f"  {entry}")
+    print("\n== gitops-history", flush=True)
+    history(["--repo", pipeline.values["ENV_REPO_DIR"], "--path", sandbox.ENV_PATH])
+    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
