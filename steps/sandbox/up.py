@@ -298,6 +298,8 @@ def provide_python_base(timeout: float = 900.0) -> str:
     storage gitops-cloudbuild's docker builder uses. Returns the base's name."""
     from steps.cloudbuild.engine import containers_environ
 
+    if shutil.which("buildah") is None:
+        raise UsageError("building the app image needs buildah (run scripts/setup as root)")
     env = containers_environ(_child_env())
 
     def present(image: str) -> bool:
@@ -310,9 +312,14 @@ def provide_python_base(timeout: float = 900.0) -> str:
     if not present(LOCAL_BASE):
         say(f"making {LOCAL_BASE} (scripts/build-images --base-only; a minute, once)")
         script = str(REPO / "scripts" / "build-images")
-        subprocess.run([script, "--base-only"], env=env, check=True, timeout=timeout)
+        done = subprocess.run([script, "--base-only"], env=env, check=False, timeout=timeout)
+        if done.returncode != 0:
+            raise ExternalError(f"scripts/build-images --base-only exited {done.returncode}")
     say(f"{PYTHON_BASE} is {LOCAL_BASE} here (no image can be pulled)")
-    subprocess.run(["buildah", "tag", LOCAL_BASE, PYTHON_BASE], env=env, check=True, timeout=60)
+    argv = ["buildah", "tag", LOCAL_BASE, PYTHON_BASE]
+    tagged = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=60)
+    if tagged.returncode != 0:
+        raise ExternalError(f"buildah tag {LOCAL_BASE} {PYTHON_BASE}: {tagged.stderr.strip()}")
     return PYTHON_BASE
 
 
