@@ -260,34 +260,6 @@ def stop_pid(pid: int, root: Path, timeout: float = STOP_TIMEOUT) -> bool:
 
 # -- the app config and its base image -------------------------------------------------
 
-IMAGE_REPO = "_IMAGE_REPO"
-_AR_REPO = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}"
-_IMAGE = "${_IMAGE}:$SHORT_SHA"
-
-
-def sandbox_app_config(text: str) -> str:
-    """cloudbuild/app.yaml with the image's repository a substitution (pure).
-
-    The sandbox pushes to its loopback registry, which ``${_REGION}-docker.pkg.dev``
-    cannot name. A config that already has ``_IMAGE_REPO`` is used as it is;
-    otherwise the image is built and pushed as ``${_IMAGE_REPO}/...`` (default:
-    the Artifact Registry repository it names today), and update-manifest
-    renames the template's image to it (a no-op on Cloud Build).
-    """
-    if IMAGE_REPO in text:
-        return text
-    default = "${_REGION}-docker.pkg.dev/${PROJECT_ID}/${_REPOSITORY}"
-    text = text.replace(
-        "substitutions:\n",
-        f"substitutions:\n  {IMAGE_REPO}: {default}  # where the image is pushed\n",
-        1,
-    )
-    text = text.replace(
-        f"--image={_AR_REPO}/{_IMAGE}", f"--image={_AR_REPO}/${{_IMAGE}}=${{{IMAGE_REPO}}}/{_IMAGE}"
-    )
-    return text.replace(f"{_AR_REPO}/{_IMAGE}", f"${{{IMAGE_REPO}}}/{_IMAGE}")
-
-
 PYTHON_BASE = "docker.io/library/python:3.12-slim"
 LOCAL_BASE = "localhost/gitops-steps-base:bookworm"
 
@@ -360,7 +332,7 @@ def seed_repositories(layout: Layout) -> dict[str, str]:
             work = Path(tmp) / name
             if name == "app":
                 _copy_app(work)
-                (work / "cloudbuild.yaml").write_text(sandbox_app_config(APP_CONFIG.read_text()))
+                (work / "cloudbuild.yaml").write_text(APP_CONFIG.read_text())
                 message = "Example app: hello, with its Cloud Build pipeline"
             else:
                 work.mkdir()
