@@ -563,7 +563,10 @@ class Workspace:
 
     def history(self, tip: str, subdir: str = "") -> list[tuple[str, str]]:
         """(sha, message) of the fetched commits from ``tip`` touching ``subdir``."""
-        args = ["log", "--format=%H%x00%B%x1e", tip]
+        return self._log(tip, subdir)
+
+    def _log(self, revisions: str, subdir: str) -> list[tuple[str, str]]:
+        args = ["log", "--format=%H%x00%B%x1e", revisions]
         if subdir:
             args += ["--", subdir]
         entries: list[tuple[str, str]] = []
@@ -572,6 +575,27 @@ class Workspace:
             if sep:
                 entries.append((sha, message))
         return entries
+
+    def deepen_until(
+        self, branch: str, tip: str, sha: str, depth: int, limit: int | None
+    ) -> str | None:
+        """Deepen the fetched ``branch`` until ``sha`` is in its history (or give up)."""
+        while True:
+            full = self.resolve_commit(sha)
+            if full and self.is_ancestor(full, tip):
+                return full
+            if not self.is_shallow() or (limit is not None and depth >= limit):
+                return None
+            self.fetch_branch(branch, deepen=depth)
+            depth *= 2
+
+    def commits_between(
+        self, branch: str, old: str, new: str, subdir: str = ""
+    ) -> list[tuple[str, str]] | None:
+        """(sha, message) of commits in ``old..new`` touching ``subdir``; None if unrelated."""
+        if self.deepen_until(branch, new, old, 8, limit=1024) is None:
+            return None
+        return self._log(f"{old}..{new}", subdir)
 
     def resolve_commit(self, sha: str) -> str | None:
         result = self.run("rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")

@@ -227,21 +227,7 @@ def find_on_branch(ws: Workspace, branch: str, sha: str) -> str | None:
     tip = ws.fetch_branch(branch, depth=FIRST_DEPTH)
     if tip is None:
         return None
-    return deepen_until(ws, branch, tip, sha, FIRST_DEPTH, limit=None)
-
-
-def deepen_until(
-    ws: Workspace, branch: str, tip: str, sha: str, depth: int, limit: int | None
-) -> str | None:
-    """Deepen the fetched ``branch`` until ``sha`` is in its history (or give up)."""
-    while True:
-        full = ws.resolve_commit(sha)
-        if full and ws.is_ancestor(full, tip):
-            return full
-        if not ws.is_shallow() or (limit is not None and depth >= limit):
-            return None
-        ws.fetch_branch(branch, deepen=depth)
-        depth *= 2
+    return ws.deepen_until(branch, tip, sha, FIRST_DEPTH, limit=None)
 
 
 def live_candidate(ws: Workspace, branch: str, tip: str, subdir: str) -> str | None:
@@ -275,8 +261,7 @@ class Promoter:
     def live_is_descendant(self, live: str) -> bool:
         """Whether ``live`` is on --from after our commit (fetching if need be)."""
         if live not in self.looked_up:
-            found = deepen_until(
-                self.ws,
+            found = self.ws.deepen_until(
                 self.config.source_branch,
                 self.source_tip,
                 live,
@@ -337,8 +322,8 @@ def check_live(
     live = record.commit
     newer = False
     if not same_commit(commit, live):
-        found = deepen_until(
-            ws, config.source_branch, source_tip, live, FIRST_DEPTH, limit=LIVE_SEARCH_LIMIT
+        found = ws.deepen_until(
+            config.source_branch, source_tip, live, FIRST_DEPTH, limit=LIVE_SEARCH_LIMIT
         )
         newer = found is not None and ws.is_ancestor(commit, found)
     verdict = live_verdict(commit, live, newer)

@@ -34,7 +34,9 @@ from steps.gitrepo import (
     merge_subtree,
     parse_identity,
     parse_repo,
+    parse_trailers,
     push_with_retry,
+    trailer_values,
     validate_branch,
     validate_subpath,
 )
@@ -309,6 +311,7 @@ class CandidateWriter:
         self.workspace = workspace
         self.config = config
         self.base: State | None = None
+        self.base_tip: str | None = None
         self.ours: State | None = None
         checkout = config.source or Path.cwd()
         author = config.author or source_author(checkout, config.provenance.commit_sha)
@@ -334,9 +337,24 @@ class CandidateWriter:
                 assert config.source is not None
                 self.ours = ws.hash_directory(config.source)
             if self.base is None:
-                self.base = theirs
+                self.base, self.base_tip = theirs, parent
             ours, base = self.ours, self.base
         merged, conflicts = merge_subtree(base, ours, theirs)
+        if conflicts and self.superseded_attempts_only(parent):
+            # Only other attempts of the same source changed these files since
+            # we fetched (builds of the same app racing): ours is the newest
+            # attempt, so it is recorded on top of theirs.
+            who = config.provenance.repo_name
+            say(
+                f"{STEP}: {', '.join(conflicts)}: changed by other builds of {who}; "
+                "this attempt goes on top"
+            )
+            for path in conflicts:
+                if path in ours:
+                    merged[path] = ours[path]
+                else:
+                    merged.pop(path, None)
+            conflicts = []
         if conflicts:
             names = ", ".join(join_path(config.subdir, p) for p in conflicts)
             raise CheckFailed(
@@ -364,6 +382,21 @@ class CandidateWriter:
         summary = ", ".join(f"{c.kind} {c.path}" for c in changes[:5]) or "no file changes"
         say(f"{STEP}: commit {commit[:12]} on {(parent or 'nothing')[:12]}: {summary}")
         return Attempt(commit, parent, details)
+
+    def superseded_attempts_only(self, tip: str | None) -> bool:
+        """Whether every commit on --path since our first fetch is an attempt of our source."""
+        source = self.config.provenance.repo_name
+        if not source or tip is None or self.base_tip is None or self.config.images:
+            return False
+        commits = self.workspace.commits_between(
+            self.config.branch, self.base_tip, tip, self.config.subdir
+        )
+        if commits is None:
+            return False
+        return all(
+            trailer_values(parse_trailers(message), "Source-Repo") == [source]
+            for _, message in commits
+        )
 
 
 def push_candidate(config: Config) -> dict[str, Any]:

@@ -279,6 +279,46 @@ def test_same_file_changed_differently_is_a_conflict_exit_1(
     assert show_file(bare_repo, "web/deploy.yaml") == theirs
 
 
+@pytest.mark.parametrize(
+    ("racer_source", "expected"),
+    [("app", 0), ("other-app", 1), (None, 1)],
+    ids=["another-build-of-the-same-app", "another-source", "a-person"],
+)
+def test_builds_of_the_same_app_racing_record_every_attempt(
+    tmp_path: Path,
+    bare_repo: Path,
+    git_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    racer_source: str | None,
+    expected: int,
+) -> None:
+    """Three app commits built at once all reach candidate; a person's edit still conflicts."""
+    monkeypatch.setenv("REPO_NAME", "app")
+    seed(bare_repo, "candidate", {"web/deploy.yaml": deployment(WEB_A)}, tmp_path / "w")
+    theirs = deployment(WEB_A, replicas=3)
+    trailer = f"\n\nSource-Repo: {racer_source}\n" if racer_source else ""
+    racing_push(
+        monkeypatch,
+        lambda: seed(
+            bare_repo,
+            "candidate",
+            {"web/deploy.yaml": theirs},
+            tmp_path / "w",
+            message=f"Deploy web{trailer}",
+        ),
+    )
+    ours = deployment(WEB_B)
+    src = write_tree(tmp_path / "out", {"deploy.yaml": ours})
+
+    assert main(["--repo", str(bare_repo), "--from", str(src), "--path", "web"]) == expected
+
+    if expected == 0:
+        assert show_file(bare_repo, "web/deploy.yaml") == ours
+        assert len(log(bare_repo, "candidate")) == 3  # seed, their attempt, ours
+    else:
+        assert show_file(bare_repo, "web/deploy.yaml") == theirs
+
+
 def test_same_change_made_by_someone_else_is_unchanged(
     tmp_path: Path, bare_repo: Path, git_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
