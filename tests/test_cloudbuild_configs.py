@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from steps.cli import env_name
+from steps.cloudbuild.substitutions import BUILT_INS as CLOUD_BUILD_BUILT_INS
 
 REPO = Path(__file__).resolve().parent.parent
 CLOUDBUILD = REPO / "cloudbuild"
@@ -40,24 +41,7 @@ STAGE_MODULES = {
 # Commands a step may run in a stage's image through ``entrypoint: gitops-X``.
 COMMAND_MODULES = {**STAGE_MODULES, "history": "steps.history"}
 STEPS_IMAGE = re.compile(r"^\$\{_STEPS_IMAGE_PREFIX\}/(?P<stage>[a-z-]+):\$\{_STEPS_VERSION\}$")
-BUILT_INS = {
-    "PROJECT_ID",
-    "BUILD_ID",
-    "PROJECT_NUMBER",
-    "LOCATION",
-    "TRIGGER_NAME",
-    "COMMIT_SHA",
-    "REVISION_ID",
-    "SHORT_SHA",
-    "REPO_NAME",
-    "REPO_FULL_NAME",
-    "BRANCH_NAME",
-    "TAG_NAME",
-    "REF_NAME",
-    "TRIGGER_BUILD_CONFIG_PATH",
-    "SERVICE_ACCOUNT_EMAIL",
-    "SERVICE_ACCOUNT",
-}
+BUILT_INS = set(CLOUD_BUILD_BUILT_INS)
 _TOKEN = re.compile(r"\$\$|\$\{(?P<braced>\w+)\}|\$(?P<bare>\w+)")
 
 
