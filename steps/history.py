@@ -25,7 +25,9 @@ the commit that records the event (candidate commit for attempts, production
 commit for deployments), committer dates:
 
 - deployments per day: production commits carrying ``Promoted-From``
-  (rollbacks included) in the period, divided by the period's length in days;
+  (rollbacks included) in the period, divided by the period's length in days,
+  counted as at least one day (a repo a few hours old does not deploy
+  "thousands of times a day");
 - success rate: promoted attempts / attempts that are not pending, among the
   attempts of the period;
 - lead time: for each attempt whose first promotion lies in the period, that
@@ -564,7 +566,7 @@ def summarize(
         "outcomes": outcomes,
         "deployments": len(shipped),
         "rollbacks": rollbacks,
-        "deployments_per_day": round(len(shipped) / days, 4) if days > 0 else None,
+        "deployments_per_day": round(len(shipped) / max(days, 1.0), 4) if days > 0 else None,
         "success_rate": _ratio(outcomes["promoted"], decided),
         "lead_time_median_s": median(leads),
         "lead_time_p90_s": nearest_rank(leads, 0.9),
