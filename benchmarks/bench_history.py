@@ -32,23 +32,13 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from git_env import clean_env
+
 from steps.history import main as history_main
 
 SERVICES = 20
 START = 1_700_000_000
 STEP = 3600
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.test",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.test",
-}
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITOPS_"))}
-    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, **IDENTITY)
-    return env
 
 
 def digest(n: int) -> str:

@@ -17,7 +17,6 @@ medians and the ratio (target: at most 1.5x).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -28,23 +27,13 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from git_env import clean_env
+
 from steps.sandbox.gitserver import GitServer
 
 TREES = "20x5,200x10"
 """Tree shapes (services x files per service): 100 files and 2,000 files."""
 FILES_PER_SERVICE = 5
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.test",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.test",
-}
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITOPS_"))}
-    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, **IDENTITY)
-    return env
 
 
 def build_history(repo: Path, commits: int, env: dict[str, str], services: int, files: int) -> None:

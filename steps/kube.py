@@ -468,6 +468,20 @@ class KubeApi:
             error.retry_after = float(retry_after)
         raise error
 
+    def _read(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> bytes:
+        """One request's whole body, the connection given back to the pool."""
+        response = self._send(method, path, query, body, content_type)
+        data = bytes(response.data)
+        response.release_conn()
+        return data
+
     def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
         delay = BACKOFF_START
         for attempt in range(1, self.attempts + 1):
@@ -499,9 +513,7 @@ class KubeApi:
         """A JSON request; transient failures retried (``retry``), others raised."""
 
         def call() -> dict[str, Any]:
-            response = self._send(method, path, query, body, content_type)
-            data = response.data
-            response.release_conn()
+            data = self._read(method, path, query, body, content_type)
             if not data:
                 return {}
             try:
@@ -528,10 +540,7 @@ class KubeApi:
         """A plain-text GET (pod logs); transient failures retried."""
 
         def call() -> str:
-            response = self._send("GET", path, query)
-            data = response.data
-            response.release_conn()
-            return str(data.decode("utf-8", errors="replace"))
+            return self._read("GET", path, query).decode("utf-8", errors="replace")
 
         result: str = self._retrying(f"GET {path}", call)
         return result
