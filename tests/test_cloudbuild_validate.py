@@ -17,15 +17,24 @@ REPO = Path(__file__).resolve().parent.parent
 CASES = sorted((Path(__file__).parent / "cloudbuild_cases").glob("*.yaml"))
 
 
-def expected_error(path: Path) -> str:
-    first = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first.startswith("# error: "), path
-    return first.removeprefix("# error: ")
+def header(path: Path) -> dict[str, str]:
+    """A case's ``# key: value`` lines: error (or ``# ok``), started-by, gcloud, source."""
+    fields: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("# "):
+            break
+        key, _, value = line[2:].partition(": ")
+        fields[key] = value
+    assert ("error" in fields) != ("ok" in fields), path
+    assert fields.get("gcloud") in ("accepts", "refuses"), path
+    return fields
 
 
 @pytest.mark.parametrize("name", ["app.yaml", "env.yaml", "steps.yaml"])
-def test_our_configs_pass(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert validate.main([str(REPO / "cloudbuild" / name)]) == 0
+@pytest.mark.parametrize("started_by", ["trigger", "submit"])
+def test_our_configs_pass(name: str, started_by: str, capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = str(REPO / "cloudbuild" / name)
+    assert validate.main([config_path, "--started-by", started_by]) == 0
     assert "OK" in capsys.readouterr().err
 
 
@@ -35,11 +44,17 @@ def test_our_configs_pass_with_trigger_substitutions() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
-def test_broken_case(case: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    message = expected_error(case)
-    report = validate.validate(case)
+def test_case(case: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fields = header(case)
+    started_by = fields.get("started-by", "submit")
+    report = validate.validate(case, started_by=started_by)
+    code = validate.main([str(case), "--started-by", started_by])
+    if "ok" in fields:
+        assert report.errors == [] and code == 0, report.errors
+        return
+    message = fields["error"]
     assert message in report.errors, report.errors
-    assert validate.main([str(case)]) == 2
+    assert code == 2
     assert f"{case}: {message}" in capsys.readouterr().err
 
 
@@ -90,7 +105,7 @@ def test_overridable_built_ins_may_be_given_and_are_not_unused() -> None:
     [error] = check(data, {"PROJECT_ID": "p"}).errors
     assert 'substitution key "PROJECT_ID" does not respect format' in error
     # A trigger sets every built-in.
-    assert config.check(data, {"PROJECT_ID": "p"}, trigger=True).errors == []
+    assert config.check(data, {"PROJECT_ID": "p"}, started_by="trigger").errors == []
 
 
 def test_script_is_not_substituted() -> None:

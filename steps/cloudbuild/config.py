@@ -1,15 +1,21 @@
 """A cloudbuild.yaml as data: load, check as Cloud Build would, substitute, and
 turn into steps with their ``waitFor`` graph (pure, apart from ``load``).
 
-Error texts follow Cloud Build's own wording where it has one (as its API and
-the archived cloud-build-local validator word them: ``invalid .steps field:
-build step #1 - "id": ...``); where it has none, ours keep the same shape.
-Limits: 300 steps, 100 args of at most 10,000 characters, 100 env entries.
+How the build is started matters (``STARTED_BY``): ``gcloud builds submit``
+reads the config with gcloud's loader (``schema.read_build``) and the service
+checks it as sent; a trigger's config is read by the service, which always
+runs it with ``substitutionOption: ALLOW_LOOSE`` and ``dynamicSubstitutions``
+and with the trigger's built-ins set.
+
+Each message keeps Cloud Build's wording; the source is named beside it:
+[gcloud] gcloud 528's loader (``googlecloudsdk/api_lib/cloudbuild``),
+[cbl] the archived cloud-build-local validator (GoogleCloudPlatform/
+cloud-build-local ``validate/validate.go``), [issue] a public issue quoting
+the service (URL beside the message).
 """
 
 from __future__ import annotations
 
-import difflib
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
@@ -19,34 +25,40 @@ from typing import Any
 
 import yaml
 
+from steps.cloudbuild import schema
 from steps.cloudbuild import substitutions as subst
 from steps.errors import UsageError
 
+SUBMIT, TRIGGER = "submit", "trigger"
+STARTED_BY = (SUBMIT, TRIGGER)
+# Uncertain limits: cloud-build-local had 100 steps and 4,000 characters per
+# arg; the service today refuses only past 300 steps (Cloud Build's quotas
+# page, "build steps per build") and past 10,000 characters per arg (quoted by
+# users: "build step 0 arg 1 too long (max: 10000)"). We take the service's.
 MAX_STEPS = 300
-MAX_ARGS = 100
+MAX_ARGS = 100  # [cbl] maxNumArgs
 MAX_ARG_LENGTH = 10_000
-MAX_ENV = 100
-RESERVED_PATHS = ("/workspace", "/builder/home", "/builder/outputs", "/var/run/docker.sock")
-MAX_TIMEOUT = 86400.0
+MAX_ENV = 100  # [cbl] maxNumEnvs
+MAX_SUBSTITUTIONS = 100  # [cbl] maxNumSubstitutions
+MAX_SUBST_KEY = 100  # [cbl] maxSubstKeyLength
+MAX_SUBST_VALUE = 4000  # [cbl] maxSubstValueLength
+# The API reference's BuildOptions.diskSizeGb ("the maximum is 4000 GB" per
+# issue 16's research); the refusal's wording is not public: ours.
+MAX_DISK_GB = 4000
+RESERVED_PATHS = ("/workspace", "/builder/home", "/var/run/docker.sock")  # [cbl]
+MAX_TIMEOUT = 86400.0  # [cbl] MaxTimeout, 24h
 START = "-"
-_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-BUILD_FIELDS = {
-    "steps", "timeout", "queueTtl", "logsBucket", "options", "substitutions", "tags",
-    "serviceAccount", "secrets", "availableSecrets", "artifacts", "images",
-    "mavenArtifacts", "pythonPackages", "npmPackages", "goModules", "dependencies",
-}  # fmt: skip
-STEP_FIELDS = {
-    "name", "args", "env", "allowFailure", "allowExitCodes", "dir", "id", "waitFor",
-    "entrypoint", "secretEnv", "volumes", "timeout", "script", "automapSubstitutions",
-    "results",
-}  # fmt: skip
-OPTION_FIELDS = {
-    "env", "secretEnv", "volumes", "sourceProvenanceHash", "machineType", "diskSizeGb",
-    "substitutionOption", "dynamicSubstitutions", "automapSubstitutions",
-    "logStreamingOption", "logging", "defaultLogsBucketBehavior", "pool", "pubsubTopic",
-    "requestedVerifyOption", "workerPool",
-}  # fmt: skip
+_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # [cbl] validVolumeNameRE
 _DURATION = re.compile(r"^-?\d+(\.\d{1,9})?s$")
+SERVICE_ACCOUNT_LOGGING = (  # [issue] in28minutes/course-material#11, cert-manager#8851
+    "if 'build.service_account' is specified, the build must either (a) specify "
+    "'build.logs_bucket', (b) use the REGIONAL_USER_OWNED_BUCKET "
+    "build.options.default_logs_bucket_behavior option, or (c) use either "
+    "CLOUD_LOGGING_ONLY / NONE logging options"
+)
+LOGS_BUCKET_WITH_CLOUD_LOGGING = (  # [issue] promptdriven/pdd#910
+    "build.logs_bucket cannot be used with option CLOUD_LOGGING_ONLY"
+)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -60,7 +72,7 @@ def load(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise UsageError(f"parsing {path}: {exc}") from None
     if not isinstance(data, dict):
-        raise UsageError(f"parsing {path}: config cannot be parsed: not a mapping")
+        raise UsageError(f"parsing {path}: Could not parse as a dictionary.")  # [gcloud]
     return data
 
 
@@ -71,6 +83,20 @@ def parse_duration(text: str) -> float:
     return float(text[:-1])
 
 
+def go_duration(seconds: float) -> str:
+    """600 -> ``10m0s``, as Go prints a ``time.Duration`` (cloud-build-local's %v)."""
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs:.9f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{sign}{int(hours)}h{int(minutes)}m{text}"
+    if minutes:
+        return f"{sign}{int(minutes)}m{text}"
+    return sign + text
+
+
 # -- checks ------------------------------------------------------------------
 
 
@@ -78,12 +104,7 @@ def parse_duration(text: str) -> float:
 class Report:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def _unused(where: str, key: str, known: set[str]) -> str:
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    hint = f' (did you mean "{close[0]}"?)' if close else ""
-    return f"config cannot be parsed: {where}.{key}: unused{hint}"
+    data: dict[str, Any] = field(default_factory=dict)  # camelCase, as the message holds it
 
 
 def step_label(index: int, step: Mapping[str, Any]) -> str:
@@ -96,83 +117,126 @@ def check(
     given: Mapping[str, str] | None = None,
     built_ins: Mapping[str, str] | None = None,
     *,
-    trigger: bool = False,
+    started_by: str = SUBMIT,
 ) -> Report:
     """Every problem Cloud Build would report before running ``data``.
 
-    ``given`` are the substitutions passed with the build (``--substitutions``);
-    with ``trigger`` every built-in may be among them, as a trigger sets them.
+    ``given`` are the substitutions passed with the build (``gcloud builds
+    submit --substitutions``, or a trigger's); ``started_by`` is ``submit`` or
+    ``trigger``.
     """
-    report = Report()
+    if started_by not in STARTED_BY:
+        raise ValueError(started_by)
+    reading = schema.read_build(data, wrap_scalars=started_by == SUBMIT)
+    report = Report(errors=reading.errors, warnings=reading.warnings, data=reading.data)
+    if started_by == TRIGGER:
+        options = report.data.setdefault("options", {})
+        options["substitutionOption"] = "ALLOW_LOOSE"
+        options["dynamicSubstitutions"] = True
+    if report.errors:
+        return report  # the service never sees a config gcloud cannot read
+    data = report.data
     errors = report.errors
-    for key in data:
-        if key not in BUILD_FIELDS:
-            errors.append(_unused("", key, BUILD_FIELDS))
     options = data.get("options") or {}
-    if not isinstance(options, dict):
-        errors.append("invalid .options field: expected a mapping")
-        options = {}
-    for key in options:
-        if key not in OPTION_FIELDS:
-            errors.append(_unused(".options", key, OPTION_FIELDS))
-    _check_durations(data, errors)
-    steps = data.get("steps")
-    if not isinstance(steps, list) or not steps:
-        errors.append("invalid .steps field: no build steps are specified")
+    steps = data.get("steps") or []
+    if not steps:
+        errors.append("config must list at least one step")  # [gcloud]
         return report
+    _check_substitution_keys(data, given or {}, started_by, errors)
+    build_timeout = _check_timeouts(data, errors)
+    _check_logging(data, options, errors)
     if len(steps) > MAX_STEPS:
         errors.append(f"invalid .steps field: cannot specify more than {MAX_STEPS} build steps")
     seen_ids: set[str] = set()
-    volume_users: dict[str, int] = {}
-    for volume in options.get("volumes") or []:
-        _check_volume("invalid .options field: ", volume, errors, set(), set())
     for index, step in enumerate(steps):
-        if not isinstance(step, dict):
-            errors.append(f"invalid .steps field: build step {index} is not a mapping")
-            continue
-        _check_step(index, step, errors, seen_ids)
-        names: set[str] = set()
-        paths: set[str] = set()
-        where = f"invalid .steps field: {_step_ref(index, step)}: "
-        for volume in step.get("volumes") or []:
-            if _check_volume(where, volume, errors, names, paths):
-                volume_users[volume["name"]] = volume_users.get(volume["name"], 0) + 1
-    for name, users in sorted(volume_users.items()):
-        if users < 2:
-            errors.append(
-                f'Volume "{name}" is only used by one step (Cloud Build requires each '
-                "named volume to be used by at least two build steps)"
-            )
+        _check_step(index, step, errors, seen_ids, build_timeout)
+    _check_volumes(options, steps, errors)
+    _check_env(options, errors)
     _check_secrets(data, steps, options, errors)
-    _check_substitutions(data, options, given or {}, built_ins, report, trigger)
+    if not errors:
+        _check_substitutions(data, given or {}, built_ins, report)
     return report
 
 
-def _step_ref(index: int, step: Mapping[str, Any]) -> str:
-    return f'build step #{index} - "{step.get("id") or ""}"'
-
-
-def _check_durations(data: Mapping[str, Any], errors: list[str]) -> None:
-    places: list[tuple[str, Any]] = [(".timeout", data.get("timeout"))]
-    places.append((".queueTtl", data.get("queueTtl")))
-    for index, step in enumerate(data.get("steps") or []):
-        if isinstance(step, dict):
-            places.append((f".steps[{index}].timeout", step.get("timeout")))
-    for where, value in places:
+def _check_timeouts(data: Mapping[str, Any], errors: list[str]) -> float | None:
+    """Build and step timeouts: format, sign, 24 hours, step <= build ([cbl])."""
+    build_timeout: float | None = None
+    for where in ("timeout", "queueTtl"):
+        value = data.get(where)
         if value is None:
             continue
-        if not isinstance(value, str) or not _DURATION.match(value):
+        if not _DURATION.match(value):
             errors.append(
-                f"invalid {where} field: Illegal duration format; duration must end with 's' "
-                f'(got {value!r}, e.g. "600s")'
+                f"invalid {where} value: Illegal duration format; duration must end with 's'"
             )
-        elif where == ".timeout" and parse_duration(value) > MAX_TIMEOUT:
-            errors.append("timeout exceeds the timeout limit of 24h0m0s")
+            continue
+        seconds = parse_duration(value)
+        if where == "timeout":
+            if seconds > MAX_TIMEOUT:
+                errors.append("timeout exceeds the timeout limit of 24h0m0s")
+            elif seconds < 0:
+                errors.append("invalid timeout: timeout must be >=0")
+            else:
+                build_timeout = seconds
+    return build_timeout
+
+
+def _check_step_timeout(
+    index: int, value: str, build_timeout: float | None, errors: list[str]
+) -> None:
+    where = f"invalid .timeout in build step #{index}"
+    if not _DURATION.match(value):
+        errors.append(f"{where}: Illegal duration format; duration must end with 's'")
+        return
+    seconds = parse_duration(value)
+    if seconds > MAX_TIMEOUT:
+        errors.append(
+            f"{where}: build step timeout {go_duration(seconds)} exceeds the timeout limit "
+            "of 24h0m0s"
+        )
+    elif build_timeout and seconds > build_timeout:
+        errors.append(
+            f"{where}: build step timeout {go_duration(seconds)} must be <= build timeout "
+            f"{go_duration(build_timeout)}"
+        )
+    elif seconds < 0:
+        errors.append(f"{where}: build step timeout must be >0")
+
+
+def _check_logging(data: Mapping[str, Any], options: Mapping[str, Any], errors: list[str]) -> None:
+    logging = options.get("logging")
+    if data.get("serviceAccount") and not (
+        data.get("logsBucket")
+        or options.get("defaultLogsBucketBehavior") == "REGIONAL_USER_OWNED_BUCKET"
+        or logging in ("CLOUD_LOGGING_ONLY", "NONE")
+    ):
+        errors.append(SERVICE_ACCOUNT_LOGGING)
+    if data.get("logsBucket") and logging == "CLOUD_LOGGING_ONLY":
+        errors.append(LOGS_BUCKET_WITH_CLOUD_LOGGING)
+    disk = options.get("diskSizeGb")
+    if disk is not None and int(disk) > MAX_DISK_GB:
+        errors.append(
+            f"invalid .options.diskSizeGb field: {int(disk)} exceeds the maximum of "
+            f"{MAX_DISK_GB} GB"
+        )
+
+
+def _check_env(options: Mapping[str, Any], errors: list[str]) -> None:
+    env = options.get("env") or []
+    if len(env) > MAX_ENV:
+        errors.append(f"invalid .options.env field: too many envs (max: {MAX_ENV})")  # [cbl]
+    for entry in env:
+        if "=" not in entry:
+            errors.append(
+                f'invalid .options.env field: the Env entry "{entry}" must be of the form '
+                '"KEY=VALUE"'
+            )
 
 
 def _check_secrets(
     data: Mapping[str, Any], steps: Sequence[Any], options: Mapping[str, Any], errors: list[str]
 ) -> None:
+    """secretEnv defined once, used, not also env ([cbl] checkSecrets)."""
     defined: list[str] = []
     available = data.get("availableSecrets") or {}
     for item in available.get("secretManager") or []:
@@ -192,9 +256,7 @@ def _check_secrets(
         errors.append(f'invalid .secrets field: secretEnv "{name}" is defined more than once')
     used: set[str] = set(options.get("secretEnv") or [])
     for index, step in enumerate(steps):
-        if not isinstance(step, dict):
-            continue
-        names = [str(n) for n in step.get("secretEnv") or []]
+        names = list(step.get("secretEnv") or [])
         for name in sorted({n for n in names if names.count(n) > 1}):
             errors.append(
                 f'invalid .secrets field: Step {index} uses the secretEnv "{name}" more than once'
@@ -206,33 +268,40 @@ def _check_secrets(
         errors.append(f'invalid .secrets field: secretEnv "{name}" is defined without being used')
 
 
-def _check_step(index: int, step: Mapping[str, Any], errors: list[str], seen: set[str]) -> None:
+def _step_ref(index: int, step: Mapping[str, Any]) -> str:
+    return f'build step #{index} - "{step.get("id") or ""}"'
+
+
+def _check_step(
+    index: int,
+    step: Mapping[str, Any],
+    errors: list[str],
+    seen: set[str],
+    build_timeout: float | None,
+) -> None:
+    """One step's fields ([cbl] CheckBuildSteps, unless marked)."""
     where = f"invalid .steps field: build step {index}"
     ref = f"invalid .steps field: {_step_ref(index, step)}"
-    for key in step:
-        if key not in STEP_FIELDS:
-            errors.append(_unused(f".steps[{index}]", key, STEP_FIELDS))
     if not step.get("name"):
         errors.append(f"{where} must specify name")
     args = step.get("args") or []
-    if not isinstance(args, list):
-        errors.append(f"{ref}: args must be a list of strings")
-        args = []
     if len(args) > MAX_ARGS:
         errors.append(f"{where} too many args (max: {MAX_ARGS})")
     for position, arg in enumerate(args):
-        if len(str(arg)) > MAX_ARG_LENGTH:
+        if len(arg) > MAX_ARG_LENGTH:
             errors.append(f"{where} arg {position} too long (max: {MAX_ARG_LENGTH})")
     env = step.get("env") or []
     if len(env) > MAX_ENV:
         errors.append(f"{where} too many envs (max: {MAX_ENV})")
     for entry in env:
-        if "=" not in str(entry):
+        if "=" not in entry:
             errors.append(f'{ref}: the Env entry "{entry}" must be of the form "KEY=VALUE"')
-    env_keys = {str(e).split("=", 1)[0] for e in env}
+    env_keys = {e.split("=", 1)[0] for e in env}
     for name in step.get("secretEnv") or []:
         if name in env_keys:
-            errors.append(f'{ref}: "{name}" is in both env and secretEnv')
+            errors.append(
+                f'invalid .secrets field: step {index} has secret and non-secret env "{name}"'
+            )
     directory = str(step.get("dir") or "")
     if directory and posixpath.normpath(directory).startswith(".."):
         errors.append(f"{ref}: dir cannot refer to the parent directory")
@@ -240,15 +309,10 @@ def _check_step(index: int, step: Mapping[str, Any], errors: list[str], seen: se
         for other in ("args", "entrypoint"):
             if step.get(other):
                 errors.append(f"{ref}: script and {other} cannot be used together")
-    for code in step.get("allowExitCodes") or []:
-        if isinstance(code, bool) or not re.fullmatch(r"-?\d+", str(code)):
-            errors.append(f"{ref}: allowExitCodes must be integers, got {code!r}")
+    if step.get("timeout") is not None:
+        _check_step_timeout(index, step["timeout"], build_timeout, errors)
     ident = step.get("id")
-    wait_for = step.get("waitFor")
-    if wait_for is not None and not isinstance(wait_for, list):
-        errors.append(f"{ref}: waitFor must be a list of step ids")
-        wait_for = []
-    for other in wait_for or []:
+    for other in step.get("waitFor") or []:
         if other != START and other not in seen:
             named = ref if ident else f"invalid .steps field: build step #{index}"
             errors.append(f'{named} depends on "{other}", which has not been defined')
@@ -263,31 +327,58 @@ def _check_step(index: int, step: Mapping[str, Any], errors: list[str], seen: se
         seen.add(str(ident))
 
 
-def _check_volume(
-    where: str, volume: Any, errors: list[str], names: set[str], paths: set[str]
-) -> bool:
-    if not isinstance(volume, dict) or not volume.get("name") or not volume.get("path"):
-        errors.append(f"{where}volumes must have a name and a path")
-        return False
-    name, raw_path = str(volume["name"]), str(volume["path"])
-    path = posixpath.normpath(raw_path)
-    problems = []
-    if not _VOLUME_NAME.match(name):
-        problems.append(f'volume name "{name}" must match "{_VOLUME_NAME.pattern}"')
-    if not raw_path.startswith("/"):
-        problems.append(f'volume path "{raw_path}" is not valid, must be absolute')
-    elif path in RESERVED_PATHS:
-        problems.append(f'volume path "{raw_path}" is reserved')
-    elif path.startswith("/cloudbuild/"):
-        problems.append(f'volume path "{raw_path}" cannot start with /cloudbuild/')
-    if name in names:
-        problems.append(f'the Volumes entry must contain unique names ("{name}")')
-    if path in paths:
-        problems.append(f'the Volumes entry must contain unique paths ("{path}")')
-    names.add(name)
-    paths.add(path)
-    errors.extend(where + problem for problem in problems)
-    return not problems
+def _check_volumes(
+    options: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], errors: list[str]
+) -> None:
+    """Volume names, paths, clashes with global volumes, two users ([cbl] checkVolumes)."""
+    global_volumes = options.get("volumes") or []
+    if global_volumes and len(steps) < 2:
+        errors.append("Global volumes defined but there are fewer than two steps")
+    problem = _volume_problem(global_volumes)
+    if problem:
+        errors.append(f"invalid .options.volumes: {problem}")
+    names = {v.get("name") for v in global_volumes}
+    paths = {v.get("path") for v in global_volumes}
+    users: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        ref = _step_ref(index, step)
+        volumes = step.get("volumes") or []
+        problem = _volume_problem(volumes)
+        if problem:
+            errors.append(f"{ref}: {problem}")
+            continue
+        for volume in volumes:
+            if volume["name"] in names:
+                errors.append(f'{ref}: volume name "{volume["name"]}" conflicts with global volume')
+            elif volume["path"] in paths:
+                errors.append(f'{ref}: volume path "{volume["path"]}" conflicts with global volume')
+            users[volume["name"]] = users.get(volume["name"], 0) + 1
+    for name, count in sorted(users.items()):
+        if count < 2:
+            errors.append(f'Volume "{name}" is only used by one step')
+
+
+def _volume_problem(volumes: Sequence[Mapping[str, Any]]) -> str | None:
+    names: set[str] = set()
+    paths: set[str] = set()
+    for volume in volumes:
+        name, raw = str(volume.get("name") or ""), str(volume.get("path") or "")
+        path = posixpath.normpath(raw) if raw else ""
+        if not _VOLUME_NAME.match(name):
+            return f'volume name "{name}" does not match "{_VOLUME_NAME.pattern}"'
+        if not path.startswith("/"):
+            return f'path "{raw}" is not valid, must be absolute'
+        if path in RESERVED_PATHS:
+            return f'path "{raw}" is reserved'
+        if path.startswith("/cloudbuild/"):
+            return f'volume path "{raw}" cannot start with /cloudbuild/'
+        if name in names:
+            return f'volume name "{name}" is defined in more than one volume entry'
+        if path in paths:
+            return f'volume path "{path}" is defined in more than one volume entry'
+        names.add(name)
+        paths.add(path)
+    return None
 
 
 # -- substitutions -----------------------------------------------------------
@@ -301,32 +392,36 @@ def is_dynamic(data: Mapping[str, Any]) -> bool:
     return bool((data.get("options") or {}).get("dynamicSubstitutions"))
 
 
+def _check_substitution_keys(
+    data: Mapping[str, Any], given: Mapping[str, str], started_by: str, errors: list[str]
+) -> None:
+    defaults = data.get("substitutions") or {}
+    for key in defaults:
+        if started_by == SUBMIT and not subst.USER_KEY.match(str(key)):
+            # [gcloud] config.FinalizeCloudbuildConfig: built-ins too, in the file
+            errors.append(
+                f"substitution key {key} does not respect format {subst.USER_KEY.pattern}"
+            )
+            return  # gcloud stops here: the service never sees the rest
+    both = {**{str(k): str(v) for k, v in defaults.items()}, **given}
+    if len(both) > MAX_SUBSTITUTIONS:
+        errors.append(
+            f"invalid .substitutions field: number of substitutions {len(both)} exceeded "
+            f"(max: {MAX_SUBSTITUTIONS})"
+        )
+    allowed = subst.BUILT_INS if started_by == TRIGGER else subst.OVERRIDABLE
+    for key, value in both.items():
+        problem = subst.key_problem(key, value, allowed)
+        if problem and problem not in errors:
+            errors.append(problem)
+
+
 def _check_substitutions(
     data: Mapping[str, Any],
-    options: Mapping[str, Any],
     given: Mapping[str, str],
     built_ins: Mapping[str, str] | None,
     report: Report,
-    trigger: bool,
 ) -> None:
-    option = options.get("substitutionOption", "MUST_MATCH")
-    if option not in ("MUST_MATCH", "ALLOW_LOOSE"):
-        report.errors.append(
-            f"invalid .options.substitutionOption field: {option!r} (MUST_MATCH or ALLOW_LOOSE)"
-        )
-        return
-    defaults = data.get("substitutions") or {}
-    allowed = subst.BUILT_INS if trigger else subst.OVERRIDABLE
-    for key in defaults:
-        problem = subst.key_problem(str(key), subst.OVERRIDABLE)
-        if problem and problem not in report.errors:
-            report.errors.append(problem)
-    for key in given:
-        problem = subst.key_problem(str(key), allowed)
-        if problem and problem not in report.errors:
-            report.errors.append(problem)
-    if report.errors:
-        return
     try:
         resolved = resolve(data, given, built_ins or placeholder_built_ins())
     except UsageError as exc:
@@ -336,6 +431,10 @@ def _check_substitutions(
         report.warnings.append(
             f'key in the template "{key}" is not matched in the substitution data '
             '(ALLOW_LOOSE: it becomes "")'
+        )
+    for key in resolved.unused:
+        report.warnings.append(
+            f'key "{key}" in the substitution data is not matched in the template (ALLOW_LOOSE)'
         )
 
 
@@ -359,7 +458,10 @@ def resolve(
     given: Mapping[str, str],
     built_ins: Mapping[str, str],
 ) -> Resolved:
-    """Apply substitutions; under MUST_MATCH a mismatch raises ``UsageError``."""
+    """Apply substitutions to a checked config (``Report.data``).
+
+    Under MUST_MATCH every mismatch is reported in one ``UsageError``.
+    """
     dynamic = is_dynamic(data)
     usage = subst.Usage()
     defaults = {str(k): str(v) for k, v in (data.get("substitutions") or {}).items()}
@@ -375,21 +477,20 @@ def resolve(
         unused = []  # every substitution reaches a step's environment
     for key in missing:
         if not subst.USER_KEY.match(key):
+            # [issue] google/trillian-examples#627
             raise UsageError(
                 "invalid value for 'build.substitutions': "
                 f'key in the template "{key}" is not a valid built-in substitution'
             )
-    if substitution_option(data) == "MUST_MATCH":
-        for key in missing:
-            raise UsageError(
-                f'invalid build: key in the template "{key}" is not matched '
-                "in the substitution data"
-            )
-        for key in unused:
-            raise UsageError(
-                f'invalid build: key "{key}" in the substitution data is not matched '
-                "in the template"
-            )
+    if substitution_option(data) == "MUST_MATCH" and (missing or unused):
+        # [cbl] CheckBuild joins every mismatch with ";"
+        problems = [
+            f'key in the template "{key}" is not matched in the substitution data'
+            for key in missing
+        ] + [
+            f'key "{key}" in the substitution data is not matched in the template' for key in unused
+        ]
+        raise UsageError("invalid build: " + ";".join(problems))
     return Resolved(resolved, values, list(user), missing, unused)
 
 

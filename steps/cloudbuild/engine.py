@@ -1,18 +1,30 @@
 """How a step's image becomes a command line here (pure, apart from ``which``).
 
-- ``process``: our step images (``.../<stage>:TAG``) run the console script
-  ``gitops-<stage>`` from this installation; ``sh``/``bash``/``gitops-X``
-  entrypoints run locally; Google's builders are mapped to local tools
-  (git -> git, docker build/push/tag -> buildah, gsutil -> a clear failure),
-  ``python:*`` to this Python; ``--map-image IMAGE=COMMAND`` adds more.
-- ``podman``/``docker``: each step runs in its image, except images that
-  cannot be pulled here (Google's builders, and any ``--map-image`` whose
-  value is a command), which run as in ``process``.
+Where a step runs (``placement``):
+
+- on the host, only when that is safe: our stage images under the
+  ``process`` engine (the console script ``gitops-<stage>`` of this
+  installation, or the entrypoint the step names), Google's builders we
+  have a local tool for (git -> git, docker build/push/tag -> buildah,
+  gsutil -> a clear failure), and images the user mapped to a command with
+  ``--map-image IMAGE=COMMAND``;
+- in a container otherwise: every step under ``podman``/``docker``, and a
+  third-party image under ``process`` when podman is installed. Without a
+  container engine such a step stops, naming ``--map-image`` and
+  ``--engine``: a user's image never runs its commands on the host.
+
+``--map-image PATTERN=TARGET``: PATTERN is matched against the image as
+written and without its tag/digest; ``*`` in PATTERN matches any run of
+characters (``/`` and ``:`` included). TARGET is a command (it has a space or
+no ``/``: ``git``, ``python3 -m x``) or an image; in an image TARGET each
+``*`` is replaced, in order, by what the matching ``*`` of PATTERN matched,
+and a TARGET without a tag or digest keeps the image's own tag
+(``gcr.io/p/*=localhost/*`` maps ``gcr.io/p/a/b:1`` to ``localhost/a/b:1``).
+The first matching ``--map-image`` wins.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import shlex
@@ -62,11 +74,19 @@ def _bare(image: str) -> str:
     return name
 
 
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """``*`` matches anything; every other character is literal."""
+    return re.compile("".join("(.*)" if c == "*" else re.escape(c) for c in pattern) + r"\Z")
+
+
+def _match(image: str, item: Mapping_) -> re.Match[str] | None:
+    regex = _pattern(item.pattern)
+    return regex.match(image) or regex.match(_bare(image))
+
+
 def find_mapping(image: str, maps: Sequence[Mapping_]) -> Mapping_ | None:
     for item in maps:
-        if fnmatch.fnmatchcase(image, item.pattern) or fnmatch.fnmatchcase(
-            _bare(image), item.pattern
-        ):
+        if _match(image, item):
             return item
     return None
 
@@ -109,7 +129,7 @@ def docker_to_buildah(args: Sequence[str]) -> list[str]:
     verb, rest = args[0], list(args[1:])
     buildah = shutil.which("buildah") or "buildah"
     if verb == "build":
-        return [buildah, "bud", "--isolation", "chroot", "--layers", "--pull=false", *rest]
+        return [buildah, "bud", "--isolation", "chroot", "--layers", "--pull=never", *rest]
     if verb == "push":
         images = [a for a in rest if not a.startswith("-")]
         flags = [a for a in rest if a.startswith("-") and a not in ("--all-tags", "-a")]
@@ -125,6 +145,66 @@ def docker_to_buildah(args: Sequence[str]) -> list[str]:
     )
 
 
+_BUILD_VALUE_FLAGS = {
+    "-f", "--file", "-t", "--tag", "--build-arg", "--target", "--network", "--platform",
+    "--cache-from", "--label", "--iidfile", "--secret", "--ssh", "--progress", "-o", "--output",
+}  # fmt: skip
+_FROM = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(?P<image>\S+)(?:\s+AS\s+(?P<name>\S+))?", re.I)
+_ARG = re.compile(r"^\s*ARG\s+(?P<name>\w+)(?:=(?P<value>\S*))?", re.I)
+
+
+def dockerfile_bases(args: Sequence[str], workdir: Path) -> list[str]:
+    """The base images ``docker build ARGS`` (run in ``workdir``) starts from.
+
+    Stage names, ``scratch`` and ``ARG`` values (defaults before the first
+    ``FROM``, overridden by ``--build-arg``) are resolved; an unreadable
+    Dockerfile gives no bases (the build itself will say what is wrong).
+    """
+    dockerfile: str | None = None
+    build_args: dict[str, str] = {}
+    positional: list[str] = []
+    items = list(args[1:])
+    index = 0
+    while index < len(items):
+        item = items[index]
+        flag, eq, inline = item.partition("=")
+        if flag in _BUILD_VALUE_FLAGS:
+            value = inline if eq else (items[index + 1] if index + 1 < len(items) else "")
+            index += 1 if eq else 2
+            if flag in ("-f", "--file"):
+                dockerfile = value
+            elif flag == "--build-arg":
+                key, _, val = value.partition("=")
+                build_args[key] = val
+            continue
+        if not item.startswith("-"):
+            positional.append(item)
+        index += 1
+    context = workdir / (positional[-1] if positional else ".")
+    path = workdir / dockerfile if dockerfile else context / "Dockerfile"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    values: dict[str, str] = {}
+    stages: set[str] = set()
+    bases: list[str] = []
+    for line in lines:
+        arg = _ARG.match(line)
+        if arg and not stages and not bases:
+            values[arg.group("name")] = build_args.get(arg.group("name"), arg.group("value") or "")
+            continue
+        found = _FROM.match(line)
+        if not found:
+            continue
+        image = re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m.group(1), ""), found.group("image"))
+        if image.lower() != "scratch" and image not in stages and image not in bases:
+            bases.append(image)
+        if found.group("name"):
+            stages.add(found.group("name"))
+    return bases
+
+
 def local_command(
     step: Step,
     image: str,
@@ -136,17 +216,15 @@ def local_command(
     """The local argv for a step (``process`` engine); raises ``NotRunnable``."""
     entrypoint = step.entrypoint
     mapping = find_mapping(image, maps)
-    if mapping is not None and is_command(mapping.target):
-        if entrypoint:
-            return [local_tool(entrypoint), *args]
-        return [*shlex.split(mapping.target), *args]
-    if entrypoint:
+    stage = stage_of(image, steps_prefix)
+    if entrypoint and ((mapping is not None and is_command(mapping.target)) or stage):
         if entrypoint in ("sh", "bash"):
             return [shutil.which(entrypoint) or f"/bin/{entrypoint}", *args]
         if entrypoint in ("python", "python3"):
             return [sys.executable, *args]
         return [local_tool(entrypoint), *args]
-    stage = stage_of(image, steps_prefix)
+    if mapping is not None and is_command(mapping.target):
+        return [*shlex.split(mapping.target), *args]
     if stage is not None:
         return [local_tool(f"gitops-{stage}"), *args]
     bare = _bare(image)
@@ -158,37 +236,62 @@ def local_command(
         raise NotRunnable(
             f"{GSUTIL} is not available locally; map it with --map-image {GSUTIL}=COMMAND"
         )
-    if bare in ("python", "docker.io/library/python", "library/python") or bare.endswith("/python"):
-        if not args:
-            return [sys.executable]
-        first = args[0]
-        if first in ("python", "python3") or re.fullmatch(r"python3(\.\d+)?", first):
-            return [sys.executable, *args[1:]]
-        if first in ("pip", "pip3"):
-            return [sys.executable, "-m", "pip", *args[1:]]
-        return [shutil.which(first) or first, *args[1:]]
-    raise NotRunnable(
-        f"image {image!r} cannot be run by the process engine; "
-        f"map it with --map-image {bare}=COMMAND (or use --engine podman)"
+    raise NotRunnable(unmapped_message(image))
+
+
+def unmapped_message(image: str) -> str:
+    return (
+        f"image {image!r} is not one of our stage images: it never runs on the host "
+        f"unless mapped, and no container engine is installed; map it with "
+        f"--map-image {_bare(image)}=COMMAND or run with --engine podman|docker"
     )
+
+
+HOST, CONTAINER = "host", "container"
+
+
+def placement(image: str, engine: str, maps: Sequence[Mapping_], steps_prefix: str | None) -> str:
+    """``host`` or ``container``: where a step runs (the module's rules)."""
+    mapping = find_mapping(image, maps)
+    if mapping is not None:
+        return HOST if is_command(mapping.target) else CONTAINER
+    if _bare(image).startswith(GOOGLE_BUILDERS):
+        return HOST
+    if engine == "process" and stage_of(image, steps_prefix) is not None:
+        return HOST
+    return CONTAINER
+
+
+def container_engine_for(engine: str) -> str | None:
+    """The engine a container step uses: the chosen one, else podman if installed."""
+    if engine != "process":
+        return engine
+    return "podman" if shutil.which("podman") else None
 
 
 def runs_locally(image: str, maps: Sequence[Mapping_]) -> bool:
     """Under podman/docker, whether a step still runs as a local process."""
-    mapping = find_mapping(image, maps)
-    if mapping is not None:
-        return is_command(mapping.target)
-    return _bare(image).startswith(GOOGLE_BUILDERS)
+    return placement(image, "podman", maps, None) == HOST
+
+
+def _reference_suffix(image: str) -> str:
+    """``:tag`` and/or ``@digest`` of ``image`` ("" when it has neither)."""
+    return image[len(_bare(image)) :]
 
 
 def container_image(image: str, maps: Sequence[Mapping_]) -> str:
+    """The image a step runs in after ``--map-image`` (the module's rule)."""
     mapping = find_mapping(image, maps)
     if mapping is None:
         return image
-    if "*" in mapping.pattern and "*" in mapping.target:
-        prefix = mapping.pattern.split("*", 1)[0]
-        return mapping.target.replace("*", image[len(prefix) :], 1)
-    return mapping.target
+    match = _match(image, mapping)
+    assert match is not None
+    target = mapping.target
+    groups = iter(match.groups())
+    target = re.sub(r"\*", lambda _: next(groups, ""), target)
+    if _reference_suffix(target) == "" and match.string == _bare(image):
+        target += _reference_suffix(image)
+    return target
 
 
 def containers_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -53,6 +53,7 @@ def rerun_build(
         log=log,
         extra_env={**recorded_env, **(extra_env or {})},
         push_images=request.get("push_images", True),
+        started_by=request.get("started_by", "trigger"),
         metadata_server=request.get("metadata_server", True)
         if metadata_server is None
         else metadata_server,

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from steps.cli import StepParser, StepRun, add_common_options, run_step
 from steps.cloudbuild import config
@@ -43,6 +43,8 @@ MASK = "[REDACTED]"
 OUTPUT_LIMIT = 4096
 LOG_TAIL = 200
 KILL_GRACE = 3.0
+# The sandbox's build service account (steps/sandbox/gcp.py serves the same).
+SERVICE_ACCOUNT = "gitops-builder@sandbox-project.iam.gserviceaccount.com"
 
 Log = Callable[[str], None]
 
@@ -132,19 +134,24 @@ def git_built_ins(source: Path) -> dict[str, str]:
 
 
 def built_ins(
-    source: Path, config_path: str, project_id: str, build_id: str, given: Mapping[str, str]
+    source: Path,
+    config_path: str,
+    project_id: str,
+    build_id: str,
+    given: Mapping[str, str],
+    started_by: str = config.TRIGGER,
 ) -> dict[str, str]:
-    from steps.sandbox.gcp import SERVICE_ACCOUNT
-
+    """Built-in substitutions: a trigger sets the source's Git state and its
+    own name; ``gcloud builds submit`` sets only what ``--substitutions`` gives."""
     values = {name: "" for name in BUILT_INS}
-    values.update(git_built_ins(source))
+    if started_by == config.TRIGGER:
+        values.update(git_built_ins(source))
+        values.update(TRIGGER_NAME="local", TRIGGER_BUILD_CONFIG_PATH=config_path)
     values.update(
         PROJECT_ID=project_id,
         PROJECT_NUMBER="123456789012",
         BUILD_ID=build_id,
         LOCATION="global",
-        TRIGGER_NAME="local",
-        TRIGGER_BUILD_CONFIG_PATH=config_path,
         SERVICE_ACCOUNT_EMAIL=SERVICE_ACCOUNT,
         SERVICE_ACCOUNT=f"projects/{project_id}/serviceAccounts/{SERVICE_ACCOUNT}",
     )
@@ -209,6 +216,7 @@ class Context:
     options: dict[str, Any]
     secrets: dict[str, str]
     base_env: dict[str, str]
+    extra_env: dict[str, str]
     maps: list[engines.Mapping_]
     mask: Masker
     log: Log
@@ -217,15 +225,13 @@ class Context:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _images: dict[str, bool] = field(default_factory=dict)
 
-    def image_available(self, image: str) -> bool:
-        """Whether the container engine has ``image`` or can pull it (cached)."""
+    def image_available(self, image: str, engine: str) -> bool:
+        """Whether ``engine`` has ``image`` or can pull it (cached)."""
         if image not in self._images:
-            base = [shutil.which(self.engine) or self.engine]
-            if self.engine == "podman":
+            base = [shutil.which(engine) or engine]
+            if engine == "podman":
                 base += list(engines.PODMAN_FLAGS)
-            env = (
-                {**os.environ, **engines.containers_environ()} if self.engine == "podman" else None
-            )
+            env = {**os.environ, **engines.containers_environ()} if engine == "podman" else None
             found = False
             for verb in (["image", "inspect"], ["pull", "--quiet"]):
                 try:
@@ -259,7 +265,7 @@ class Context:
         return [config.Volume(v["name"], v["path"]) for v in self.options.get("volumes") or []]
 
     def step_env(self, step: config.Step, outputs: Path, local: bool) -> dict[str, str]:
-        env: dict[str, str] = {}
+        env: dict[str, str] = dict(self.extra_env)  # --env: every step, whatever the engine
         automap = step.automap
         if automap is None:
             automap = bool(self.options.get("automapSubstitutions"))
@@ -280,15 +286,22 @@ def run_step_in(ctx: Context, step: config.Step, record: StepRecord) -> None:
     outputs = ctx.scratch / "outputs" / str(step.index)
     outputs.mkdir(parents=True, exist_ok=True)
     image = step.name
-    local = ctx.engine == "process" or engines.runs_locally(image, ctx.maps)
-    if not local and not ctx.image_available(engines.container_image(image, ctx.maps)):
-        # Not here and cannot be pulled (no network): the process engine's mapping.
-        local = True
-        _emit(
-            ctx, step, f"image {image} is not available to {ctx.engine}: running it locally", record
-        )
+    prefix = ctx.values.get("_STEPS_IMAGE_PREFIX")
+    local = engines.placement(image, ctx.engine, ctx.maps, prefix) == engines.HOST
+    engine = engines.container_engine_for(ctx.engine)
     try:
-        argv, env, cwd = _command(ctx, step, image, outputs, local)
+        if not local:
+            target = engines.container_image(image, ctx.maps)
+            if engine is None:
+                raise engines.NotRunnable(engines.unmapped_message(image))
+            if not ctx.image_available(target, engine):
+                # Never a silent fallback to the host: the build says what it ran.
+                raise engines.NotRunnable(
+                    f"image {target} is not available to {engine} (not in its storage and "
+                    "it cannot be pulled); build it (scripts/build-images) or pull it, "
+                    "or map it with --map-image"
+                )
+        argv, env, cwd = _command(ctx, step, image, outputs, local, engine or ctx.engine)
     except engines.NotRunnable as exc:
         _emit(ctx, step, f"ERROR: {exc}", record)
         record.status, record.exit_code, record.error = "FAILURE", 127, str(exc)
@@ -357,7 +370,7 @@ def run_step_in(ctx: Context, step: config.Step, record: StepRecord) -> None:
 
 
 def _command(
-    ctx: Context, step: config.Step, image: str, outputs: Path, local: bool
+    ctx: Context, step: config.Step, image: str, outputs: Path, local: bool, engine: str
 ) -> tuple[list[str], dict[str, str], Path]:
     env = ctx.step_env(step, outputs, local)
     prefix = ctx.values.get("_STEPS_IMAGE_PREFIX")
@@ -376,13 +389,15 @@ def _command(
         else:
             argv = engines.local_command(step, image, args, steps_prefix=prefix, maps=ctx.maps)
         full_env = {**ctx.base_env, **env}
-        if Path(argv[0]).name == "buildah":
-            full_env.update(engines.containers_environ(full_env))
         workdir = ctx.workspace
         if step.dir:
             target = ctx.rewrite(step.dir, step)
             workdir = Path(target) if Path(target).is_absolute() else ctx.workspace / target
         workdir.mkdir(parents=True, exist_ok=True)
+        if Path(argv[0]).name == "buildah":
+            full_env.update(engines.containers_environ(full_env))
+            if argv[1:2] == ["bud"]:
+                _require_base_images(args, workdir, full_env)
         return argv, full_env, workdir
     mounts = [(str(ctx.workspace), "/workspace"), (str(ctx.home), "/builder/home")]
     mounts.append((str(outputs), "/builder/outputs"))
@@ -398,7 +413,7 @@ def _command(
     metadata = {k: v for k, v in ctx.base_env.items() if k.startswith("GCE_METADATA")}
     container_env = {**env, **metadata}
     argv = engines.container_command(
-        ctx.engine,
+        engine,
         step,
         engines.container_image(image, ctx.maps),
         step.args,
@@ -410,9 +425,28 @@ def _command(
         name=f"gitops-cloudbuild-{uuid.uuid4().hex[:12]}",
     )
     host_env = {**os.environ, **container_env}
-    if ctx.engine == "podman":
+    if engine == "podman":
         host_env.update(engines.containers_environ(host_env))
     return argv, host_env, ctx.workspace
+
+
+def _require_base_images(args: Sequence[str], workdir: Path, env: Mapping[str, str]) -> None:
+    """``docker build`` here: every base image must already be in local storage,
+    checked before buildah starts (it would look the name up on the network)."""
+    buildah = shutil.which("buildah") or "buildah"
+    for base in engines.dockerfile_bases(args, workdir):
+        proc = subprocess.run(
+            [buildah, "inspect", "--type", "image", base],
+            env=dict(env),
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise engines.NotRunnable(
+                f"docker build: base image {base} is not in local storage; stopping before "
+                "any network access (no registry is pulled from here). Build or pull it "
+                f"first, or map {engines.DOCKER} with --map-image"
+            )
 
 
 def _pump(
@@ -523,16 +557,21 @@ def run_build(
     log: Log | None = None,
     commit: str | None = None,
     config_data: Mapping[str, Any] | None = None,
-    metadata_server: bool = True,
+    metadata_server: bool | str = True,
     push_images: bool = True,
+    started_by: str = config.TRIGGER,
 ) -> BuildRecord:
     """Run a build config locally and return (and write) its record.
 
     Raises ``UsageError`` for a config Cloud Build would refuse or bad inputs;
     a failing step is a record with status ``FAILURE``, not an exception.
-    """
-    from steps.sandbox.gcp import GcpSandbox
 
+    ``metadata_server``: an address (``HOST:PORT``) of a GCE metadata server to
+    give the steps (the sandbox's, whose tokens its GKE stand-in accepts);
+    ``True`` uses ``GCE_METADATA_HOST`` when set (in ``extra_env`` or here),
+    else starts a loopback one (when the sandbox package is installed);
+    ``False``: none.
+    """
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
     source = Path(source).resolve()
@@ -549,13 +588,15 @@ def run_build(
         config_rel = str(Path(config_path).resolve().relative_to(source))
     except ValueError:
         config_rel = str(config_path)
-    values_in = built_ins(source, config_rel, project, build_id, given)
+    if started_by not in config.STARTED_BY:
+        raise UsageError(f"--started-by {started_by!r}: expected trigger or submit")
+    values_in = built_ins(source, config_rel, project, build_id, given, started_by)
     if commit:
         values_in.update(COMMIT_SHA=commit, REVISION_ID=commit, SHORT_SHA=commit[:7])
-    report = config.check(data, given, values_in, trigger=True)
+    report = config.check(data, given, values_in, started_by=started_by)
     if report.errors:
-        raise UsageError(f"{config_path}: {report.errors[0]}")
-    resolved = config.resolve(data, given, values_in)
+        raise UsageError(f"{config_path}: {'; '.join(report.errors)}")
+    resolved = config.resolve(report.data, given, values_in)
     steps = config.build_steps(resolved.data)
     known = {s.key for s in steps}
     for ident in [*only, *skip]:
@@ -607,6 +648,7 @@ def run_build(
                 "extra_env": dict(extra_env or {}),
                 "metadata_server": metadata_server,
                 "push_images": push_images,
+                "started_by": started_by,
             }
         ),
         config=mask.deep(resolved.data),
@@ -617,18 +659,19 @@ def run_build(
         if step.key not in selected:
             by_key[step.key].status = "SKIPPED"
     scratch = Path(tempfile.mkdtemp(prefix="gitops-cloudbuild-"))
-    server = GcpSandbox(project=project).start() if metadata_server else None
+    extra = dict(extra_env or {})
+    metadata_address, server = _metadata(metadata_server, extra, project, emit)
     try:
         workspace = _workspace(
             source, write_workspace, scratch, values_in["COMMIT_SHA"] if commit else None
         )
         record.workspace = str(workspace)
         _write(record)
-        base_env = {**os.environ, **(extra_env or {})}
+        base_env = {**os.environ, **extra}
         here = str(Path(sys.executable).parent)
         base_env["PATH"] = here + os.pathsep + base_env.get("PATH", os.defpath)
-        if server is not None:
-            base_env.update(GCE_METADATA_HOST=server.address, GCE_METADATA_IP=server.address)
+        if metadata_address:
+            base_env.update(GCE_METADATA_HOST=metadata_address, GCE_METADATA_IP=metadata_address)
         ctx = Context(
             engine=engine,
             workspace=workspace,
@@ -639,6 +682,7 @@ def run_build(
             options=options,
             secrets=secrets,
             base_env=base_env,
+            extra_env=extra,
             maps=maps,
             mask=mask,
             log=emit,
@@ -686,6 +730,30 @@ def run_build(
     _write(record)
     emit(f"BUILD {record.status}: {build_id} (record: {record.path})")
     return record
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+def _metadata(
+    choice: bool | str, extra: Mapping[str, str], project: str, emit: Log
+) -> tuple[str | None, _Stoppable | None]:
+    """The metadata server's address for the steps, and one we started (to stop)."""
+    if isinstance(choice, str):
+        return choice, None
+    if not choice:
+        return None, None
+    existing = extra.get("GCE_METADATA_HOST") or os.environ.get("GCE_METADATA_HOST")
+    if existing:
+        return existing, None
+    try:  # a development install; step images leave steps.sandbox out
+        from steps.sandbox.gcp import GcpSandbox
+    except ImportError:
+        emit("no GCE metadata server (set GCE_METADATA_HOST or --metadata-server to give one)")
+        return None, None
+    server = GcpSandbox(project=project).start()
+    return server.address, server
 
 
 def push_built_images(images: Sequence[str], engine: str, emit: Log) -> list[dict[str, str]]:
@@ -754,10 +822,48 @@ def _write(record: BuildRecord) -> None:
 
 
 def add_run_options(p: StepParser) -> None:
-    p.add_argument("--engine", choices=ENGINES, default="process", help="how steps run")
-    p.add_argument("--only", nargs="+", action="extend", default=[], metavar="ID")
-    p.add_argument("--skip", nargs="+", action="extend", default=[], metavar="ID")
-    p.add_argument("--map-image", action="append", default=[], metavar="IMAGE=COMMAND_OR_IMAGE")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="process",
+        help="how steps run: process (our stage images on the host, other images in podman "
+        "when installed) or every step in its image with podman/docker",
+    )
+    p.add_argument(
+        "--only", nargs="+", action="extend", default=[], metavar="ID", help="run only these steps"
+    )
+    p.add_argument(
+        "--skip", nargs="+", action="extend", default=[], metavar="ID", help="skip these steps"
+    )
+    p.add_argument(
+        "--map-image",
+        action="append",
+        default=[],
+        metavar="PATTERN=COMMAND_OR_IMAGE",
+        help="run matching images as a host command or as another image; '*' matches any "
+        "text and fills the '*'s of the target in order (see steps/cloudbuild/engine.py)",
+    )
+    p.add_argument(
+        "--env",
+        dest="step_env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra variable every step gets, on the host and in containers alike",
+    )
+    p.add_argument(
+        "--metadata-server",
+        metavar="HOST:PORT",
+        help="the GCE metadata server steps use (default: $GCE_METADATA_HOST if set, else "
+        "a loopback one started for the build; 'none' for none)",
+    )
+    p.add_argument(
+        "--started-by",
+        choices=config.STARTED_BY,
+        default=config.TRIGGER,
+        help="run as a trigger starts the build (default: ALLOW_LOOSE, dynamic "
+        "substitutions, built-ins from the source's Git state) or as gcloud builds submit",
+    )
     p.add_argument("--secret-env-file", metavar="FILE", help="KEY=VALUE lines for secretEnv")
     p.add_argument("--records", metavar="DIR", help="where build records go")
     p.add_argument("--project-id", metavar="ID", help=f"PROJECT_ID (default {DEFAULT_PROJECT})")
@@ -771,13 +877,31 @@ def add_run_options(p: StepParser) -> None:
 
 def parser() -> StepParser:
     p = StepParser(PROG, "Run a cloudbuild.yaml locally, as Cloud Build would.")
-    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("config", metavar="CONFIG", help="the build config (YAML or JSON)")
     p.add_argument("--source", default=".", metavar="DIR", help="the source (copied to /workspace)")
-    p.add_argument("--substitutions", default="", metavar="K=V,...")
+    p.add_argument(
+        "--substitutions", default="", metavar="K=V,...", help="substitutions for the build"
+    )
     p.add_argument("--write-workspace", metavar="DIR", help="use (and keep) DIR as /workspace")
     add_run_options(p)
     add_common_options(p)
     return p
+
+
+def parse_env(items: Sequence[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env: expected KEY=VALUE, got {item!r}")
+        env[key] = value
+    return env
+
+
+def _metadata_choice(value: str | None) -> bool | str:
+    if value is None:
+        return True
+    return False if value == "none" else value
 
 
 def summary(record: BuildRecord) -> dict[str, Any]:
@@ -808,6 +932,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             records_dir=Path(args.records) if args.records else None,
             project_id=args.project_id or os.environ.get("GITOPS_PROJECT_ID"),
             push_images=args.push_images,
+            extra_env=parse_env(args.step_env),
+            metadata_server=_metadata_choice(args.metadata_server),
+            started_by=args.started_by,
         )
         return summary(record)
 

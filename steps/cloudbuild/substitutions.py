@@ -6,6 +6,10 @@ Expansions supported with ``dynamicSubstitutions: true``: ``${V:off}``,
 ``${V/pat/rep}``, ``${V//pat/rep}``, ``${V/#pat/rep}``, ``${V/%pat/rep}``,
 ``${V^}``, ``${V^^}``, ``${V,}``, ``${V,,}``, ``${V:-default}``,
 ``${V-default}`` (patterns are shell globs).
+
+Only names of the form ``[A-Z_][A-Z0-9_]*`` are substitution keys: ``$foo``,
+``${foo}`` and ``${foo:-x}`` are left alone for the shell (lowercase shell
+variables in ``bash -c`` scripts run on Cloud Build unchanged).
 """
 
 from __future__ import annotations
@@ -38,8 +42,11 @@ BUILT_INS = (
 # Built-ins a build request (gcloud --substitutions) may set; a trigger sets all.
 OVERRIDABLE = ("REPO_NAME", "BRANCH_NAME", "TAG_NAME", "REVISION_ID", "COMMIT_SHA", "SHORT_SHA")
 USER_KEY = re.compile(r"^_[A-Z0-9_]+$")
+KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
 _TEMPLATE = re.compile(r"\$(?:(\$)|\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_KEY = 100  # cloud-build-local validate.go maxSubstKeyLength
+MAX_VALUE = 4000  # cloud-build-local validate.go maxSubstValueLength
 
 
 @dataclass
@@ -50,14 +57,25 @@ class Usage:
     missing: set[str] = field(default_factory=set)
 
 
-def key_problem(key: str, overridable: Iterable[str] = OVERRIDABLE) -> str | None:
-    """Cloud Build's complaint about a substitution key, or None."""
-    if USER_KEY.match(key) or key in overridable:
-        return None
-    return (
-        f'invalid .substitutions field: substitution key "{key}" does not respect format '
-        '"^_[A-Z0-9_]+$" and is not an overridable built-in substitution'
-    )
+def key_problem(key: str, value: str = "", overridable: Iterable[str] = OVERRIDABLE) -> str | None:
+    """Cloud Build's complaint about a substitution, or None.
+
+    Wording: cloud-build-local ``CheckSubstitutionsLoose``, and the service as
+    quoted in GoogleCloudPlatform/cortex-data-foundation#21 ("...is not an
+    overridable built-in substitutions").
+    """
+    where = "invalid .substitutions field: "
+    if len(key) > MAX_KEY:
+        return f'{where}substitution key "{key}" too long (max: {MAX_KEY})'
+    if not (USER_KEY.match(key) or key in overridable):
+        return (
+            f'{where}substitution key "{key}" does not respect format '
+            '"^_[A-Z0-9_]+$" and is not an overridable built-in substitutions'
+        )
+    if len(value) > MAX_VALUE:
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f'{where}substitution value "{shown}" too long (max: {MAX_VALUE})'
+    return None
 
 
 def expand(text: str, values: Mapping[str, str], *, dynamic: bool, usage: Usage) -> str:
@@ -67,8 +85,13 @@ def expand(text: str, values: Mapping[str, str], *, dynamic: bool, usage: Usage)
         if match.group(1):
             return "$"
         if match.group(3) is not None:
+            if not KEY.fullmatch(match.group(3)):
+                return match.group(0)  # a shell variable, not a substitution
             return _lookup(match.group(3), values, usage)
         body = match.group(2)
+        name = _NAME.match(body)
+        if name is not None and not KEY.fullmatch(name.group(0)):
+            return match.group(0)
         if _NAME.fullmatch(body):
             return _lookup(body, values, usage)
         if not dynamic:
