@@ -19,9 +19,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_cloudbuild_validate import CASES, REPO, header
 
 from steps.cloudbuild import validate
-from test_cloudbuild_validate import CASES, REPO, header
 
 SDK = Path(os.environ.get("GITOPS_GCLOUD_SDK", "/usr/lib/google-cloud-sdk"))
 BUNDLED_PYTHON = SDK / "platform" / "bundledpythonunix" / "bin" / "python"
