@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,7 @@ from fixtures_git import git
 from steps.cloudbuild import engine, rerun, run
 from steps.cloudbuild.config import Step
 from steps.cloudbuild.run import BuildRecord, run_build
+from steps.errors import UsageError
 
 BASH = {"name": "bash", "entrypoint": "bash"}
 MAPS = ["bash=bash", "ubuntu=sh"]
@@ -299,8 +301,9 @@ def test_metadata_server_gives_google_auth_a_token(build: Build) -> None:
         "    u.urlopen(f'http://{host}/computeMetadata/v1/project/project-id')\n"
         "except Exception as e: print('without header:', e.code)\n"
     )
-    data = {"steps": [{"id": "auth", "name": "python:3.12-slim", "args": ["python", "-c", code]}]}
-    record = build.run(data)
+    step = {"id": "auth", "name": "python:3.12-slim", "entrypoint": "python", "args": ["-c", code]}
+    # Mapped to a host command by the user: the only way a third-party image runs here.
+    record = build.run({"steps": [step]}, map_images=[*MAPS, "python:*=python3"])
     assert record.status == "SUCCESS", build.log()
     assert 'Step #0 - "auth": token ya29.sandbox' in build.log()
     assert "without header: 403" in build.log()
@@ -363,7 +366,7 @@ def test_google_builders_map_to_local_tools(source: Path) -> None:
         "--isolation",
         "chroot",
         "--layers",
-        "--pull=false",
+        "--pull=never",
         "-t",
         "x:1",
         ".",
@@ -377,9 +380,99 @@ def test_google_builders_map_to_local_tools(source: Path) -> None:
     ]
     with pytest.raises(engine.NotRunnable, match="docker 'run' has no local equivalent"):
         command("gcr.io/cloud-builders/docker", "run", "x")
-    assert command("python:3.12", "pip", "--version")[1:] == ["-m", "pip", "--version"]
-    with pytest.raises(engine.NotRunnable, match="cannot be run by the process engine"):
-        command("alpine", "true")
+    # A user's image never runs on the host unless the user maps it.
+    for image in ("python:3.12", "alpine"):
+        with pytest.raises(engine.NotRunnable, match=r"--map-image .* --engine podman"):
+            command(image, "true")
+
+
+@pytest.mark.parametrize(
+    ("maps", "image", "expected"),
+    [
+        # '*' matches any text, '/' and ':' included, and fills the target's '*'.
+        (["gcr.io/p/*=localhost/*"], "gcr.io/p/a/b:1", "localhost/a/b:1"),
+        # Several '*' fill in order.
+        (["*/p/*:*=localhost/*/*:dev"], "gcr.io/p/app:1", "localhost/gcr.io/app:dev"),
+        # A target without tag keeps the image's tag when only the name matched.
+        (["gcr.io/p/app=localhost/app"], "gcr.io/p/app:7", "localhost/app:7"),
+        (
+            ["gcr.io/p/app=localhost/app"],
+            "gcr.io/p/app@sha256:" + "a" * 64,
+            "localhost/app@sha256:" + "a" * 64,
+        ),
+        # A target with its own tag wins.
+        (["gcr.io/p/app:*=localhost/app:dev"], "gcr.io/p/app:7", "localhost/app:dev"),
+        # The first match wins; no match leaves the image alone.
+        (["x/*=y/*", "x/a=z"], "x/a:1", "y/a:1"),
+        (["x/*=y/*"], "w/a:1", "w/a:1"),
+    ],
+)
+def test_map_image_wildcards(maps: list[str], image: str, expected: str) -> None:
+    assert engine.container_image(image, engine.parse_map_images(maps)) == expected
+
+
+def test_where_steps_run() -> None:
+    maps = engine.parse_map_images(["bash=bash", "gcr.io/p/*=localhost/*"])
+    ours = "localhost/gitops-steps/update-manifest:dev"
+    assert engine.placement(ours, "process", maps, None) == engine.HOST
+    assert engine.placement(ours, "podman", maps, None) == engine.CONTAINER
+    assert engine.placement("bash", "podman", maps, None) == engine.HOST  # mapped to a command
+    assert engine.placement("gcr.io/p/x:1", "process", maps, None) == engine.CONTAINER
+    assert engine.placement("gcr.io/cloud-builders/git", "podman", maps, None) == engine.HOST
+    assert engine.placement("python:3.7-slim", "process", maps, None) == engine.CONTAINER
+
+
+def test_an_unmapped_image_stops_without_a_container_engine(
+    build: Build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "container_engine_for", lambda chosen: None)
+    marker = tmp_path / "ran-on-the-host"
+    step = {
+        "id": "deps",
+        "name": "python:3.7-slim",
+        "entrypoint": "/bin/sh",
+        "args": ["-c", f"touch {marker}; pip install flask"],
+    }
+    record = build.run({"steps": [step]})
+    assert record.status == "FAILURE"
+    assert not marker.exists()
+    assert "--map-image python=COMMAND or run with --engine podman" in build.log()
+
+
+def test_docker_build_stops_before_the_network_when_the_base_is_missing(
+    build: Build, source: Path
+) -> None:
+    if not shutil.which("buildah"):
+        pytest.skip("needs buildah")
+    (source / "Dockerfile").write_text(
+        "ARG BASE=gitops-test-absent/python:3.7-slim\nFROM ${BASE} AS build\n"
+        "FROM build\nRUN true\n",
+        encoding="utf-8",
+    )
+    step = {"name": "gcr.io/cloud-builders/docker", "args": ["build", "-t", "x:1", "."]}
+    record = build.run({"steps": [step]})
+    assert record.status == "FAILURE"
+    assert (
+        "docker build: base image gitops-test-absent/python:3.7-slim is not in local storage; "
+        "stopping before any network access" in build.log()
+    )
+
+
+def test_dockerfile_bases(tmp_path: Path) -> None:
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(
+        "ARG V=3.12\nFROM --platform=linux/amd64 python:${V}-slim AS base\n"
+        "FROM base\nFROM scratch\nCOPY --from=base / /\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "other.Dockerfile").write_text("FROM alpine:3\n", encoding="utf-8")
+    assert engine.dockerfile_bases(["build", "-t", "x", "ctx"], tmp_path) == ["python:3.12-slim"]
+    assert engine.dockerfile_bases(["build", "--build-arg", "V=3.7", "-t=x", "ctx"], tmp_path) == [
+        "python:3.7-slim"
+    ]
+    assert engine.dockerfile_bases(["build", "-f", "other.Dockerfile", "."], tmp_path) == [
+        "alpine:3"
+    ]
 
 
 def test_container_command_is_cloud_build_like() -> None:
@@ -472,7 +565,9 @@ def test_cli_refuses_a_config_cloud_build_would_refuse(
 ) -> None:
     config = tmp_path / "cb.yaml"
     config.write_text(yaml.safe_dump({"steps": [bash("echo $_MISSING")]}), encoding="utf-8")
-    assert run.main([str(config), "--source", str(source), "--records", str(tmp_path / "r")]) == 2
+    argv = [str(config), "--source", str(source), "--records", str(tmp_path / "r")]
+    # gcloud builds submit keeps MUST_MATCH; a trigger would run it (ALLOW_LOOSE).
+    assert run.main([*argv, "--started-by", "submit"]) == 2
     assert (
         'key in the template "_MISSING" is not matched in the substitution data'
         in capsys.readouterr().err
@@ -630,7 +725,7 @@ def test_options_apply_to_every_step(build: Build, tmp_path: Path) -> None:
             bash('echo "$$(cat /shared/who) $$BUILD_ID $$SHARED"', id="two"),
         ],
         "substitutions": {"_WHO": "options"},
-        "availableSecrets": {"inline": [{"kmsKeyName": "k", "envMap": {"SHARED": "x"}}]},
+        "availableSecrets": {"inline": [{"kmsKeyName": "k", "envMap": {"SHARED": "eA=="}}]},
         "options": {
             "automapSubstitutions": True,
             "volumes": [{"name": "shared", "path": "/shared"}],
@@ -690,3 +785,106 @@ def test_steps_config_smoke_tests_run_our_console_scripts(tmp_path: Path) -> Non
     statuses = {s.id: s.status for s in record.steps}
     assert all(statuses[i] == "SUCCESS" for i in smoke)
     assert statuses["build-test"] == "SKIPPED"
+
+
+# -- how a build is started, extra environment, the metadata server -----------
+
+
+def test_started_by_sets_the_built_ins(build: Build) -> None:
+    step = bash("echo commit=$COMMIT_SHA trigger=$TRIGGER_NAME short=${SHORT_SHA,,}")
+    record = build.run({"steps": [step]})
+    assert record.status == "SUCCESS", build.log()
+    assert "commit=" + record.request["commit"] in build.log()
+    assert "trigger=local" in build.log()
+    build.lines.clear()
+    # gcloud builds submit: no Git built-ins unless given, and no bash expansions
+    # without dynamicSubstitutions (the config's own MUST_MATCH applies).
+    plain = bash("echo commit=[$COMMIT_SHA] trigger=[$TRIGGER_NAME]")
+    record = build.run({"steps": [plain]}, started_by="submit")
+    assert record.status == "SUCCESS", build.log()
+    assert "commit=[] trigger=[]" in build.log()
+    with pytest.raises(UsageError, match="is not a valid built-in substitution"):
+        build.run({"steps": [step]}, started_by="submit")
+
+
+def test_extra_env_reaches_every_step(build: Build) -> None:
+    data = {
+        "steps": [
+            bash("echo one=$$EXTRA", env=["OTHER=x"]),
+            bash("echo two=$$EXTRA", env=["EXTRA=step-wins"]),
+        ]
+    }
+    record = build.run(data, extra_env={"EXTRA": "from-env"})
+    assert record.status == "SUCCESS", build.log()
+    assert "one=from-env" in build.log() and "two=step-wins" in build.log()
+
+
+def test_cli_env_flag(tmp_path: Path, source: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "cb.yaml"
+    config.write_text(yaml.safe_dump({"steps": [bash("echo got=$$EXTRA")]}), encoding="utf-8")
+    argv = [str(config), "--source", str(source), "--records", str(tmp_path / "r")]
+    argv += ["--map-image", "bash=bash", "--env", "EXTRA=1", "--metadata-server", "none"]
+    assert run.main(argv) == 0
+    assert "got=1" in capsys.readouterr().err
+    assert run.main([*argv, "--env", "NOPE"]) == 2
+
+
+def test_an_existing_metadata_server_is_used(build: Build) -> None:
+    gcp = pytest.importorskip("steps.sandbox.gcp")
+    server = gcp.GcpSandbox().start()
+    try:
+        step = bash("echo host=$$GCE_METADATA_HOST")
+        record = build.run({"steps": [step]}, metadata_server=server.address)
+        assert record.status == "SUCCESS", build.log()
+        assert f"host={server.address}" in build.log()
+        build.lines.clear()
+        # Also when GCE_METADATA_HOST is given (the sandbox's env file sets it).
+        record = build.run({"steps": [step]}, extra_env={"GCE_METADATA_HOST": server.address})
+        assert f"host={server.address}" in build.log()
+    finally:
+        server.stop()
+
+
+def test_the_sandbox_gke_stand_in_accepts_tokens_of_its_metadata_server(build: Build) -> None:
+    """env.yaml from the command line against the sandbox: --cluster needs a token
+    the sandbox's GKE API accepts, so the build uses the sandbox's metadata server."""
+    gcp = pytest.importorskip("steps.sandbox.gcp")
+    server = gcp.GcpSandbox().start()
+    server.add_cluster("projects/p/locations/l/clusters/c", gcp.Cluster("127.0.0.1:1", "ca"))
+    code = (
+        "import json, os, urllib.request as u\n"
+        "h = os.environ['GCE_METADATA_HOST']\n"
+        "r = u.Request(f'http://{h}/computeMetadata/v1/instance/service-accounts/default/token',"
+        " headers={'Metadata-Flavor': 'Google'})\n"
+        "t = json.load(u.urlopen(r))['access_token']\n"
+        "r = u.Request(f'http://{h}/v1/projects/p/locations/l/clusters/c',"
+        " headers={'Authorization': 'Bearer ' + t})\n"
+        "print('cluster', u.urlopen(r).status)\n"
+    )
+    step = {"name": "python:3.12-slim", "entrypoint": "python", "args": ["-c", code]}
+    try:
+        record = build.run(
+            {"steps": [step]}, map_images=["python:*=python3"], metadata_server=server.address
+        )
+    finally:
+        server.stop()
+    assert record.status == "SUCCESS", build.log()
+    assert "cluster 200" in build.log()
+
+
+def test_the_runner_does_not_need_the_sandbox_package(tmp_path: Path, source: Path) -> None:
+    """Our images leave steps.sandbox out; gitops-cloudbuild run still works there."""
+    config = tmp_path / "cb.yaml"
+    config.write_text(yaml.safe_dump({"steps": [bash("echo ran")]}), encoding="utf-8")
+    code = (
+        "import sys; sys.modules['steps.sandbox'] = None\n"
+        "from steps.cloudbuild.__main__ import main\n"
+        f"sys.exit(main(['run', {str(config)!r}, '--source', {str(source)!r},"
+        f" '--records', {str(tmp_path / 'r')!r}, '--map-image', 'bash=bash']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GCE_METADATA")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ran" in proc.stderr and "no GCE metadata server" in proc.stderr
