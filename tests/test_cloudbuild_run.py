@@ -621,20 +621,40 @@ def test_podman_engine_runs_steps_in_their_images(build: Build, tmp_path: Path) 
                 "script": "cat $HOME/h /cache/v",
                 "volumes": cache,
             },
-            {
-                "id": "mapped",
-                "name": "python:0.0-not-here",
-                "args": ["python", "-c", "print('local')"],
-            },
+            {"id": "extra", "name": STEP_IMAGE, "entrypoint": "sh", "args": ["-c", "echo $$EXTRA"]},
         ]
     }
-    record = build.run(data, engine="podman", write_workspace=ws, map_images=[])
+    record = build.run(
+        data, engine="podman", write_workspace=ws, map_images=[], extra_env={"EXTRA": "for-all"}
+    )
     assert record.status == "SUCCESS", build.log()
     assert "usage: gitops-update-manifest" in build.log()
     assert (ws / "inside").read_text() == "in\n"
     assert json.loads(record.step("inside").output) == {"pwd": "/workspace"}
     assert 'Step #2 - "script": kept' in build.log() and 'Step #2 - "script": v' in build.log()
-    assert 'Step #3 - "mapped": local' in build.log()
+    assert 'Step #3 - "extra": for-all' in build.log()
+
+
+@pytest.mark.slow
+def test_a_missing_stage_image_is_an_error_under_podman(build: Build) -> None:
+    if not _podman_has(STEP_IMAGE):
+        pytest.skip(f"needs root, podman, runc and {STEP_IMAGE} (scripts/build-images)")
+    missing = "localhost/gitops-steps/update-manifest:never-built"
+    record = build.run({"steps": [{"name": missing, "args": ["--help"]}]}, engine="podman")
+    assert record.status == "FAILURE"
+    assert f"image {missing} is not available to podman" in build.log()
+    assert "usage: gitops-update-manifest" not in build.log()  # never run on the host
+
+
+@pytest.mark.slow
+def test_the_process_engine_runs_a_third_party_image_in_podman(build: Build) -> None:
+    base = "docker.io/library/python:3.12-slim"  # scripts/build-images tags its base so
+    if not _podman_has(base):
+        pytest.skip(f"needs root, podman, runc and {base} (scripts/build-images)")
+    step = {"name": base, "entrypoint": "sh", "args": ["-c", "test ! -e /work && echo inside"]}
+    record = build.run({"steps": [step]}, map_images=[])
+    assert record.status == "SUCCESS", build.log()
+    assert "inside" in build.log()
 
 
 @pytest.mark.slow
