@@ -380,6 +380,10 @@ def test_google_builders_map_to_local_tools(source: Path) -> None:
     ]
     with pytest.raises(engine.NotRunnable, match="docker 'run' has no local equivalent"):
         command("gcr.io/cloud-builders/docker", "run", "x")
+    # Google's builders keep the entrypoint a step names (env.yaml: git with bash).
+    git_bash = Step(index=0, id="x", name="gcr.io/cloud-builders/git", entrypoint="bash")
+    argv = engine.local_command(git_bash, git_bash.name, ["-c", "true"], steps_prefix=None, maps=[])
+    assert Path(argv[0]).name == "bash" and argv[1:] == ["-c", "true"]
     # A user's image never runs on the host unless the user maps it.
     for image in ("python:3.12", "alpine"):
         with pytest.raises(engine.NotRunnable, match=r"--map-image .* --engine podman"):

@@ -217,7 +217,8 @@ def local_command(
     entrypoint = step.entrypoint
     mapping = find_mapping(image, maps)
     stage = stage_of(image, steps_prefix)
-    if entrypoint and ((mapping is not None and is_command(mapping.target)) or stage):
+    trusted = (mapping is not None and is_command(mapping.target)) or stage is not None
+    if entrypoint and (trusted or _bare(image).startswith(GOOGLE_BUILDERS)):
         if entrypoint in ("sh", "bash"):
             return [shutil.which(entrypoint) or f"/bin/{entrypoint}", *args]
         if entrypoint in ("python", "python3"):
@@ -235,6 +236,11 @@ def local_command(
     if bare == GSUTIL:
         raise NotRunnable(
             f"{GSUTIL} is not available locally; map it with --map-image {GSUTIL}=COMMAND"
+        )
+    if bare.startswith(GOOGLE_BUILDERS):
+        raise NotRunnable(
+            f"{image} has no local equivalent here (git, and docker build/push/tag, have); "
+            f"map it with --map-image {bare}=COMMAND"
         )
     raise NotRunnable(unmapped_message(image))
 

@@ -63,6 +63,7 @@ class StepRecord:
     allowed_failure: bool = False
     error: str = ""
     log_tail: list[str] = field(default_factory=list)
+    ran_in: str = ""  # "host", or the engine and image: "podman localhost/x:1"
 
 
 @dataclass
@@ -302,6 +303,7 @@ def run_step_in(ctx: Context, step: config.Step, record: StepRecord) -> None:
                     "or map it with --map-image"
                 )
         argv, env, cwd = _command(ctx, step, image, outputs, local, engine or ctx.engine)
+        record.ran_in = "host" if local else f"{engine} {target}"
     except engines.NotRunnable as exc:
         _emit(ctx, step, f"ERROR: {exc}", record)
         record.status, record.exit_code, record.error = "FAILURE", 127, str(exc)
