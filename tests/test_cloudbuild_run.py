@@ -912,3 +912,25 @@ def test_the_runner_does_not_need_the_sandbox_package(tmp_path: Path, source: Pa
     )
     assert proc.returncode == 0, proc.stderr
     assert "ran" in proc.stderr and "no GCE metadata server" in proc.stderr
+
+
+def test_the_classic_tutorials_app_config_runs_as_far_as_this_machine_allows(
+    build: Build, source: Path
+) -> None:
+    """The GKE GitOps tutorial's layout (tests/cloudbuild_cases/ok_tutorial_app.yaml):
+    its python:3.7-slim step never runs on the host, and its docker build stops
+    before the network when the base image is not here."""
+    case = Path(__file__).parent / "cloudbuild_cases" / "ok_tutorial_app.yaml"
+    data = yaml.safe_load(case.read_text(encoding="utf-8"))
+    (source / "Dockerfile").write_text("FROM python:3.7-slim\nCOPY . /app\n", encoding="utf-8")
+    record = build.run(data, map_images=[])
+    tests = record.step("unit tests")
+    assert record.status == "FAILURE" and tests.status == "FAILURE"
+    assert tests.ran_in != "host"
+    assert "python:3.7-slim" in tests.error and "--map-image" in tests.error
+    assert [s.status for s in record.steps[1:]] == ["CANCELLED"] * 5
+    if shutil.which("buildah"):
+        build.lines.clear()
+        record = build.run(data, map_images=[], only=["build"])
+        assert record.step("build").status == "FAILURE"
+        assert "base image python:3.7-slim is not in local storage" in build.log()
