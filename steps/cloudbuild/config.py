@@ -4,8 +4,10 @@ turn into steps with their ``waitFor`` graph (pure, apart from ``load``).
 How the build is started matters (``STARTED_BY``): ``gcloud builds submit``
 reads the config with gcloud's loader (``schema.read_build``) and the service
 checks it as sent; a trigger's config is read by the service, which always
-runs it with ``substitutionOption: ALLOW_LOOSE`` and ``dynamicSubstitutions``
-and with the trigger's built-ins set.
+runs it with ``dynamicSubstitutions`` ("always enabled for triggered builds",
+BuildOptions.dynamicSubstitutions in the API) and ``substitutionOption:
+ALLOW_LOOSE`` (issue 16: triggered builds with unused or unmatched keys run),
+with the trigger's built-ins set.
 
 Each message keeps Cloud Build's wording; the source is named beside it:
 [gcloud] gcloud 528's loader (``googlecloudsdk/api_lib/cloudbuild``),
@@ -42,8 +44,10 @@ MAX_ENV = 100  # [cbl] maxNumEnvs
 MAX_SUBSTITUTIONS = 100  # [cbl] maxNumSubstitutions
 MAX_SUBST_KEY = 100  # [cbl] maxSubstKeyLength
 MAX_SUBST_VALUE = 4000  # [cbl] maxSubstValueLength
-# The API reference's BuildOptions.diskSizeGb ("the maximum is 4000 GB" per
-# issue 16's research); the refusal's wording is not public: ours.
+# BuildOptions.diskSizeGb in the API (gcloud 528's cloudbuild_v1_messages.py):
+# "At present, the maximum disk size is 4000GB; builds that request more than
+# the maximum are rejected with an error" (1000GB before). The refusal's exact
+# wording is not public: ours.
 MAX_DISK_GB = 4000
 RESERVED_PATHS = ("/workspace", "/builder/home", "/var/run/docker.sock")  # [cbl]
 MAX_TIMEOUT = 86400.0  # [cbl] MaxTimeout, 24h
