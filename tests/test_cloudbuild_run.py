@@ -897,7 +897,8 @@ def test_the_sandbox_gke_stand_in_accepts_tokens_of_its_metadata_server(build: B
 
 
 def test_the_runner_does_not_need_the_sandbox_package(tmp_path: Path, source: Path) -> None:
-    """Our images leave steps.sandbox out; gitops-cloudbuild run still works there."""
+    """Our images leave steps.sandbox out (and some leave git out); gitops-cloudbuild
+    run still works there."""
     config = tmp_path / "cb.yaml"
     config.write_text(yaml.safe_dump({"steps": [bash("echo ran")]}), encoding="utf-8")
     code = (
@@ -907,6 +908,10 @@ def test_the_runner_does_not_need_the_sandbox_package(tmp_path: Path, source: Pa
         f" '--records', {str(tmp_path / 'r')!r}, '--map-image', 'bash=bash']))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("GCE_METADATA")}
+    tools = tmp_path / "bin"  # and no git, as in the update-manifest image
+    tools.mkdir()
+    (tools / "bash").symlink_to(shutil.which("bash") or "/bin/bash")
+    env["PATH"] = str(tools)
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
     )

@@ -108,9 +108,13 @@ def load_record(build_id: str, records: Path) -> BuildRecord:
 
 
 def _git(source: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(source), *args], capture_output=True, text=True, check=False
-    )
+    """Git's answer, or "" (not a repository, or no git here: images without it)."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(source), *args], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return ""
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
