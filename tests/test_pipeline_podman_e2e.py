@@ -16,36 +16,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from steps.cloudbuild import engine, run
+# The five stage images built from this checkout (layers cached after the first build).
+from test_images import PREFIX, TAG, images  # noqa: F401
+
+from steps.cloudbuild import run
 from steps.cloudbuild.demo import Pipeline
 from steps.sandbox import up as sandbox
 
-PREFIX, TAG = "localhost/gitops-steps", "dev"
-STAGES = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote")
-
-
-def _images_present() -> bool:
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("podman", "runc", "buildah")):
-        return False
-    env = {**os.environ, **engine.containers_environ()}
-    for stage in STAGES:
-        argv = ["podman", *engine.PODMAN_FLAGS, "image", "inspect", f"{PREFIX}/{stage}:{TAG}"]
-        if subprocess.run(argv, env=env, capture_output=True, check=False).returncode != 0:
-            return False
-    return True
-
+TOOLS = ("podman", "runc", "buildah", "debootstrap", "git")
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not _images_present() or not os.access("/usr/bin/docker-registry", os.X_OK),
-        reason="needs root, podman, runc, buildah, docker-registry and the stage images "
-        "(scripts/build-images)",
+        any(shutil.which(tool) is None for tool in TOOLS)
+        or os.geteuid() != 0
+        or not os.access("/usr/bin/docker-registry", os.X_OK),
+        reason="needs root, docker-registry and the Debian packages " + " ".join(TOOLS),
     ),
 ]
 
@@ -74,18 +64,19 @@ def ran_in(record: dict) -> dict[str, str]:
     return {step["id"]: step["ran_in"] for step in record["steps"]}
 
 
+@pytest.mark.usefixtures("images")
 def test_app_and_env_builds_run_every_stage_in_its_image(tmp_path: Path) -> None:
     sandbox.provide_python_base()
     directory = tmp_path / "sandbox"
     values = sandbox.up(sandbox.Options(directory, {}, fast=True, trigger=False, engine="podman"))
     try:
         pipeline = Pipeline(directory)
-        images = {"_STEPS_IMAGE_PREFIX": PREFIX, "_STEPS_VERSION": TAG}
+        step_images = {"_STEPS_IMAGE_PREFIX": PREFIX, "_STEPS_VERSION": TAG}
         secrets = ["--secret-env-file", values["SECRET_ENV_FILE"]]
         commit = values["APP_FIRST_COMMIT"]
 
         app = checkout(values["APP_REPO_DIR"], commit, tmp_path / "app")
-        subs = {**sandbox.substitutions(values, "app"), **images}
+        subs = {**sandbox.substitutions(values, "app"), **step_images}
         subs.update(COMMIT_SHA=commit, BRANCH_NAME="main", REPO_NAME="app")
         extra = [*secrets, "--env", f"GITOPS_INSECURE_REGISTRY={values['REGISTRY']}"]
         app_record = run_cli(app / "cloudbuild.yaml", app, subs, extra, tmp_path)
@@ -98,7 +89,7 @@ def test_app_and_env_builds_run_every_stage_in_its_image(tmp_path: Path) -> None
         candidate = pipeline.tip("candidate")
         assert candidate is not None
         env = checkout(values["ENV_REPO_DIR"], candidate, tmp_path / "env")
-        subs = {**sandbox.substitutions(values, "env"), **images}
+        subs = {**sandbox.substitutions(values, "env"), **step_images}
         subs.update(COMMIT_SHA=candidate, BRANCH_NAME="candidate", REPO_NAME="env")
         extra = [*secrets, "--metadata-server", values["GCE_METADATA_HOST"]]
         extra += ["--env", f"GITOPS_CONTAINER_API_URL={values['GITOPS_CONTAINER_API_URL']}"]
