@@ -199,3 +199,13 @@ def test_automap_counts_as_using_every_substitution() -> None:
     assert check(data).errors == [
         'invalid build: key "_A" in the substitution data is not matched in the template'
     ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(600, "10m0s"), (90000, "25h0m0s"), (3661.5, "1h1m1.5s"), (1.5, "1.5s"), (0.5, "500ms"),
+     (0, "0s"), (86400, "24h0m0s")],
+)  # fmt: skip
+def test_durations_print_as_go_prints_them(seconds: float, text: str) -> None:
+    """cloud-build-local formats its limits with Go's %v of a time.Duration."""
+    assert config.go_duration(seconds) == text

@@ -91,6 +91,12 @@ def go_duration(seconds: float) -> str:
     """600 -> ``10m0s``, as Go prints a ``time.Duration`` (cloud-build-local's %v)."""
     sign = "-" if seconds < 0 else ""
     seconds = abs(seconds)
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:  # Go: 500ms, 1.5µs, 20ns
+        for unit, scale in (("ms", 1e3), ("µs", 1e6), ("ns", 1e9)):
+            if seconds * scale >= 1 or unit == "ns":
+                return sign + f"{seconds * scale:.6f}".rstrip("0").rstrip(".") + unit
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     text = f"{secs:.9f}".rstrip("0").rstrip(".") + "s"
