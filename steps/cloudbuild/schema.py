@@ -312,19 +312,19 @@ def _field(value: Any, spec: Field, where: str, name: str, reading: Reading, wra
 
 def _scalar(value: Any, spec: Field, where: str, name: str, reading: Reading, wrap: bool) -> Any:
     kind = spec.kind
-    if kind in MESSAGES:
+    if kind in MESSAGES or kind in (MAP_STR, MAP_BYTES):
+        if value == []:
+            return {}  # gcloud reads an empty list as an empty message
         if not isinstance(value, dict):
+            # gcloud's own (Python) words, then what they mean
             reading.errors.append(
-                f"Expected a mapping for field {name}, found {_shown(value)} (type {type(value)!s})"
+                f"'{type(value).__name__}' object has no attribute 'items' "
+                f"({where} must be a mapping, not {_shown(value)!r})"
             )
             return {}
+    if kind in MESSAGES:
         return _message(value, kind, where, reading, wrap)
     if kind in (MAP_STR, MAP_BYTES):
-        if not isinstance(value, dict):
-            reading.errors.append(
-                f"Expected a mapping for field {name}, found {_shown(value)} (type {type(value)!s})"
-            )
-            return {}
         for item in value.values():
             if kind == MAP_STR:
                 _expect(item, STR, "value", reading)
