@@ -33,10 +33,13 @@ from steps.errors import UsageError
 
 SUBMIT, TRIGGER = "submit", "trigger"
 STARTED_BY = (SUBMIT, TRIGGER)
-# Uncertain limits: cloud-build-local had 100 steps and 4,000 characters per
-# arg; the service today refuses only past 300 steps (Cloud Build's quotas
-# page, "build steps per build") and past 10,000 characters per arg (quoted by
-# users: "build step 0 arg 1 too long (max: 10000)"). We take the service's.
+# Uncertain limits. Steps per build: cloud-build-local refused more than 100
+# (validate.go maxNumSteps, 2019); we refuse only past 300, this project's
+# earlier reading of Cloud Build's quotas page, not confirmed by any public
+# error message we found: a config with 101-300 steps may still be refused.
+# Characters per arg: cloud-build-local had 4,000; the service refuses past
+# 10,000, as users quote it ("invalid .steps field: build step 0 arg 1 too long
+# (max: 10000)"), so we take 10,000.
 MAX_STEPS = 300
 MAX_ARGS = 100  # [cbl] maxNumArgs
 MAX_ARG_LENGTH = 10_000
