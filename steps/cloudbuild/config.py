@@ -241,6 +241,7 @@ def _check_env(options: Mapping[str, Any], errors: list[str]) -> None:
     for entry in env:
         if "=" not in entry:
             errors.append(
+                # ours, in the shape of the step message ([cbl]): no public wording for options.env
                 f'invalid .options.env field: the Env entry "{entry}" must be of the form '
                 '"KEY=VALUE"'
             )
@@ -255,6 +256,7 @@ def _check_secrets(
     for item in available.get("secretManager") or []:
         if not item.get("versionName") or not item.get("env"):
             errors.append(
+                # ours: no public wording
                 "invalid .availableSecrets field: secretManager entries need versionName and env"
             )
             continue
@@ -317,10 +319,12 @@ def _check_step(
             )
     directory = str(step.get("dir") or "")
     if directory and posixpath.normpath(directory).startswith(".."):
+        # ours: the service's wording is not public
         errors.append(f"{ref}: dir cannot refer to the parent directory")
     if step.get("script") is not None:
         for other in ("args", "entrypoint"):
             if step.get(other):
+                # ours: the service's wording is not public
                 errors.append(f"{ref}: script and {other} cannot be used together")
     if step.get("timeout") is not None:
         _check_step_timeout(index, step["timeout"], build_timeout, errors)
