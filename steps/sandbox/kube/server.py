@@ -24,6 +24,8 @@ from steps.sandbox.kube import apierrors as errors
 from steps.sandbox.kube.api import Cluster, WriteOptions
 from steps.sandbox.kube.apierrors import ApiError
 from steps.sandbox.kube.faults import FaultInjector
+from steps.sandbox.kube.openapi import OpenApi
+from steps.sandbox.kube.printers import table, wants_table
 from steps.sandbox.kube.resources import VERSION_INFO, ResourceType
 from steps.sandbox.kube.selectors import field_matcher, label_matcher
 from steps.sandbox.kube.store import WatchEvent, clone
@@ -52,6 +54,7 @@ class ApiServer(ThreadingHTTPServer):
         self.logs = logs
         self.bookmark_interval = bookmark_interval
         self.closing = threading.Event()
+        self.openapi = OpenApi()
         self._connections: set[Any] = set()
         self.watches = 0  # open watch streams
         self._connections_lock = threading.Lock()
@@ -86,11 +89,17 @@ class ApiServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ApiServer
+    _watch_rt: ResourceType | None = None  # the kind a watch streams (for Table events)
 
     def setup(self) -> None:
         """No Nagle: header and body go out as separate writes, and 40 ms stalls add up."""
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle(self) -> None:
+        """A client that drops an idle kept-alive connection is not an error."""
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            super().handle()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: tests and the CLI do not want an access log."""
@@ -172,7 +181,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-cache, private")
+        if "Cache-Control" not in (headers or {}):
+            self.send_header("Cache-Control", "no-cache, private")
         for warning in self.warnings:
             self.send_header("Warning", f'299 - "{_escape(warning)}"')
         for key, value in (headers or {}).items():
@@ -207,6 +217,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/version":
             self._json(200, VERSION_INFO)
             return
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            self._openapi_v3(path[len("/openapi/v3/") :])
+            return
         if segments[:1] == ["api"]:
             if len(segments) == 1:
                 port = self.server.server_address[1]
@@ -238,6 +251,20 @@ class Handler(BaseHTTPRequestHandler):
             self._resource(method, segments[1], segments[2], segments[3:])
             return
         raise errors.not_found_path()
+
+    def _openapi_v3(self, path: str) -> None:
+        types = self.server.cluster.registry.all()
+        if not path:
+            self._json(200, self.server.openapi.root(types))
+            return
+        found = self.server.openapi.document(types, path)
+        if found is None:
+            raise errors.not_found_path()
+        data, digest = found
+        headers = {"Etag": f'"{digest}"'}
+        if self.query.get("hash") == digest:
+            headers["Cache-Control"] = "public, immutable"
+        self._send(200, data, "application/json", headers)
 
     def _resource(self, method: str, group: str, version: str, rest: list[str]) -> None:
         reg = self.server.cluster.registry
@@ -299,7 +326,8 @@ class Handler(BaseHTTPRequestHandler):
             items, rv = cluster.list_objects(
                 rt, scope, self.query.get("labelSelector"), self.query.get("fieldSelector")
             )
-            self._json(200, self._list_body(rt, items, rv))
+            body = self._list_body(rt, items, rv)
+            self._json(200, self._as_table(rt, body["items"], body["metadata"]) or body)
         elif method == "POST":
             obj = cluster.create(rt, namespace, self._parsed_body(), self._opts())
             self._json(201, obj)
@@ -320,6 +348,39 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, self._list_body(rt, deleted, cluster.store.resource_version))
         else:
             raise errors.method_not_allowed()
+
+    def _as_table(
+        self, rt: ResourceType, items: list[dict[str, Any]], meta: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The Table kubectl asked for in Accept (``as=Table``), or None for plain JSON."""
+        api_version = wants_table(self.headers.get("Accept") or "")
+        if api_version is None:
+            return None
+        if meta.get("resourceVersion") == "":
+            meta = {}
+        return table(
+            rt,
+            items,
+            time.time(),
+            api_version=api_version,
+            include_object=self.query.get("includeObject") or "PartialObjectMetadata",
+            list_meta=meta,
+            printer_columns=self._printer_columns(rt) if rt.custom else None,
+        )
+
+    def _printer_columns(self, rt: ResourceType) -> list[dict[str, Any]] | None:
+        cluster = self.server.cluster
+        crds = cluster.registry.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        if crds is None:
+            return None
+        crd = cluster.find(crds, "", f"{rt.plural}.{rt.group}")
+        if crd is None:
+            return None
+        for version in (crd.get("spec") or {}).get("versions") or []:
+            if version.get("name") == rt.version:
+                columns = version.get("additionalPrinterColumns")
+                return list(columns) if columns else None
+        return None
 
     def _list_body(self, rt: ResourceType, items: list[dict[str, Any]], rv: int) -> dict[str, Any]:
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
@@ -357,7 +418,8 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         cluster = self.server.cluster
         if method == "GET":
-            self._json(200, cluster.get(rt, namespace, name))
+            obj = cluster.get(rt, namespace, name)
+            self._json(200, self._as_table(rt, [obj], {"resourceVersion": ""}) or obj)
         elif method == "PUT":
             obj = cluster.replace(rt, namespace, name, self._parsed_body(), self._opts(sub))
             self._json(200, obj)
@@ -459,6 +521,7 @@ class Handler(BaseHTTPRequestHandler):
         initial_events = self.query.get("sendInitialEvents") in ("true", "1", "True")
         timeout = float(self._number("timeoutSeconds")) or DEFAULT_WATCH_TIMEOUT
         requested = self.query.get("resourceVersion") or ""
+        self._watch_rt = rt
 
         def matches(obj: dict[str, Any] | None) -> bool:
             if obj is None:
@@ -571,6 +634,8 @@ class Handler(BaseHTTPRequestHandler):
         self._event("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta})
 
     def _event(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind in ("ADDED", "MODIFIED", "DELETED") and self._watch_rt is not None:
+            obj = self._as_table(self._watch_rt, [obj], {}) or obj
         line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
         self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
         self.wfile.flush()
