@@ -301,7 +301,7 @@ class Kubelet:
         self._next_node += 1
         pod["spec"]["nodeName"] = node
         rt = self.rt
-        stored = self.cluster.write(rt, pod, manager="default-scheduler")
+        stored = self.cluster.write(rt, pod, manager="kube-scheduler")
         status = stored.setdefault("status", {})
         _set_condition(status, "PodScheduled", "True")
         self._put_status(stored)
