@@ -570,9 +570,9 @@ class Kubelet:
         self.events.record(pod, "Warning", "Failed", f"Error: {RUN_ERROR}", "kubelet", node, where)
         delay = _backoff(self.timings, c.restarts)
         ns, name = pod["metadata"].get("namespace"), pod["metadata"]["name"]
-        shown = min(10 * 2 ** min(c.restarts - 1, 5), 300)
         c.backoff_message = (
-            f"back-off {shown}s restarting failed container={c.name} pod={name}_{ns}({sim.uid})"
+            f"back-off {go_duration(delay)} restarting failed container={c.name} "
+            f"pod={name}_{ns}({sim.uid})"
         )
         c.waiting = ("RunContainerError", RUN_ERROR)
         c.shown_until = at + delay / 2
@@ -603,11 +603,10 @@ class Kubelet:
             c.last_state = {"terminated": c.terminated}
             c.terminated = None
             delay = _backoff(self.timings, c.restarts)
-            shown = 10 * 2 ** min(c.restarts - 1, 5)
             ns, name = pod["metadata"].get("namespace"), pod["metadata"]["name"]
             c.waiting = (
                 "CrashLoopBackOff",
-                f"back-off {min(shown, 300)}s restarting failed container={c.name} "
+                f"back-off {go_duration(delay)} restarting failed container={c.name} "
                 f"pod={name}_{ns}({sim.uid})",
             )
             self.events.record(
@@ -811,6 +810,22 @@ def _same_host(host: str, registry: str) -> bool:
     name, _, port = host.partition(":")
     other, _, other_port = registry.partition(":")
     return host == registry or (name in loopback and other in loopback and port == other_port)
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go prints it (``10s``, ``1m20s``, ``5m0s``, ``300ms``), as the kubelet does."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms" if seconds > 0 else "0s"
+    whole = int(seconds)
+    frac = f"{seconds - whole:.3f}"[1:].rstrip("0").rstrip(".")
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs}{frac}s"
+    if hours or minutes:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return text
 
 
 def _backoff(t: Timings, failures: int) -> float:
