@@ -629,9 +629,7 @@ class Controllers:
         rs["spec"]["replicas"] = replicas
         annotations[DESIRED] = str(total)
         annotations[MAX_REPLICAS] = str(total + surge)
-        written = self.cluster.write(
-            self.rt("apps", "replicasets"), rs, manager=CONTROLLER
-        )
+        written = self.cluster.write(self.rt("apps", "replicasets"), rs, manager=CONTROLLER)
         if old != replicas:
             direction = "up" if replicas > old else "down"
             self.events.record(
@@ -878,9 +876,7 @@ class Controllers:
             }
             annotations = claim["metadata"].setdefault("annotations", {})
             annotations["pv.kubernetes.io/bind-completed"] = "yes"
-            self.cluster.write(
-                rt, claim, subresource="status", manager=CONTROLLER
-            )
+            self.cluster.write(rt, claim, subresource="status", manager=CONTROLLER)
 
     def sync_services(self) -> None:
         rt = self.rt("", "services")
@@ -987,9 +983,7 @@ class Controllers:
                 ]
             if status != (hpa.get("status") or {}):
                 hpa["status"] = status
-                self.cluster.write(
-                    rt, hpa, subresource="status", manager=CONTROLLER
-                )
+                self.cluster.write(rt, hpa, subresource="status", manager=CONTROLLER)
 
     def sync_disruption_budgets(self) -> None:
         """PDB status from the pods its selector matches, as the disruption controller keeps it."""
