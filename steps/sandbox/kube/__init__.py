@@ -36,10 +36,11 @@ from typing import Any
 import yaml
 
 from steps.sandbox.kube.api import Cluster, WriteOptions
-from steps.sandbox.kube.controllers import Controllers
+from steps.sandbox.kube.controllers import DEFAULT_STORAGE_CLASS, PROVISIONER, Controllers
 from steps.sandbox.kube.events import EventRecorder
 from steps.sandbox.kube.faults import FaultInjector
 from steps.sandbox.kube.kubelet import BEHAVIOR, BEHAVIORS, Kubelet
+from steps.sandbox.kube.network import api_service
 from steps.sandbox.kube.server import ApiServer
 from steps.sandbox.kube.store import HISTORY, clone
 from steps.sandbox.kube.timings import Timings
@@ -132,6 +133,9 @@ class KubeEmulator(Service):
             (HOST, self.port), self.cluster, self.faults, self.kubelet.logs, self.timings.bookmark
         )
         self.port = int(self._server.server_address[1])
+        self._server.log_running = self.kubelet.running
+        with self.cluster.lock:
+            api_service(self.controllers, self.port)
         self._server.require_token = self.token is not None
         if self.tls:
             certificate = make_certificate(self._workdir())
@@ -184,6 +188,10 @@ class KubeEmulator(Service):
         for name in SYSTEM_NAMESPACES:
             if self.cluster.find(ns, "", name) is None:
                 self.cluster.create(ns, "", {"metadata": {"name": name}}, opts)
+        classes = self.cluster.registry.lookup("storage.k8s.io", "v1", "storageclasses")
+        assert classes is not None
+        if self.cluster.find(classes, "", DEFAULT_STORAGE_CLASS) is None:
+            self.cluster.create(classes, "", _storage_class(), opts)
         for index, name in enumerate(self.kubelet.nodes):
             if self.cluster.find(node_rt, "", name) is None:
                 node = self.cluster.create(node_rt, "", _node(name, index), opts)
@@ -251,6 +259,24 @@ class KubeEmulator(Service):
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"condition not met within {timeout}s")
             time.sleep(interval)
+
+
+def _storage_class() -> dict[str, Any]:
+    """GKE's default class (here binding at once: the emulator has no volume topology)."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": DEFAULT_STORAGE_CLASS,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            "labels": {"addonmanager.kubernetes.io/mode": "EnsureExists"},
+        },
+        "provisioner": PROVISIONER,
+        "parameters": {"type": "pd-balanced"},
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": True,
+    }
 
 
 def _node(name: str, index: int) -> dict[str, Any]:

@@ -593,6 +593,13 @@ class Cluster:
 
     def _check_types(self, rt: ResourceType, obj: dict[str, Any], apply: bool) -> None:
         """Wrong scalar types fail decoding (400) whatever fieldValidation says."""
+        problem = schema.decode_error(rt, obj)
+        if problem:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: {problem}',
+            )
         wrong = schema.type_errors(obj)
         if not wrong:
             return

@@ -24,6 +24,8 @@ from steps.sandbox.kube.timings import Timings
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+DEFAULT_STORAGE_CLASS = "standard-rwo"  # GKE's default StorageClass
+PROVISIONER = "pd.csi.storage.gke.io"
 DESIRED = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 HASH_LABEL = "pod-template-hash"
@@ -182,7 +184,10 @@ class Controllers:
             self.sync_autoscalers,
             self.sync_disruption_budgets,
             self.sync_claims,
+            self.sync_volumes,
             self.sync_services,
+            self.sync_endpoints,
+            self.sync_cronjobs,
             self.sync_crds,
         ):
             with self.cluster.lock:
@@ -864,7 +869,9 @@ class Controllers:
                 continue
             spec = claim["spec"]
             spec.setdefault("volumeName", f"pvc-{claim['metadata']['uid']}")
+            spec.setdefault("storageClassName", DEFAULT_STORAGE_CLASS)
             claim = self.cluster.write(rt, claim, manager=CONTROLLER)
+            self._provision(claim)
             claim["status"] = {
                 "phase": "Bound",
                 "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
@@ -877,6 +884,55 @@ class Controllers:
             annotations = claim["metadata"].setdefault("annotations", {})
             annotations["pv.kubernetes.io/bind-completed"] = "yes"
             self.cluster.write(rt, claim, subresource="status", manager=CONTROLLER)
+
+    def _provision(self, claim: dict[str, Any]) -> None:
+        """The PersistentVolume a dynamic provisioner would make for a claim, already Bound."""
+        spec, meta = claim["spec"], claim["metadata"]
+        rt = self.rt("", "persistentvolumes")
+        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {
+                "name": spec["volumeName"],
+                "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+                "finalizers": ["kubernetes.io/pv-protection"],
+            },
+            "spec": {
+                "capacity": {"storage": storage},
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": spec.get("storageClassName", DEFAULT_STORAGE_CLASS),
+                "volumeMode": spec.get("volumeMode", "Filesystem"),
+                "claimRef": {
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "apiVersion": "v1",
+                },
+                "csi": {"driver": PROVISIONER, "volumeHandle": f"sandbox/{spec['volumeName']}"},
+            },
+        }
+        created = self.cluster.controller_create(rt, volume)
+        if created is not None:
+            created["status"] = {"phase": "Bound"}
+            self.cluster.write(rt, created, subresource="status", manager=CONTROLLER)
+
+    def sync_volumes(self) -> None:
+        """Reclaim policy Delete: a volume whose claim is gone goes too."""
+        rt = self.rt("", "persistentvolumes")
+        claims = {
+            c["metadata"]["uid"] for c in self.cluster.store.items(("", "persistentvolumeclaims"))
+        }
+        for volume in [clone(v) for v in self.cluster.store.items(rt.key)]:
+            ref = (volume.get("spec") or {}).get("claimRef") or {}
+            if not ref.get("uid") or ref["uid"] in claims:
+                continue
+            if volume["metadata"].get("deletionTimestamp"):
+                self._drop_finalizer(rt, volume, "kubernetes.io/pv-protection")
+            elif (volume.get("spec") or {}).get("persistentVolumeReclaimPolicy") == "Delete":
+                self.cluster.delete(rt, "", volume["metadata"]["name"])
 
     def sync_services(self) -> None:
         rt = self.rt("", "services")
@@ -895,6 +951,16 @@ class Controllers:
             self.events.record(
                 svc, "Normal", "EnsuredLoadBalancer", "Ensured load balancer", "service-controller"
             )
+
+    def sync_endpoints(self) -> None:
+        from steps.sandbox.kube.network import sync_endpoints
+
+        sync_endpoints(self)
+
+    def sync_cronjobs(self) -> None:
+        from steps.sandbox.kube.cronjobs import sync_cronjobs
+
+        sync_cronjobs(self)
 
     def sync_autoscalers(self) -> None:
         """HPAs clamp their target's replicas to [minReplicas, maxReplicas].

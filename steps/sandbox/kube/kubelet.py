@@ -777,6 +777,15 @@ class Kubelet:
                 instance = instance - 1 if c.stage == "running" else instance
             return list(self._logs.get((sim.uid, container, instance), [])) if sim else []
 
+    def running(self, pod: dict[str, Any], container: str) -> int | None:
+        """The running instance's number (for ``logs -f``), None once it is not running."""
+        with self.cluster.lock:
+            sim = self.pods.get(pod["metadata"]["uid"])
+            c = sim.containers.get(container) if sim else None
+            if c is None or c.stage != "running":
+                return None
+            return c.instances
+
 
 def _phase(containers: list[ContainerSim], restart: str, initialized: bool) -> str:
     """The pod phase from its containers, by kubelet's own rules (getPhase)."""

@@ -828,13 +828,28 @@ def _custom_columns(crd_columns: list[Obj]) -> tuple[list[Column], list[tuple[st
     return columns, paths
 
 
-def _custom_cell(obj: Obj, path: str, kind: str) -> Any:
+def _custom_cell(obj: Obj, path: str, kind: str, now: float) -> Any:
+    """One cell, typed as the CRD table convertor types it (a mismatch shows as empty)."""
     value = _json_path(obj, path)
     if value is None:
         return None
-    if kind == "string" and not isinstance(value, str):
-        return json.dumps(value) if isinstance(value, dict | list) else str(value)
-    return value
+    if kind == "string":
+        return json.dumps(value) if isinstance(value, dict | list) else _go_print(value)
+    if kind == "integer" and isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    if kind == "number" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind == "boolean" and isinstance(value, bool):
+        return value
+    if kind == "date" and isinstance(value, str):
+        return _age(value, now) if _epoch(value) is not None else "<invalid>"
+    return None
+
+
+def _go_print(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 # -- the table --------------------------------------------------------------------
@@ -891,7 +906,7 @@ def table(
         )
 
         def custom_row(obj: Obj, now: float) -> Row:
-            return [_custom_cell(obj, path, kind) for path, kind in paths]
+            return [_custom_cell(obj, path, kind, now) for path, kind in paths]
 
         row_of = custom_row
     else:

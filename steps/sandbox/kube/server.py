@@ -21,12 +21,13 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from steps.sandbox.kube import apierrors as errors
+from steps.sandbox.kube import virtual
 from steps.sandbox.kube.api import Cluster, WriteOptions
 from steps.sandbox.kube.apierrors import ApiError
 from steps.sandbox.kube.faults import FaultInjector
 from steps.sandbox.kube.openapi import OpenApi
 from steps.sandbox.kube.printers import table, wants_table
-from steps.sandbox.kube.resources import VERSION_INFO, ResourceType
+from steps.sandbox.kube.resources import REVIEWS, VERSION_INFO, ResourceType
 from steps.sandbox.kube.selectors import field_matcher, label_matcher
 from steps.sandbox.kube.store import WatchEvent, clone
 
@@ -54,6 +55,7 @@ class ApiServer(ThreadingHTTPServer):
         self.logs = logs
         self.bookmark_interval = bookmark_interval
         self.closing = threading.Event()
+        self.log_running: Callable[[dict[str, Any], str], int | None] = lambda pod, c: None
         self.openapi = OpenApi()
         self._connections: set[Any] = set()
         self.watches = 0  # open watch streams
@@ -90,6 +92,8 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ApiServer
     _watch_rt: ResourceType | None = None  # the kind a watch streams (for Table events)
+    _convert_in: Callable[[Any], Any] | None = None  # request body -> stored version
+    _convert_out: Callable[[Any], Any] | None = None  # stored version -> requested one
 
     def setup(self) -> None:
         """No Nagle: header and body go out as separate writes, and 40 ms stalls add up."""
@@ -123,6 +127,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         parts = urlsplit(self.path)
+        self._watch_rt = self._convert_in = self._convert_out = None
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         self.body = self._read_body()
         self.warnings: list[str] = []
@@ -172,6 +177,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _json(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        body = self._outgoing(body)
         data = json.dumps(body, separators=(",", ":")).encode()
         self._send(code, data, "application/json", headers)
 
@@ -190,14 +196,27 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _outgoing(self, body: Any) -> Any:
+        """A stored object (or list of them) in the version the request named."""
+        convert = self._convert_out
+        if convert is None or not isinstance(body, dict):
+            return body
+        if str(body.get("kind", "")).endswith("List") and isinstance(body.get("items"), list):
+            body = dict(body, items=[convert(i) for i in body["items"]])
+            body["apiVersion"] = convert({"apiVersion": body.get("apiVersion")})["apiVersion"]
+            return body
+        return convert(body)
+
     def _parsed_body(self) -> Any:
         if not self.body:
             return None
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
         try:
             if "yaml" in ctype:
-                return yaml.safe_load(self.body.decode())
-            return json.loads(self.body)
+                parsed = yaml.safe_load(self.body.decode())
+            else:
+                parsed = json.loads(self.body)
+            return self._convert_in(parsed) if self._convert_in is not None else parsed
         except (ValueError, yaml.YAMLError) as exc:
             raise errors.bad_request(
                 f"couldn't get version/kind; json parse error: {exc}"
@@ -283,6 +302,28 @@ class Handler(BaseHTTPRequestHandler):
         if sub is not None and sub not in rt.subresources:
             raise errors.not_found_path()
         scope = namespace if namespace else None
+        if rt.kind in REVIEWS:
+            if method != "POST" or name is not None:
+                raise errors.method_not_allowed()
+            self._json(201, virtual.review(rt.kind, rt.api_version, self._parsed_body()))
+            return
+        if sub == "token" and name is not None:
+            if method != "POST":
+                raise errors.method_not_allowed()
+            account = self.server.cluster.get(rt, namespace, name)
+            answer = virtual.token_request(
+                namespace, name, account["metadata"]["uid"], self._parsed_body(), time.time()
+            )
+            self._json(201, answer)
+            return
+        if (rt.group, rt.version, rt.kind) == ("autoscaling", "v1", "HorizontalPodAutoscaler"):
+            stored = reg.lookup("autoscaling", "v2", rt.plural)
+            if stored is not None:  # served as v1, stored as v2: convert both ways
+                rt, self._convert_in, self._convert_out = (
+                    stored,
+                    virtual.hpa_from_v1,
+                    virtual.hpa_to_v1,
+                )
         if name is None:
             self._collection(method, rt, scope, namespace)
         elif sub == "log":
@@ -507,8 +548,34 @@ class Handler(BaseHTTPRequestHandler):
         if self.query.get("tailLines") is not None:
             count = self._number("tailLines")
             lines = lines[-count:] if count > 0 else []
+        if self.query.get("timestamps") in ("true", "1", "True"):
+            stamp = _started_at(pod, container, previous)
+            lines = [f"{stamp} {line}" for line in lines]
         text = "".join(line + "\n" for line in lines)
-        self._send(200, text.encode(), "text/plain")
+        follow = self.query.get("follow") in ("true", "1", "True") and not previous
+        instance = self.server.log_running(pod, container) if follow else None
+        if instance is None:
+            self._send(200, text.encode(), "text/plain")
+            return
+        self._follow(pod, container, instance, text.encode())
+
+    def _follow(self, pod: dict[str, Any], container: str, instance: int, first: bytes) -> None:
+        """``logs -f``: the lines so far, then hold the stream open while the container runs."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            if first:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(first), first))
+                self.wfile.flush()
+            while not self.server.closing.wait(0.1):
+                if self.server.log_running(pod, container) != instance:
+                    break
+            self._end_stream()
+        except OSError:
+            self.close_connection = True
 
     # -- watch ------------------------------------------------------------------
 
@@ -635,7 +702,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _event(self, kind: str, obj: dict[str, Any]) -> None:
         if kind in ("ADDED", "MODIFIED", "DELETED") and self._watch_rt is not None:
-            obj = self._as_table(self._watch_rt, [obj], {}) or obj
+            obj = self._as_table(self._watch_rt, [obj], {}) or self._outgoing(obj)
         line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
         self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
         self.wfile.flush()
@@ -672,6 +739,20 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"compacted": store.resource_version})
         else:
             raise errors.not_found_path()
+
+
+def _started_at(pod: dict[str, Any], container: str, previous: bool) -> str:
+    """When the container (or its previous instance) started, as RFC 3339 with nanoseconds."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    stamp = ""
+    for cs in statuses:
+        if cs.get("name") == container:
+            state = (cs.get("lastState") if previous else cs.get("state")) or {}
+            for value in state.values():
+                if isinstance(value, dict) and value.get("startedAt"):
+                    stamp = value["startedAt"]
+    stamp = stamp or pod["metadata"].get("creationTimestamp", "1970-01-01T00:00:00Z")
+    return stamp.replace("Z", ".000000000Z") if "." not in stamp else stamp
 
 
 def _escape(text: str) -> str:
