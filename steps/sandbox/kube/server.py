@@ -34,6 +34,15 @@ from steps.sandbox.kube.store import WatchEvent, clone
 LogReader = Callable[[dict[str, Any], str, bool], list[str]]
 DEFAULT_WATCH_TIMEOUT = 1800.0
 CONTROL_PREFIX = "/_sandbox/"
+BODY_TYPES = (
+    "application/json",
+    "application/yaml",
+    "application/apply-patch+yaml",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/json-patch+json",
+    "text/plain",
+)
 
 
 class ApiServer(ThreadingHTTPServer):
@@ -211,6 +220,10 @@ class Handler(BaseHTTPRequestHandler):
         if not self.body:
             return None
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        if ctype not in BODY_TYPES:
+            # A real server decodes protobuf for built-in kinds; we answer as it does for
+            # a media type it cannot decode (kubectl <= 1.32 sends JSON, 1.33 protobuf).
+            raise errors.unsupported_media_type(ctype, list(BODY_TYPES[:2]))
         try:
             if "yaml" in ctype:
                 parsed = yaml.safe_load(self.body.decode())
