@@ -582,9 +582,10 @@ class Cluster:
                     f"Kind={rt.kind}): "
                     f"{paths}: field not declared in schema"
                 )
-            else:
-                message = "strict decoding error: " + ", ".join(
-                    f'unknown field "{u}"' for u in unknown
+            else:  # as the decoder words it (kubectl create/replace show this line)
+                message = (
+                    f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                    "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown)
                 )
             raise ApiError(400, "BadRequest", message)
         if opts.validation == "Warn":

@@ -467,10 +467,6 @@ def _pv(obj: Obj, now: float) -> Row:
 
 
 def _storageclass(obj: Obj, now: float) -> Row:
-    annotations = obj["metadata"].get("annotations") or {}
-    name = obj["metadata"]["name"]
-    if annotations.get("storageclass.kubernetes.io/is-default-class") == "true":
-        name += " (default)"
     return [
         obj.get("provisioner", ""),
         obj.get("reclaimPolicy", "Delete"),
@@ -878,6 +874,17 @@ def _definitions(columns: list[Column], named: bool = True) -> list[Obj]:
     return out
 
 
+def _name(rt: ResourceType, obj: Obj) -> str:
+    """The Name cell; the default StorageClass says so in it (printStorageClass)."""
+    name = str(obj["metadata"].get("name", ""))
+    annotations = obj["metadata"].get("annotations") or {}
+    if rt.kind == "StorageClass" and (
+        annotations.get("storageclass.kubernetes.io/is-default-class") == "true"
+    ):
+        name += " (default)"
+    return name
+
+
 def _partial(obj: Obj, api_version: str, kind: str) -> Obj:
     return {
         "kind": "PartialObjectMetadata",
@@ -913,7 +920,7 @@ def table(
         columns, row_of = PRINTERS.get(rt.kind, ([("Age", S, 0)], _default))
     rows = []
     for obj in items:
-        name_cell = [] if rt.kind in NAMELESS else [obj["metadata"].get("name", "")]
+        name_cell = [] if rt.kind in NAMELESS else [_name(rt, obj)]
         row: Obj = {"cells": [*name_cell, *row_of(obj, now)]}
         if include_object == "Object":
             full = dict(obj)

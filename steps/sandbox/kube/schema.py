@@ -361,7 +361,7 @@ def apply_defaults(rt: ResourceType, obj: dict[str, Any]) -> None:
                 port.setdefault("targetPort", port.get("port"))
     elif kind == "PersistentVolumeClaim":
         spec.setdefault("volumeMode", "Filesystem")
-        spec.setdefault("storageClassName", "standard")
+        spec.setdefault("storageClassName", "standard-rwo")  # the DefaultStorageClass admission
 
 
 # -- validation -----------------------------------------------------------------
