@@ -70,8 +70,9 @@ def _models() -> Any:
 class _Book:
     """The ``components.schemas`` of one document, filled as references are followed."""
 
-    def __init__(self, group: str) -> None:
+    def __init__(self, group: str, kinds: set[str]) -> None:
         self.group = group
+        self.kinds = kinds  # the group's kinds: their own types live in the group
         self.schemas: dict[str, Any] = {}
 
     def name_of(self, cls_name: str, owner_group: str | None = None) -> str:
@@ -79,8 +80,8 @@ class _Book:
         version, bare = (match.group(1).lower(), match.group(2)) if match else ("v1", cls_name)
         if bare in _META_CLASSES:
             return META + bare
-        group = owner_group if owner_group is not None else "core"
-        short = group.split(".")[0] if group else "core"
+        own = owner_group and any(bare.startswith(kind) for kind in self.kinds)
+        short = owner_group.split(".")[0] if owner_group and own else "core"
         return f"io.k8s.api.{short}.{version}.{bare}"
 
     def model(self, cls_name: str, owner_group: str | None = None) -> str:
@@ -282,7 +283,7 @@ def _paths(rt: ResourceType, ref: str) -> dict[str, Any]:
 def build_document(types: list[ResourceType]) -> dict[str, Any]:
     """The OpenAPI v3 document of one group-version."""
     first = types[0]
-    book = _Book(first.group)
+    book = _Book(first.group, {rt.kind for rt in types})
     paths: dict[str, Any] = {}
     for rt in sorted(types, key=lambda t: t.plural):
         if rt.custom:

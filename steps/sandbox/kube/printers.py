@@ -281,10 +281,10 @@ def _pod_status(pod: Obj) -> tuple[str, int, str, str]:
                 reason = (
                     f"Signal:{signal}" if signal else f"ExitCode:{terminated.get('exitCode', 0)}"
                 )
-            elif state.get("running") and cs.get("ready"):
+            elif "running" in state and cs.get("ready"):
                 has_running = True
                 ready += 1
-            elif state.get("running"):
+            elif "running" in state:
                 has_running = True
         if reason == "Completed" and has_running:
             reason = "Running"

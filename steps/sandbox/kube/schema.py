@@ -568,20 +568,38 @@ _B64 = re.compile(r"[A-Za-z0-9+/]")
 
 
 def _base64_error(text: str) -> str | None:
-    """Go's encoding/base64 complaint for a Secret's data value, or None when it decodes."""
-    for index, char in enumerate(text):
-        if char in "\r\n":
-            continue
-        if char == "=":
-            rest = text[index:].rstrip("\r\n")
-            if set(rest) == {"="} and len(text.rstrip("\r\n")) % 4 == 0:
-                return None
-            return f"illegal base64 data at input byte {index}"
-        if not _B64.match(char):
-            return f"illegal base64 data at input byte {index}"
-    if len(text.replace("\n", "").replace("\r", "")) % 4:
-        return f"illegal base64 data at input byte {len(text)}"
-    return None
+    """Go's encoding/base64 complaint (StdEncoding) for a Secret's data value, or None."""
+    at, end = 0, len(text)
+
+    def skip_newlines(index: int) -> int:
+        while index < end and text[index] in "\r\n":
+            index += 1
+        return index
+
+    while True:
+        quantum = 0
+        while quantum < 4:
+            if at == end:
+                return None if quantum == 0 else f"illegal base64 data at input byte {at - quantum}"
+            char = text[at]
+            at += 1
+            if char in "\r\n":
+                continue
+            if char == "=":
+                if quantum < 2:
+                    return f"illegal base64 data at input byte {at - 1}"
+                if quantum == 2:  # a second "=" must follow
+                    at = skip_newlines(at)
+                    if at == end:
+                        return f"illegal base64 data at input byte {end}"
+                    if text[at] != "=":
+                        return f"illegal base64 data at input byte {at - 1}"
+                    at += 1
+                at = skip_newlines(at)
+                return None if at == end else f"illegal base64 data at input byte {at}"
+            if not _B64.match(char):
+                return f"illegal base64 data at input byte {at - 1}"
+            quantum += 1
 
 
 def _bad_quantity(value: Any) -> bool:
