@@ -12,6 +12,11 @@ controllers (``controllers``, ``workloads``, ``crds``) and a fake kubelet
         kube.faults.fail(r"/deployments", status=500, count=2)  # the next 2 matching requests
         ...  # the stage under test talks to kube.url; kube.objects("pods") reads the store
 
+``Timings()`` (the default) backs off as a real kubelet does (10 s doubling to
+5 min); tests ask for ``Timings.fast()``. OpenAPI v3, server-side Tables and
+the real kubectl's everyday commands are served; docs/EMULATOR.md lists where
+the emulator still differs from a real cluster.
+
 Pod-template annotation ``sandbox.gitops-steps.dev/behavior`` picks what the
 kubelet does with a pod: healthy, crash, never-ready, slow-start, oom,
 unschedulable, run-error, create-error (see ``kubelet``).
