@@ -569,229 +569,101 @@ def _default(obj: Obj, now: float) -> Row:
     return [_created(obj, now)]
 
 
-S, INT, W = "string", "integer", 1  # column types; W: shown only with -o wide
+def _cols(spec: str) -> list[Column]:
+    """Columns from ``"Ready, Up-to-date:integer, Age, Images*"``: ``*`` only with -o wide."""
+    out: list[Column] = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        wide = item.endswith("*")
+        name, _, kind = item.rstrip("*").partition(":")
+        out.append((name, kind or "string", 1 if wide else 0))
+    return out
+
+
+WORKLOAD_WIDE = "Containers*, Images*, Selector*"
 PRINTERS: dict[str, tuple[list[Column], Callable[[Obj, float], Row]]] = {
     "Deployment": (
-        [
-            ("Ready", S, 0),
-            ("Up-to-date", INT, 0),
-            ("Available", INT, 0),
-            ("Age", S, 0),
-            ("Containers", S, W),
-            ("Images", S, W),
-            ("Selector", S, W),
-        ],
+        _cols(f"Ready, Up-to-date:integer, Available:integer, Age, {WORKLOAD_WIDE}"),
         _deployment,
     ),
     "ReplicaSet": (
-        [
-            ("Desired", INT, 0),
-            ("Current", INT, 0),
-            ("Ready", INT, 0),
-            ("Age", S, 0),
-            ("Containers", S, W),
-            ("Images", S, W),
-            ("Selector", S, W),
-        ],
+        _cols(f"Desired:integer, Current:integer, Ready:integer, Age, {WORKLOAD_WIDE}"),
         _replicaset,
     ),
-    "StatefulSet": (
-        [("Ready", S, 0), ("Age", S, 0), ("Containers", S, W), ("Images", S, W)],
-        _statefulset,
-    ),
+    "StatefulSet": (_cols("Ready, Age, Containers*, Images*"), _statefulset),
     "DaemonSet": (
-        [
-            ("Desired", INT, 0),
-            ("Current", INT, 0),
-            ("Ready", INT, 0),
-            ("Up-to-date", INT, 0),
-            ("Available", INT, 0),
-            ("Node Selector", S, 0),
-            ("Age", S, 0),
-            ("Containers", S, W),
-            ("Images", S, W),
-            ("Selector", S, W),
-        ],
+        _cols(
+            f"Desired:integer, Current:integer, Ready:integer, Up-to-date:integer, "
+            f"Available:integer, Node Selector, Age, {WORKLOAD_WIDE}"
+        ),
         _daemonset,
     ),
-    "Job": (
-        [
-            ("Status", S, 0),
-            ("Completions", S, 0),
-            ("Duration", S, 0),
-            ("Age", S, 0),
-            ("Containers", S, W),
-            ("Images", S, W),
-            ("Selector", S, W),
-        ],
-        _job,
-    ),
+    "Job": (_cols(f"Status, Completions, Duration, Age, {WORKLOAD_WIDE}"), _job),
     "CronJob": (
-        [
-            ("Schedule", S, 0),
-            ("Timezone", S, 0),
-            ("Suspend", "boolean", 0),
-            ("Active", INT, 0),
-            ("Last Schedule", S, 0),
-            ("Age", S, 0),
-            ("Containers", S, W),
-            ("Images", S, W),
-            ("Selector", S, W),
-        ],
+        _cols(
+            f"Schedule, Timezone, Suspend:boolean, "
+            f"Active:integer, Last Schedule, Age, {WORKLOAD_WIDE}"
+        ),
         _cronjob,
     ),
     "Pod": (
-        [
-            ("Ready", S, 0),
-            ("Status", S, 0),
-            ("Restarts", S, 0),
-            ("Age", S, 0),
-            ("IP", S, W),
-            ("Node", S, W),
-            ("Nominated Node", S, W),
-            ("Readiness Gates", S, W),
-        ],
+        _cols("Ready, Status, Restarts, Age, IP*, Node*, Nominated Node*, Readiness Gates*"),
         _pod,
     ),
-    "Service": (
-        [
-            ("Type", S, 0),
-            ("Cluster-IP", S, 0),
-            ("External-IP", S, 0),
-            ("Port(s)", S, 0),
-            ("Age", S, 0),
-            ("Selector", S, W),
-        ],
-        _service,
-    ),
-    "ConfigMap": ([("Data", INT, 0), ("Age", S, 0)], _configmap),
-    "Secret": ([("Type", S, 0), ("Data", INT, 0), ("Age", S, 0)], _secret),
-    "Namespace": ([("Status", S, 0), ("Age", S, 0)], _namespace),
+    "Service": (_cols("Type, Cluster-IP, External-IP, Port(s), Age, Selector*"), _service),
+    "ConfigMap": (_cols("Data:integer, Age"), _configmap),
+    "Secret": (_cols("Type, Data:integer, Age"), _secret),
+    "Namespace": (_cols("Status, Age"), _namespace),
     "Node": (
-        [
-            ("Status", S, 0),
-            ("Roles", S, 0),
-            ("Age", S, 0),
-            ("Version", S, 0),
-            ("Internal-IP", S, W),
-            ("External-IP", S, W),
-            ("OS-Image", S, W),
-            ("Kernel-Version", S, W),
-            ("Container-Runtime", S, W),
-        ],
+        _cols(
+            "Status, Roles, Age, Version, "
+            "Internal-IP*, External-IP*, OS-Image*, Kernel-Version*, Container-Runtime*"
+        ),
         _node,
     ),
     "Event": (
-        [
-            ("Last Seen", S, 0),
-            ("Type", S, 0),
-            ("Reason", S, 0),
-            ("Object", S, 0),
-            ("Subobject", S, W),
-            ("Source", S, W),
-            ("Message", S, 0),
-            ("First Seen", S, W),
-            ("Count", S, W),
-            ("Name", S, W),
-        ],
+        _cols(
+            "Last Seen, Type, Reason, Object, Subobject*, "
+            "Source*, Message, First Seen*, Count*, Name*"
+        ),
         _event,
     ),
-    "ControllerRevision": (
-        [("Controller", S, 0), ("Revision", INT, 0), ("Age", S, 0)],
-        _controllerrevision,
-    ),
+    "ControllerRevision": (_cols("Controller, Revision:integer, Age"), _controllerrevision),
     "PersistentVolumeClaim": (
-        [
-            ("Status", S, 0),
-            ("Volume", S, 0),
-            ("Capacity", S, 0),
-            ("Access Modes", S, 0),
-            ("StorageClass", S, 0),
-            ("VolumeAttributesClass", S, 0),
-            ("Age", S, 0),
-            ("VolumeMode", S, W),
-        ],
+        _cols(
+            "Status, Volume, Capacity, Access Modes, "
+            "StorageClass, VolumeAttributesClass, Age, VolumeMode*"
+        ),
         _pvc,
     ),
     "PersistentVolume": (
-        [
-            ("Capacity", S, 0),
-            ("Access Modes", S, 0),
-            ("Reclaim Policy", S, 0),
-            ("Status", S, 0),
-            ("Claim", S, 0),
-            ("StorageClass", S, 0),
-            ("VolumeAttributesClass", S, 0),
-            ("Reason", S, 0),
-            ("Age", S, 0),
-            ("VolumeMode", S, W),
-        ],
+        _cols(
+            "Capacity, Access Modes, Reclaim Policy, Status, Claim, "
+            "StorageClass, VolumeAttributesClass, Reason, Age, VolumeMode*"
+        ),
         _pv,
     ),
     "StorageClass": (
-        [
-            ("Provisioner", S, 0),
-            ("ReclaimPolicy", S, 0),
-            ("VolumeBindingMode", S, 0),
-            ("AllowVolumeExpansion", S, 0),
-            ("Age", S, 0),
-        ],
+        _cols("Provisioner, ReclaimPolicy, VolumeBindingMode, AllowVolumeExpansion, Age"),
         _storageclass,
     ),
-    "Endpoints": ([("Endpoints", S, 0), ("Age", S, 0)], _endpoints),
-    "EndpointSlice": (
-        [("AddressType", S, 0), ("Ports", S, 0), ("Endpoints", S, 0), ("Age", S, 0)],
-        _endpointslice,
-    ),
-    "ServiceAccount": ([("Secrets", S, 0), ("Age", S, 0)], _serviceaccount),
-    "Lease": ([("Holder", S, 0), ("Age", S, 0)], _lease),
-    "CustomResourceDefinition": ([("Created At", "date", 0)], _created_at),
-    "Role": ([("Created At", "date", 0)], _created_at),
-    "ClusterRole": ([("Created At", "date", 0)], _created_at),
-    "RoleBinding": (
-        [
-            ("Role", S, 0),
-            ("Age", S, 0),
-            ("Users", S, W),
-            ("Groups", S, W),
-            ("ServiceAccounts", S, W),
-        ],
-        _rolebinding,
-    ),
-    "ClusterRoleBinding": (
-        [
-            ("Role", S, 0),
-            ("Age", S, 0),
-            ("Users", S, W),
-            ("Groups", S, W),
-            ("ServiceAccounts", S, W),
-        ],
-        _rolebinding,
-    ),
+    "Endpoints": (_cols("Endpoints, Age"), _endpoints),
+    "EndpointSlice": (_cols("AddressType, Ports, Endpoints, Age"), _endpointslice),
+    "ServiceAccount": (_cols("Secrets, Age"), _serviceaccount),
+    "Lease": (_cols("Holder, Age"), _lease),
+    "CustomResourceDefinition": (_cols("Created At:date"), _created_at),
+    "Role": (_cols("Created At:date"), _created_at),
+    "ClusterRole": (_cols("Created At:date"), _created_at),
+    "RoleBinding": (_cols("Role, Age, Users*, Groups*, ServiceAccounts*"), _rolebinding),
+    "ClusterRoleBinding": (_cols("Role, Age, Users*, Groups*, ServiceAccounts*"), _rolebinding),
     "HorizontalPodAutoscaler": (
-        [
-            ("Reference", S, 0),
-            ("Targets", S, 0),
-            ("MinPods", S, 0),
-            ("MaxPods", INT, 0),
-            ("Replicas", INT, 0),
-            ("Age", S, 0),
-        ],
+        _cols("Reference, Targets, MinPods, MaxPods:integer, Replicas:integer, Age"),
         _hpa,
     ),
     "PodDisruptionBudget": (
-        [
-            ("Min Available", S, 0),
-            ("Max Unavailable", S, 0),
-            ("Allowed Disruptions", INT, 0),
-            ("Age", S, 0),
-        ],
+        _cols("Min Available, Max Unavailable, Allowed Disruptions:integer, Age"),
         _pdb,
     ),
-    "Ingress": (
-        [("Class", S, 0), ("Hosts", S, 0), ("Address", S, 0), ("Ports", S, 0), ("Age", S, 0)],
-        _ingress,
-    ),
+    "Ingress": (_cols("Class, Hosts, Address, Ports, Age"), _ingress),
 }
 
 
@@ -917,7 +789,7 @@ def table(
 
         row_of = custom_row
     else:
-        columns, row_of = PRINTERS.get(rt.kind, ([("Age", S, 0)], _default))
+        columns, row_of = PRINTERS.get(rt.kind, (_cols("Age"), _default))
     rows = []
     for obj in items:
         name_cell = [] if rt.kind in NAMELESS else [_name(rt, obj)]

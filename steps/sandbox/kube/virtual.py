@@ -74,12 +74,12 @@ def token_request(
     }
 
 
-def _cpu_target(metrics: list[dict[str, Any]]) -> int | None:
+def _cpu_utilization(metrics: list[dict[str, Any]], field: str) -> int | None:
+    """The CPU averageUtilization of a v2 metric list (``target`` or ``current``)."""
     for metric in metrics:
         resource = metric.get("resource") or {}
-        target = resource.get("target") or {}
         if metric.get("type") == "Resource" and resource.get("name") == "cpu":
-            value = target.get("averageUtilization")
+            value = (resource.get(field) or {}).get("averageUtilization")
             return int(value) if value is not None else None
     return None
 
@@ -116,23 +116,14 @@ def hpa_to_v1(obj: Any) -> Any:
         out["apiVersion"] = "autoscaling/v1"
     spec = out.get("spec")
     if isinstance(spec, dict):
-        percent = _cpu_target(spec.pop("metrics", None) or [])
+        percent = _cpu_utilization(spec.pop("metrics", None) or [], "target")
         spec.pop("behavior", None)
         if percent is not None:
             spec["targetCPUUtilizationPercentage"] = percent
     status = out.get("status")
     if isinstance(status, dict):
-        current = _cpu_current(status.pop("currentMetrics", None) or [])
+        current = _cpu_utilization(status.pop("currentMetrics", None) or [], "current")
         status.pop("conditions", None)
         if current is not None:
             status["currentCPUUtilizationPercentage"] = current
     return out
-
-
-def _cpu_current(metrics: list[dict[str, Any]]) -> int | None:
-    for metric in metrics:
-        resource = metric.get("resource") or {}
-        if metric.get("type") == "Resource" and resource.get("name") == "cpu":
-            value = (resource.get("current") or {}).get("averageUtilization")
-            return int(value) if value is not None else None
-    return None
