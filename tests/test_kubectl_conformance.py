@@ -716,3 +716,49 @@ def test_imperative_creates_and_delete(kubectl: Kubectl, ns: str) -> None:
     # Background cascade: the ReplicaSet and its pods go too (garbage collector).
     wait_until(lambda: not kubectl.json("get", "pods", ns=ns)["items"])
     assert not kubectl.json("get", "rs", ns=ns)["items"]
+
+
+def test_get_watch_streams_table_rows(kubectl: Kubectl, ns: str) -> None:
+    # kubectl get -w watches with Accept as=Table: each event is a one-row Table
+    # (apiserver/pkg/endpoints/handlers/watch.go transforms watch objects too).
+    watcher = subprocess.Popen(
+        [kubectl.binary, "-n", ns, "get", "configmaps", "-w"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=kubectl.env,
+    )
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline()  # kube-root-ca.crt, with the header before it
+        assert header(first) == ["NAME", "DATA", "AGE"]
+        kubectl("create", "configmap", "watched", "--from-literal=a=1", ns=ns)
+        seen = [watcher.stdout.readline() for _ in range(2)]
+        assert any(re.match(r"watched\s+1\s+\d+s", line) for line in seen), seen
+    finally:
+        watcher.kill()
+        watcher.wait()
+
+
+def test_server_side_apply_labels_env_and_history(kubectl: Kubectl, ns: str) -> None:
+    manifest = deployment(replicas=1)
+    out = kubectl("apply", "--server-side", "-f", "-", ns=ns, stdin=manifest)
+    assert out == "deployment.apps/web serverside-applied\n"
+    assert kubectl("label", "deploy", "web", "tier=front", ns=ns) == "deployment.apps/web labeled\n"
+    assert kubectl("annotate", "deploy", "web", "note=x", ns=ns) == (
+        "deployment.apps/web annotated\n"
+    )
+    assert kubectl("set", "env", "deploy/web", "MODE=blue", ns=ns) == (
+        "deployment.apps/web env updated\n"
+    )
+    kubectl("rollout", "status", "deploy/web", "--timeout=30s", ns=ns)
+    revision = kubectl("rollout", "history", "deploy/web", "--revision=2", ns=ns)
+    assert "with revision #2" in revision and "MODE:\tblue" in revision
+    live = kubectl.json("get", "deploy", "web", "--show-managed-fields", ns=ns)
+    managers = {(m["manager"], m["operation"]) for m in live["metadata"]["managedFields"]}
+    # Server-side apply's manager is "kubectl"; controllers write as the binary they run in.
+    assert {
+        ("kubectl", "Apply"),
+        ("kubectl-label", "Update"),
+        ("kube-controller-manager", "Update"),
+    } <= managers
