@@ -291,6 +291,12 @@ def test_openapi_v3_says_the_server_validates_fields() -> None:
     containers = schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
     assert containers["x-kubernetes-patch-merge-key"] == "name"
     assert "containers" in schemas["io.k8s.api.core.v1.PodSpec"]["required"]
+    container_ports = schemas["io.k8s.api.core.v1.Container"]["properties"]["ports"]
+    assert container_ports["x-kubernetes-list-map-keys"] == ["containerPort", "protocol"]
+    core = openapi.document(registry.all(), "api/v1")
+    assert core is not None
+    service_ports = json.loads(core[0])["components"]["schemas"]["io.k8s.api.core.v1.ServiceSpec"]
+    assert service_ports["properties"]["ports"]["x-kubernetes-patch-merge-key"] == "port"
 
 
 def test_default_timings_back_off_as_a_kubelet_does() -> None:

@@ -762,3 +762,25 @@ def test_server_side_apply_labels_env_and_history(kubectl: Kubectl, ns: str) -> 
         ("kubectl-label", "Update"),
         ("kube-controller-manager", "Update"),
     } <= managers
+
+
+def test_client_side_apply_merges_service_ports_by_port(kubectl: Kubectl, ns: str) -> None:
+    # kubectl apply builds a strategic merge patch from the OpenAPI v3 merge keys:
+    # Service ports merge by "port" (x-kubernetes-patch-merge-key in the real schema),
+    # so a port dropped from the file is deleted and a new one added.
+    def service(ports: str) -> str:
+        return (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
+            f"spec: {{selector: {{app: web}}, ports: {ports}}}\n"
+        )
+
+    kubectl(
+        "apply", "-f", "-", ns=ns, stdin=service("[{name: http, port: 80}, {name: a, port: 9000}]")
+    )
+    changed = service("[{name: http, port: 80, targetPort: 8081}, {name: m, port: 9100}]")
+    assert kubectl("apply", "-f", "-", ns=ns, stdin=changed) == "service/s configured\n"
+    ports = kubectl.json("get", "svc", "s", ns=ns)["spec"]["ports"]
+    assert [(p["name"], p["port"], p["targetPort"]) for p in ports] == [
+        ("http", 80, 8081),
+        ("m", 9100, 9100),
+    ]

@@ -53,6 +53,12 @@ _QUERY = {
     "(POST/PUT/PATCH) containing unknown or duplicate fields: Ignore, Warn or Strict.",
     "force": "Force is going to force Apply requests.",
 }
+# Whose ``ports`` lists merge by key: containers' by containerPort, Services' by port.
+PORT_KEYS = {
+    "Container": ("containerPort", "protocol"),
+    "EphemeralContainer": ("containerPort", "protocol"),
+    "ServiceSpec": ("port", "protocol"),
+}
 # Fields whose value is a resource quantity ("500m", "1Gi") in the real schema.
 _QUANTITY_MAPS = frozenset({"limits", "requests", "capacity", "allocatable", "hard", "used"})
 
@@ -108,7 +114,7 @@ class _Book:
                         "description": description,
                     }
                 )
-            _patch_extensions(json_name, prop)
+            _patch_extensions(cls_name, json_name, prop)
             properties[json_name] = prop
             if field is not None and field.is_required():
                 required.append(json_name)
@@ -156,21 +162,20 @@ class _Book:
         return _ref(self.model(type_name, owner_group))
 
 
-def _patch_extensions(json_name: str, prop: dict[str, Any]) -> None:
+def _patch_extensions(owner: str, json_name: str, prop: dict[str, Any]) -> None:
     """Strategic-merge metadata kubectl's client-side apply reads (as the real schema has)."""
-    target = prop
     if prop.get("type") != "array":
         return
     keys = MERGE_KEYS.get(json_name)
-    if json_name == "ports":
-        keys = ("containerPort",)
+    if json_name == "ports":  # keyed as the server merges them (merge.list_keys)
+        keys = PORT_KEYS.get(_VERSIONED.sub(r"\2", owner))
     if keys:
-        target["x-kubernetes-patch-merge-key"] = keys[0]
-        target["x-kubernetes-patch-strategy"] = "merge"
-        target["x-kubernetes-list-type"] = "map"
-        target["x-kubernetes-list-map-keys"] = list(keys)
+        prop["x-kubernetes-patch-merge-key"] = keys[0]
+        prop["x-kubernetes-patch-strategy"] = "merge"
+        prop["x-kubernetes-list-type"] = "map"
+        prop["x-kubernetes-list-map-keys"] = list(keys)
     elif json_name in SET_LISTS:
-        target["x-kubernetes-patch-strategy"] = "merge"
+        prop["x-kubernetes-patch-strategy"] = "merge"
 
 
 def _class_for(rt: ResourceType) -> str | None:
