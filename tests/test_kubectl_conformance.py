@@ -451,6 +451,11 @@ def test_describe_events_and_logs(kubectl: Kubectl, ns: str) -> None:
     assert stamped and all(
         re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ", line) for line in stamped
     )
+    # --limit-bytes cuts the stream; --since keeps lines written in that window.
+    assert kubectl("logs", "deploy/web", "--limit-bytes=10", ns=ns) == logs[:10]
+    assert kubectl("logs", "deploy/web", "--since=1h", ns=ns) == logs
+    time.sleep(1.1)  # every line is now more than a second old
+    assert kubectl("logs", "deploy/web", "--since=1s", ns=ns) == ""
     # -f follows a running container: the stream stays open until the container ends.
     follower = subprocess.Popen(
         [kubectl.binary, "-n", ns, "logs", "-f", pod],

@@ -8,6 +8,7 @@ one JSON event per line, as the API server's do.
 from __future__ import annotations
 
 import base64
+import calendar
 import contextlib
 import json
 import socket
@@ -561,16 +562,33 @@ class Handler(BaseHTTPRequestHandler):
         if self.query.get("tailLines") is not None:
             count = self._number("tailLines")
             lines = lines[-count:] if count > 0 else []
+        stamp = _started_at(pod, container, previous)
+        if not self._logged_since(stamp):
+            lines = []  # every canned line was written when the container started
         if self.query.get("timestamps") in ("true", "1", "True"):
-            stamp = _started_at(pod, container, previous)
             lines = [f"{stamp} {line}" for line in lines]
         text = "".join(line + "\n" for line in lines)
+        if self.query.get("limitBytes") is not None:
+            text = text.encode()[: max(self._number("limitBytes"), 0)].decode(errors="ignore")
         follow = self.query.get("follow") in ("true", "1", "True") and not previous
         instance = self.server.log_running(pod, container) if follow else None
         if instance is None:
             self._send(200, text.encode(), "text/plain")
             return
         self._follow(pod, container, instance, text.encode())
+
+    def _logged_since(self, stamp: str) -> bool:
+        """Whether lines written at ``stamp`` pass ``sinceSeconds``/``sinceTime``."""
+        written = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+        if self.query.get("sinceSeconds") is not None:
+            return written >= time.time() - self._number("sinceSeconds")
+        since = self.query.get("sinceTime")
+        if since:
+            try:
+                return written >= calendar.timegm(time.strptime(since[:19], "%Y-%m-%dT%H:%M:%S"))
+            except ValueError:
+                raise errors.bad_request(f'invalid value for sinceTime: "{since}"') from None
+        return True
 
     def _follow(self, pod: dict[str, Any], container: str, instance: int, first: bytes) -> None:
         """``logs -f``: the lines so far, then hold the stream open while the container runs."""
