@@ -13,9 +13,11 @@ own namespace.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -723,9 +725,36 @@ def test_imperative_creates_and_delete(kubectl: Kubectl, ns: str) -> None:
     assert not kubectl.json("get", "rs", ns=ns)["items"]
 
 
+class LineReader:
+    """A child's output lines on a thread, so a test can wait for one with a deadline."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.put(line)
+        self.lines.put("")  # end of stream
+
+    def until(self, pattern: str, timeout: float = 15.0) -> list[str]:
+        """Lines up to and including the first matching ``pattern``."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while not seen or not re.search(pattern, seen[-1]):
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r} in {seen}") from None
+            assert line, f"stream ended before {pattern!r}: {seen}"
+            seen.append(line)
+        return seen
+
+
 def test_get_watch_streams_table_rows(kubectl: Kubectl, ns: str) -> None:
     # kubectl get -w watches with Accept as=Table: each event is a one-row Table
     # (apiserver/pkg/endpoints/handlers/watch.go transforms watch objects too).
+    kubectl("create", "configmap", "first", "--from-literal=a=1", ns=ns)
     watcher = subprocess.Popen(
         [kubectl.binary, "-n", ns, "get", "configmaps", "-w"],
         stdout=subprocess.PIPE,
@@ -734,12 +763,11 @@ def test_get_watch_streams_table_rows(kubectl: Kubectl, ns: str) -> None:
         env=kubectl.env,
     )
     try:
-        assert watcher.stdout is not None
-        first = watcher.stdout.readline()  # kube-root-ca.crt, with the header before it
-        assert header(first) == ["NAME", "DATA", "AGE"]
-        kubectl("create", "configmap", "watched", "--from-literal=a=1", ns=ns)
-        seen = [watcher.stdout.readline() for _ in range(2)]
-        assert any(re.match(r"watched\s+1\s+\d+s", line) for line in seen), seen
+        reader = LineReader(watcher.stdout)
+        listed = reader.until(r"^first\s")
+        assert header(listed[0]) == ["NAME", "DATA", "AGE"]
+        kubectl("create", "configmap", "watched", "--from-literal=a=1", "--from-literal=b=2", ns=ns)
+        assert re.match(r"watched\s+2\s+\d+s", reader.until(r"^watched\s")[-1])
     finally:
         watcher.kill()
         watcher.wait()
