@@ -1,6 +1,9 @@
 """How fast verify-rollout reacts: to a finished rollout, and to a crash loop.
 
-Against the Kubernetes API emulator (default timings), in one process:
+Against the Kubernetes API emulator, in one process, with a real kubelet's
+back-off by default (``--timings real``: a crash loop backs off 10 s, doubling
+to 5 min, as on a cluster); ``--timings fast`` compresses every delay, as the
+tests do, and says nothing about how soon a real cluster would fail.
 
 1. Reaction latency: from the moment the emulator stores a Deployment status
    that completes the rollout to the moment the stage returns exit 0. The
@@ -34,7 +37,7 @@ import yaml
 from steps import rollout_rules as rules
 from steps import verify_rollout
 from steps.kube import Access, connect
-from steps.sandbox.kube import KubeEmulator
+from steps.sandbox.kube import KubeEmulator, Timings
 
 BEHAVIOR = "sandbox.gitops-steps.dev/behavior"
 
@@ -198,9 +201,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--poll-runs", type=int, default=5)
     parser.add_argument("--poll-interval", type=float, default=1.0, help="baseline poller period")
     parser.add_argument("--crash-runs", type=int, default=5)
+    parser.add_argument(
+        "--timings",
+        choices=("real", "fast"),
+        default="real",
+        help="the emulator's kubelet timings: real back-off (default) or the tests' fast ones",
+    )
     args = parser.parse_args(argv)
+    timings = Timings() if args.timings == "real" else Timings.fast()
 
-    with tempfile.TemporaryDirectory() as tmp, KubeEmulator() as kube:
+    with tempfile.TemporaryDirectory() as tmp, KubeEmulator(timings=timings) as kube:
         work = Path(tmp)
         clock = StoreClock(kube)
         try:
@@ -212,7 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             clock.stop()
 
-    print("verify-rollout reaction times against the emulator (default timings)")
+    print(
+        f"verify-rollout reaction times against the emulator ({args.timings} timings: "
+        f"back-off {timings.backoff:g}s doubling to {timings.backoff_cap:g}s)"
+    )
     print(describe("rollout complete -> stage exit", ours))
     print(describe(f"same, {args.poll_interval:g}s poller baseline", polled))
     p50 = statistics.median(ours)

@@ -1,7 +1,10 @@
 """Fixtures for the Kubernetes API emulator (see steps/sandbox/kube/).
 
-Each test gets its own emulator (starting one takes milliseconds), with the
-fast timings, so tests never see each other's objects or faults.
+Each test gets its own emulator (starting one takes milliseconds), so tests
+never see each other's objects or faults. The emulator's default timings are a
+real kubelet's (crash and image-pull back-off from 10 s); these fixtures opt
+into ``Timings.fast()`` explicitly, since no test here makes a claim about how
+long a real cluster takes. Pass ``timings=`` to ``kube_factory`` to choose.
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ controllers (``controllers``, ``workloads``, ``crds``) and a fake kubelet
         kube.faults.fail(r"/deployments", status=500, count=2)  # the next 2 matching requests
         ...  # the stage under test talks to kube.url; kube.objects("pods") reads the store
 
+``Timings()`` (the default) backs off as a real kubelet does (10 s doubling to
+5 min); tests ask for ``Timings.fast()``. OpenAPI v3, server-side Tables and
+the real kubectl's everyday commands are served; docs/EMULATOR.md lists where
+the emulator still differs from a real cluster.
+
 Pod-template annotation ``sandbox.gitops-steps.dev/behavior`` picks what the
 kubelet does with a pod: healthy, crash, never-ready, slow-start, oom,
 unschedulable, run-error, create-error (see ``kubelet``).
@@ -36,10 +41,11 @@ from typing import Any
 import yaml
 
 from steps.sandbox.kube.api import Cluster, WriteOptions
-from steps.sandbox.kube.controllers import Controllers
+from steps.sandbox.kube.controllers import DEFAULT_STORAGE_CLASS, PROVISIONER, Controllers
 from steps.sandbox.kube.events import EventRecorder
 from steps.sandbox.kube.faults import FaultInjector
 from steps.sandbox.kube.kubelet import BEHAVIOR, BEHAVIORS, Kubelet
+from steps.sandbox.kube.network import api_service
 from steps.sandbox.kube.server import ApiServer
 from steps.sandbox.kube.store import HISTORY, clone
 from steps.sandbox.kube.timings import Timings
@@ -132,6 +138,9 @@ class KubeEmulator(Service):
             (HOST, self.port), self.cluster, self.faults, self.kubelet.logs, self.timings.bookmark
         )
         self.port = int(self._server.server_address[1])
+        self._server.log_running = self.kubelet.running
+        with self.cluster.lock:
+            api_service(self.controllers, self.port)
         self._server.require_token = self.token is not None
         if self.tls:
             certificate = make_certificate(self._workdir())
@@ -184,6 +193,10 @@ class KubeEmulator(Service):
         for name in SYSTEM_NAMESPACES:
             if self.cluster.find(ns, "", name) is None:
                 self.cluster.create(ns, "", {"metadata": {"name": name}}, opts)
+        classes = self.cluster.registry.lookup("storage.k8s.io", "v1", "storageclasses")
+        assert classes is not None
+        if self.cluster.find(classes, "", DEFAULT_STORAGE_CLASS) is None:
+            self.cluster.create(classes, "", _storage_class(), opts)
         for index, name in enumerate(self.kubelet.nodes):
             if self.cluster.find(node_rt, "", name) is None:
                 node = self.cluster.create(node_rt, "", _node(name, index), opts)
@@ -251,6 +264,24 @@ class KubeEmulator(Service):
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"condition not met within {timeout}s")
             time.sleep(interval)
+
+
+def _storage_class() -> dict[str, Any]:
+    """GKE's default class (here binding at once: the emulator has no volume topology)."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": DEFAULT_STORAGE_CLASS,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            "labels": {"addonmanager.kubernetes.io/mode": "EnsureExists"},
+        },
+        "provisioner": PROVISIONER,
+        "parameters": {"type": "pd-balanced"},
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": True,
+    }
 
 
 def _node(name: str, index: int) -> dict[str, Any]:

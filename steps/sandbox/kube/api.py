@@ -582,9 +582,10 @@ class Cluster:
                     f"Kind={rt.kind}): "
                     f"{paths}: field not declared in schema"
                 )
-            else:
-                message = "strict decoding error: " + ", ".join(
-                    f'unknown field "{u}"' for u in unknown
+            else:  # as the decoder words it (kubectl create/replace show this line)
+                message = (
+                    f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                    "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown)
                 )
             raise ApiError(400, "BadRequest", message)
         if opts.validation == "Warn":
@@ -593,6 +594,13 @@ class Cluster:
 
     def _check_types(self, rt: ResourceType, obj: dict[str, Any], apply: bool) -> None:
         """Wrong scalar types fail decoding (400) whatever fieldValidation says."""
+        problem = schema.decode_error(rt, obj)
+        if problem:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: {problem}',
+            )
         wrong = schema.type_errors(obj)
         if not wrong:
             return

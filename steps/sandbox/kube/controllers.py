@@ -23,6 +23,9 @@ from steps.sandbox.kube.store import clone
 from steps.sandbox.kube.timings import Timings
 
 REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+DEFAULT_STORAGE_CLASS = "standard-rwo"  # GKE's default StorageClass
+PROVISIONER = "pd.csi.storage.gke.io"
 DESIRED = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 HASH_LABEL = "pod-template-hash"
@@ -37,9 +40,24 @@ ROOT_CA_DESCRIPTION = (
 )
 
 
+def semantic(value: Any) -> Any:
+    """``value`` without what Go's zero values make equal: nulls, empty maps and lists.
+
+    The real controllers compare and hash typed structs, so a template that says
+    ``creationTimestamp: null`` or ``resources: {}`` (as ``kubectl rollout undo``
+    sends it back) is the same template as one that leaves them out.
+    """
+    if isinstance(value, dict):
+        out = {k: semantic(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None and v != {} and v != []}
+    if isinstance(value, list):
+        return [semantic(v) for v in value]
+    return value
+
+
 def template_hash(template: Any, collisions: int = 0) -> str:
     """A pod-template-hash in the controller's alphabet (FNV-1a over the template)."""
-    data = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
+    data = json.dumps(semantic(template), sort_keys=True, separators=(",", ":")).encode()
     data += str(collisions).encode()
     value = 0x811C9DC5
     for byte in data:
@@ -166,7 +184,10 @@ class Controllers:
             self.sync_autoscalers,
             self.sync_disruption_budgets,
             self.sync_claims,
+            self.sync_volumes,
             self.sync_services,
+            self.sync_endpoints,
+            self.sync_cronjobs,
             self.sync_crds,
         ):
             with self.cluster.lock:
@@ -385,7 +406,7 @@ class Controllers:
                     ]
                     if not copy_["metadata"]["ownerReferences"]:
                         copy_["metadata"].pop("ownerReferences")
-                    self.cluster.write(drt, copy_, manager="generic-garbage-collector")
+                    self.cluster.write(drt, copy_, manager=CONTROLLER)
                 self._drop_finalizer(rt, obj, "orphan")
 
     @staticmethod
@@ -413,7 +434,7 @@ class Controllers:
         ]
         if not updated["metadata"]["finalizers"]:
             updated["metadata"].pop("finalizers")
-        self.cluster.write(rt, updated, manager="generic-garbage-collector")
+        self.cluster.write(rt, updated, manager=CONTROLLER)
 
     # -- ReplicaSets ------------------------------------------------------------
 
@@ -464,7 +485,7 @@ class Controllers:
                     status.pop(key)
             if status != rs.get("status"):
                 rs["status"] = status
-                self.cluster.write(rt, rs, subresource="status", manager="replicaset-controller")
+                self.cluster.write(rt, rs, subresource="status", manager=CONTROLLER)
 
     def _deletion_rank(self, pod: dict[str, Any]) -> tuple[int, int, float, str]:
         """Which pods a ReplicaSet deletes first: unscheduled, pending, unready, then newest."""
@@ -518,8 +539,15 @@ class Controllers:
                 f'Created new replica set "{new_rs["metadata"]["name"]}"',
             )
         elif int(new_rs["metadata"].get("annotations", {}).get(REVISION, 0)) <= max_revision:
-            new_rs["metadata"].setdefault("annotations", {})[REVISION] = str(max_revision + 1)
-            new_rs = self.cluster.write(rs_rt, new_rs, manager="deployment-controller")
+            # An old ReplicaSet back in use (rollout undo): it takes the next revision and
+            # remembers the ones it had, as the real controller's revision-history does.
+            annotations = new_rs["metadata"].setdefault("annotations", {})
+            old_revision = annotations.get(REVISION)
+            if old_revision:
+                history = [h for h in (annotations.get(REVISION_HISTORY) or "").split(",") if h]
+                annotations[REVISION_HISTORY] = ",".join([*history, old_revision])
+            annotations[REVISION] = str(max_revision + 1)
+            new_rs = self.cluster.write(rs_rt, new_rs, manager=CONTROLLER)
             progress_note = (
                 "FoundNewReplicaSet",
                 f'Found new replica set "{new_rs["metadata"]["name"]}"',
@@ -527,7 +555,7 @@ class Controllers:
         revision = new_rs["metadata"].get("annotations", {}).get(REVISION)
         if revision and (meta.get("annotations") or {}).get(REVISION) != revision:
             d.setdefault("metadata", {}).setdefault("annotations", {})[REVISION] = revision
-            d = self.cluster.write(rt, d, manager="deployment-controller")
+            d = self.cluster.write(rt, d, manager=CONTROLLER)
         strategy = spec.get("strategy") or {}
         if strategy.get("type") == "Recreate":
             self._recreate(d, new_rs, old_rs, replicas)
@@ -606,9 +634,7 @@ class Controllers:
         rs["spec"]["replicas"] = replicas
         annotations[DESIRED] = str(total)
         annotations[MAX_REPLICAS] = str(total + surge)
-        written = self.cluster.write(
-            self.rt("apps", "replicasets"), rs, manager="deployment-controller"
-        )
+        written = self.cluster.write(self.rt("apps", "replicasets"), rs, manager=CONTROLLER)
         if old != replicas:
             direction = "up" if replicas > old else "down"
             self.events.record(
@@ -828,7 +854,7 @@ class Controllers:
                 status.pop(key, None)
         if status != previous:
             d["status"] = status
-            self.cluster.write(rt, d, subresource="status", manager="deployment-controller")
+            self.cluster.write(rt, d, subresource="status", manager=CONTROLLER)
 
     # -- small controllers ------------------------------------------------------
 
@@ -843,7 +869,9 @@ class Controllers:
                 continue
             spec = claim["spec"]
             spec.setdefault("volumeName", f"pvc-{claim['metadata']['uid']}")
-            claim = self.cluster.write(rt, claim, manager="persistentvolume-controller")
+            spec.setdefault("storageClassName", DEFAULT_STORAGE_CLASS)
+            claim = self.cluster.write(rt, claim, manager=CONTROLLER)
+            self._provision(claim)
             claim["status"] = {
                 "phase": "Bound",
                 "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
@@ -855,9 +883,56 @@ class Controllers:
             }
             annotations = claim["metadata"].setdefault("annotations", {})
             annotations["pv.kubernetes.io/bind-completed"] = "yes"
-            self.cluster.write(
-                rt, claim, subresource="status", manager="persistentvolume-controller"
-            )
+            self.cluster.write(rt, claim, subresource="status", manager=CONTROLLER)
+
+    def _provision(self, claim: dict[str, Any]) -> None:
+        """The PersistentVolume a dynamic provisioner would make for a claim, already Bound."""
+        spec, meta = claim["spec"], claim["metadata"]
+        rt = self.rt("", "persistentvolumes")
+        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {
+                "name": spec["volumeName"],
+                "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+                "finalizers": ["kubernetes.io/pv-protection"],
+            },
+            "spec": {
+                "capacity": {"storage": storage},
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": spec.get("storageClassName", DEFAULT_STORAGE_CLASS),
+                "volumeMode": spec.get("volumeMode", "Filesystem"),
+                "claimRef": {
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "apiVersion": "v1",
+                },
+                "csi": {"driver": PROVISIONER, "volumeHandle": f"sandbox/{spec['volumeName']}"},
+            },
+        }
+        created = self.cluster.controller_create(rt, volume)
+        if created is not None:
+            created["status"] = {"phase": "Bound"}
+            self.cluster.write(rt, created, subresource="status", manager=CONTROLLER)
+
+    def sync_volumes(self) -> None:
+        """Reclaim policy Delete: a volume whose claim is gone goes too."""
+        rt = self.rt("", "persistentvolumes")
+        claims = {
+            c["metadata"]["uid"] for c in self.cluster.store.items(("", "persistentvolumeclaims"))
+        }
+        for volume in [clone(v) for v in self.cluster.store.items(rt.key)]:
+            ref = (volume.get("spec") or {}).get("claimRef") or {}
+            if not ref.get("uid") or ref["uid"] in claims:
+                continue
+            if volume["metadata"].get("deletionTimestamp"):
+                self._drop_finalizer(rt, volume, "kubernetes.io/pv-protection")
+            elif (volume.get("spec") or {}).get("persistentVolumeReclaimPolicy") == "Delete":
+                self.cluster.delete(rt, "", volume["metadata"]["name"])
 
     def sync_services(self) -> None:
         rt = self.rt("", "services")
@@ -872,10 +947,20 @@ class Controllers:
             svc["status"] = {
                 "loadBalancer": {"ingress": [{"ip": f"127.0.0.{last}", "ipMode": "VIP"}]}
             }
-            self.cluster.write(rt, svc, subresource="status", manager="service-controller")
+            self.cluster.write(rt, svc, subresource="status", manager=CONTROLLER)
             self.events.record(
                 svc, "Normal", "EnsuredLoadBalancer", "Ensured load balancer", "service-controller"
             )
+
+    def sync_endpoints(self) -> None:
+        from steps.sandbox.kube.network import sync_endpoints
+
+        sync_endpoints(self)
+
+    def sync_cronjobs(self) -> None:
+        from steps.sandbox.kube.cronjobs import sync_cronjobs
+
+        sync_cronjobs(self)
 
     def sync_autoscalers(self) -> None:
         """HPAs clamp their target's replicas to [minReplicas, maxReplicas].
@@ -922,7 +1007,7 @@ class Controllers:
                 if desired != current:
                     scaled = clone(target)
                     scaled["spec"]["replicas"] = desired
-                    self.cluster.write(target_rt, scaled, manager="horizontal-pod-autoscaler")
+                    self.cluster.write(target_rt, scaled, manager=CONTROLLER)
                     reason = (
                         "Current number of replicas below Spec.MinReplicas"
                         if desired == low and wanted < low
@@ -964,9 +1049,7 @@ class Controllers:
                 ]
             if status != (hpa.get("status") or {}):
                 hpa["status"] = status
-                self.cluster.write(
-                    rt, hpa, subresource="status", manager="horizontal-pod-autoscaler"
-                )
+                self.cluster.write(rt, hpa, subresource="status", manager=CONTROLLER)
 
     def sync_disruption_budgets(self) -> None:
         """PDB status from the pods its selector matches, as the disruption controller keeps it."""
@@ -1009,7 +1092,7 @@ class Controllers:
                 ]
             if status != previous:
                 pdb["status"] = status
-                self.cluster.write(rt, pdb, subresource="status", manager="disruption-controller")
+                self.cluster.write(rt, pdb, subresource="status", manager=CONTROLLER)
 
     def sync_crds(self) -> None:
         from steps.sandbox.kube.crds import sync_crds
@@ -1018,17 +1101,11 @@ class Controllers:
 
 
 def _same_template(rs_template: dict[str, Any], template: dict[str, Any]) -> bool:
+    """The deployment controller's EqualIgnoreHash: equal but for pod-template-hash."""
     a = clone(rs_template)
     labels = (a.get("metadata") or {}).get("labels") or {}
     labels.pop(HASH_LABEL, None)
-    b = clone(template)
-    for t in (a, b):
-        meta = t.setdefault("metadata", {})
-        if not meta.get("labels"):
-            meta.pop("labels", None)
-        if not meta:
-            t.pop("metadata")
-    return a == b
+    return bool(semantic(a) == semantic(template))
 
 
 def _made_progress(old: dict[str, Any], new: dict[str, Any]) -> bool:

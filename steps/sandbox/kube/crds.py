@@ -73,7 +73,7 @@ def sync_crds(c: Controllers) -> None:
                 crd["metadata"]["finalizers"] = [
                     f for f in meta.get("finalizers") or [] if f != CLEANUP
                 ]
-                cluster.write(rt, crd, manager="apiextensions-apiserver")
+                cluster.write(rt, crd, manager="kube-apiserver")
             continue
         established = any(
             x.get("type") == "Established" and x.get("status") == "True"
@@ -88,7 +88,7 @@ def sync_crds(c: Controllers) -> None:
             continue
         if CLEANUP not in (meta.get("finalizers") or []):
             crd["metadata"]["finalizers"] = [*(meta.get("finalizers") or []), CLEANUP]
-            crd = cluster.write(rt, crd, manager="apiextensions-apiserver")
+            crd = cluster.write(rt, crd, manager="kube-apiserver")
         stamp = _now()
         storage = next((v["name"] for v in spec.get("versions") or [] if v.get("storage")), "v1")
         crd["status"] = {
@@ -113,7 +113,7 @@ def sync_crds(c: Controllers) -> None:
         }
         for served in resource_types(crd):
             cluster.registry.add(served)
-        cluster.write(rt, crd, subresource="status", manager="apiextensions-apiserver")
+        cluster.write(rt, crd, subresource="status", manager="kube-apiserver")
 
 
 def _now() -> str:

@@ -301,7 +301,7 @@ class Kubelet:
         self._next_node += 1
         pod["spec"]["nodeName"] = node
         rt = self.rt
-        stored = self.cluster.write(rt, pod, manager="default-scheduler")
+        stored = self.cluster.write(rt, pod, manager="kube-scheduler")
         status = stored.setdefault("status", {})
         _set_condition(status, "PodScheduled", "True")
         self._put_status(stored)
@@ -570,9 +570,9 @@ class Kubelet:
         self.events.record(pod, "Warning", "Failed", f"Error: {RUN_ERROR}", "kubelet", node, where)
         delay = _backoff(self.timings, c.restarts)
         ns, name = pod["metadata"].get("namespace"), pod["metadata"]["name"]
-        shown = min(10 * 2 ** min(c.restarts - 1, 5), 300)
         c.backoff_message = (
-            f"back-off {shown}s restarting failed container={c.name} pod={name}_{ns}({sim.uid})"
+            f"back-off {go_duration(delay)} restarting failed container={c.name} "
+            f"pod={name}_{ns}({sim.uid})"
         )
         c.waiting = ("RunContainerError", RUN_ERROR)
         c.shown_until = at + delay / 2
@@ -603,11 +603,10 @@ class Kubelet:
             c.last_state = {"terminated": c.terminated}
             c.terminated = None
             delay = _backoff(self.timings, c.restarts)
-            shown = 10 * 2 ** min(c.restarts - 1, 5)
             ns, name = pod["metadata"].get("namespace"), pod["metadata"]["name"]
             c.waiting = (
                 "CrashLoopBackOff",
-                f"back-off {min(shown, 300)}s restarting failed container={c.name} "
+                f"back-off {go_duration(delay)} restarting failed container={c.name} "
                 f"pod={name}_{ns}({sim.uid})",
             )
             self.events.record(
@@ -778,6 +777,15 @@ class Kubelet:
                 instance = instance - 1 if c.stage == "running" else instance
             return list(self._logs.get((sim.uid, container, instance), [])) if sim else []
 
+    def running(self, pod: dict[str, Any], container: str) -> int | None:
+        """The running instance's number (for ``logs -f``), None once it is not running."""
+        with self.cluster.lock:
+            sim = self.pods.get(pod["metadata"]["uid"])
+            c = sim.containers.get(container) if sim else None
+            if c is None or c.stage != "running":
+                return None
+            return c.instances
+
 
 def _phase(containers: list[ContainerSim], restart: str, initialized: bool) -> str:
     """The pod phase from its containers, by kubelet's own rules (getPhase)."""
@@ -811,6 +819,22 @@ def _same_host(host: str, registry: str) -> bool:
     name, _, port = host.partition(":")
     other, _, other_port = registry.partition(":")
     return host == registry or (name in loopback and other in loopback and port == other_port)
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go prints it (``10s``, ``1m20s``, ``5m0s``, ``300ms``), as the kubelet does."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms" if seconds > 0 else "0s"
+    whole = int(seconds)
+    frac = f"{seconds - whole:.3f}"[1:].rstrip("0").rstrip(".")
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs}{frac}s"
+    if hours or minutes:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return text
 
 
 def _backoff(t: Timings, failures: int) -> float:

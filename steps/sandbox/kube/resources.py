@@ -100,7 +100,7 @@ BUILTIN: tuple[ResourceType, ...] = (
     _rt("", "Service", "services", True, ("svc",), ("status",), categories=("all",)),
     _rt("", "Pod", "pods", True, ("po",), ("status", "log"), categories=("all",)),
     _rt("", "Event", "events", True, ("ev",), ()),
-    _rt("", "ServiceAccount", "serviceaccounts", True, ("sa",), ()),
+    _rt("", "ServiceAccount", "serviceaccounts", True, ("sa",), ("token",)),
     _rt("", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",)),
     _rt("", "Endpoints", "endpoints", True, ("ep",), ()),
     _rt(
@@ -132,6 +132,35 @@ BUILTIN: tuple[ResourceType, ...] = (
         version="v2",
         categories=("all",),
     ),
+    _rt(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        True,
+        ("hpa",),
+        version="v1",
+        categories=("all",),
+    ),
+    _rt("discovery.k8s.io", "EndpointSlice", "endpointslices", True, (), ()),
+    _rt("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", False, (), ()),
+    _rt("authentication.k8s.io", "TokenReview", "tokenreviews", False, (), ()),
+    _rt(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        False,
+        (),
+        (),
+    ),
+    _rt(
+        "",
+        "ReplicationController",
+        "replicationcontrollers",
+        True,
+        ("rc",),
+        ("status", "scale"),
+        categories=("all",),
+    ),
     _rt("", "PersistentVolume", "persistentvolumes", False, ("pv",)),
     _rt("storage.k8s.io", "StorageClass", "storageclasses", False, ("sc",), ()),
     _rt("rbac.authorization.k8s.io", "Role", "roles", True, (), ()),
@@ -139,6 +168,10 @@ BUILTIN: tuple[ResourceType, ...] = (
     _rt("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", False, (), ()),
     _rt("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", False, (), ()),
 )
+
+
+# Kinds the server computes an answer for and never stores (POST only).
+REVIEWS = frozenset({"SelfSubjectReview", "TokenReview", "SelfSubjectAccessReview"})
 
 
 class Registry:
@@ -219,7 +252,7 @@ class Registry:
                 "singularName": rt.singular,
                 "namespaced": rt.namespaced,
                 "kind": rt.kind,
-                "verbs": list(ALL_VERBS),
+                "verbs": ["create"] if rt.kind in REVIEWS else list(ALL_VERBS),
                 "storageVersionHash": "",
             }
             if rt.short_names:
@@ -251,6 +284,10 @@ def _subresource(rt: ResourceType, sub: str) -> dict[str, Any]:
         entry.update(kind="Pod", verbs=["get"])
     elif sub == "finalize":
         entry.update(verbs=["update"])
+    elif sub == "token":
+        entry.update(
+            group="authentication.k8s.io", version="v1", kind="TokenRequest", verbs=["create"]
+        )
     return entry
 
 

@@ -146,6 +146,7 @@ TOP_LEVEL: dict[str, tuple[str, ...]] = {
         )
     ),
     "Endpoints": ("subsets",),
+    "EndpointSlice": ("addressType", "endpoints", "ports"),
     "ControllerRevision": ("data", "revision"),
     "StorageClass": tuple(
         _words(
@@ -165,6 +166,8 @@ def schema_for(rt: ResourceType) -> Schema:
     if rt.custom:
         return _crd_schema(rt.schema)
     top: dict[str, Schema] = {"apiVersion": None, "kind": None, "metadata": OBJECT_META}
+    if rt.kind == "ReplicationController":  # no controller runs them; only kept
+        top["spec"] = top["status"] = None
     if rt.kind in SPECS:
         top["spec"] = SPECS[rt.kind]
         top["status"] = None
@@ -358,7 +361,7 @@ def apply_defaults(rt: ResourceType, obj: dict[str, Any]) -> None:
                 port.setdefault("targetPort", port.get("port"))
     elif kind == "PersistentVolumeClaim":
         spec.setdefault("volumeMode", "Filesystem")
-        spec.setdefault("storageClassName", "standard")
+        spec.setdefault("storageClassName", "standard-rwo")  # the DefaultStorageClass admission
 
 
 # -- validation -----------------------------------------------------------------
@@ -387,6 +390,10 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
             )
         )
     spec = obj.get("spec")
+    if rt.custom:
+        from steps.sandbox.kube.structural import validate_custom
+
+        causes += validate_custom(rt.schema, obj)
     if rt.kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"):
         causes += _validate_workload(rt, spec if isinstance(spec, dict) else {}, old)
     elif rt.kind == "Pod":
@@ -547,3 +554,84 @@ def type_errors(obj: Any, path: str = "") -> list[tuple[str, str, str]]:
         elif isinstance(value, dict | list):
             found += type_errors(value, where)
     return found
+
+
+# -- what fails decoding before validation: base64, quantities ----------------------
+
+QUANTITY_PATTERN = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+_QUANTITY = re.compile(
+    r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+    r"(?:Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+)
+_QUANTITY_MAPS = frozenset(_words("limits requests hard capacity allocatable"))
+_B64 = re.compile(r"[A-Za-z0-9+/]")
+
+
+def _base64_error(text: str) -> str | None:
+    """Go's encoding/base64 complaint (StdEncoding) for a Secret's data value, or None."""
+    at, end = 0, len(text)
+
+    def skip_newlines(index: int) -> int:
+        while index < end and text[index] in "\r\n":
+            index += 1
+        return index
+
+    while True:
+        quantum = 0
+        while quantum < 4:
+            if at == end:
+                return None if quantum == 0 else f"illegal base64 data at input byte {at - quantum}"
+            char = text[at]
+            at += 1
+            if char in "\r\n":
+                continue
+            if char == "=":
+                if quantum < 2:
+                    return f"illegal base64 data at input byte {at - 1}"
+                if quantum == 2:  # a second "=" must follow
+                    at = skip_newlines(at)
+                    if at == end:
+                        return f"illegal base64 data at input byte {end}"
+                    if text[at] != "=":
+                        return f"illegal base64 data at input byte {at - 1}"
+                    at += 1
+                at = skip_newlines(at)
+                return None if at == end else f"illegal base64 data at input byte {at}"
+            if not _B64.match(char):
+                return f"illegal base64 data at input byte {at - 1}"
+            quantum += 1
+
+
+def _bad_quantity(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int | float):
+        return False
+    return not isinstance(value, str) or not _QUANTITY.match(value.strip())
+
+
+def _quantity_errors(value: Any) -> bool:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _QUANTITY_MAPS and isinstance(item, dict):
+                if any(_bad_quantity(q) for q in item.values()):
+                    return True
+            elif _quantity_errors(item):
+                return True
+    elif isinstance(value, list):
+        return any(_quantity_errors(v) for v in value)
+    return False
+
+
+def decode_error(rt: ResourceType, obj: dict[str, Any]) -> str | None:
+    """Why the real server could not even decode this object (400), or None."""
+    if rt.custom:
+        return None
+    if rt.kind == "Secret" and isinstance(obj.get("data"), dict):
+        for value in obj["data"].values():
+            problem = _base64_error(value) if isinstance(value, str) else None
+            if problem:
+                return problem
+    if _quantity_errors(obj.get("spec")):
+        return f"quantities must match the regular expression '{QUANTITY_PATTERN}'"
+    return None

@@ -16,6 +16,8 @@ Matcher = Callable[[Mapping[str, Any]], bool]
 
 _SET_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9./_-]+)\s*(?:(in|notin)\s*\(([^)]*)\))?\s*$")
 _OP_RE = re.compile(r"^\s*([A-Za-z0-9./_-]+)\s*(==|=|!=)\s*([A-Za-z0-9._-]*)\s*$")
+# Field selector values may hold anything ("apps/v1", "default/web"); \, \= \\ escape.
+_FIELD_RE = re.compile(r"^\s*([A-Za-z0-9./_-]+)\s*(==|=|!=)(.*)$")
 
 # Field labels per kind beyond metadata.name and metadata.namespace.
 FIELD_LABELS: dict[str, tuple[str, ...]] = {
@@ -153,10 +155,11 @@ def field_matcher(text: str | None, kind: str) -> Matcher:
     allowed = ("metadata.name", "metadata.namespace", *FIELD_LABELS.get(kind, ()))
     checks: list[Matcher] = []
     for term in split_terms(text):
-        match = _OP_RE.match(term)
+        match = _FIELD_RE.match(term)
         if not match:
             raise bad_request(f"invalid selector: '{text}'; can't understand '{term}'")
         path, op, value = match.groups()
+        value = re.sub(r"\\(.)", r"\1", value.strip())
         if path not in allowed:
             raise ApiError(
                 400,

@@ -8,6 +8,7 @@ one JSON event per line, as the API server's do.
 from __future__ import annotations
 
 import base64
+import calendar
 import contextlib
 import json
 import socket
@@ -21,16 +22,28 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from steps.sandbox.kube import apierrors as errors
+from steps.sandbox.kube import virtual
 from steps.sandbox.kube.api import Cluster, WriteOptions
 from steps.sandbox.kube.apierrors import ApiError
 from steps.sandbox.kube.faults import FaultInjector
-from steps.sandbox.kube.resources import VERSION_INFO, ResourceType
+from steps.sandbox.kube.openapi import OpenApi
+from steps.sandbox.kube.printers import table, wants_table
+from steps.sandbox.kube.resources import REVIEWS, VERSION_INFO, ResourceType
 from steps.sandbox.kube.selectors import field_matcher, label_matcher
 from steps.sandbox.kube.store import WatchEvent, clone
 
 LogReader = Callable[[dict[str, Any], str, bool], list[str]]
 DEFAULT_WATCH_TIMEOUT = 1800.0
 CONTROL_PREFIX = "/_sandbox/"
+BODY_TYPES = (
+    "application/json",
+    "application/yaml",
+    "application/apply-patch+yaml",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/json-patch+json",
+    "text/plain",
+)
 
 
 class ApiServer(ThreadingHTTPServer):
@@ -52,6 +65,8 @@ class ApiServer(ThreadingHTTPServer):
         self.logs = logs
         self.bookmark_interval = bookmark_interval
         self.closing = threading.Event()
+        self.log_running: Callable[[dict[str, Any], str], int | None] = lambda pod, c: None
+        self.openapi = OpenApi()
         self._connections: set[Any] = set()
         self.watches = 0  # open watch streams
         self._connections_lock = threading.Lock()
@@ -86,11 +101,19 @@ class ApiServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ApiServer
+    _watch_rt: ResourceType | None = None  # the kind a watch streams (for Table events)
+    _convert_in: Callable[[Any], Any] | None = None  # request body -> stored version
+    _convert_out: Callable[[Any], Any] | None = None  # stored version -> requested one
 
     def setup(self) -> None:
         """No Nagle: header and body go out as separate writes, and 40 ms stalls add up."""
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle(self) -> None:
+        """A client that drops an idle kept-alive connection is not an error."""
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            super().handle()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: tests and the CLI do not want an access log."""
@@ -114,6 +137,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         parts = urlsplit(self.path)
+        self._watch_rt = self._convert_in = self._convert_out = None
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         self.body = self._read_body()
         self.warnings: list[str] = []
@@ -163,6 +187,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _json(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        body = self._outgoing(body)
         data = json.dumps(body, separators=(",", ":")).encode()
         self._send(code, data, "application/json", headers)
 
@@ -172,7 +197,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-cache, private")
+        if "Cache-Control" not in (headers or {}):
+            self.send_header("Cache-Control", "no-cache, private")
         for warning in self.warnings:
             self.send_header("Warning", f'299 - "{_escape(warning)}"')
         for key, value in (headers or {}).items():
@@ -180,14 +206,31 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _outgoing(self, body: Any) -> Any:
+        """A stored object (or list of them) in the version the request named."""
+        convert = self._convert_out
+        if convert is None or not isinstance(body, dict):
+            return body
+        if str(body.get("kind", "")).endswith("List") and isinstance(body.get("items"), list):
+            body = dict(body, items=[convert(i) for i in body["items"]])
+            body["apiVersion"] = convert({"apiVersion": body.get("apiVersion")})["apiVersion"]
+            return body
+        return convert(body)
+
     def _parsed_body(self) -> Any:
         if not self.body:
             return None
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        if ctype not in BODY_TYPES:
+            # A real server decodes protobuf for built-in kinds; we answer as it does for
+            # a media type it cannot decode (kubectl <= 1.32 sends JSON, 1.33 protobuf).
+            raise errors.unsupported_media_type(ctype, list(BODY_TYPES[:2]))
         try:
             if "yaml" in ctype:
-                return yaml.safe_load(self.body.decode())
-            return json.loads(self.body)
+                parsed = yaml.safe_load(self.body.decode())
+            else:
+                parsed = json.loads(self.body)
+            return self._convert_in(parsed) if self._convert_in is not None else parsed
         except (ValueError, yaml.YAMLError) as exc:
             raise errors.bad_request(
                 f"couldn't get version/kind; json parse error: {exc}"
@@ -206,6 +249,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if path == "/version":
             self._json(200, VERSION_INFO)
+            return
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            self._openapi_v3(path[len("/openapi/v3/") :])
             return
         if segments[:1] == ["api"]:
             if len(segments) == 1:
@@ -239,6 +285,20 @@ class Handler(BaseHTTPRequestHandler):
             return
         raise errors.not_found_path()
 
+    def _openapi_v3(self, path: str) -> None:
+        types = self.server.cluster.registry.all()
+        if not path:
+            self._json(200, self.server.openapi.root(types))
+            return
+        found = self.server.openapi.document(types, path)
+        if found is None:
+            raise errors.not_found_path()
+        data, digest = found
+        headers = {"Etag": f'"{digest}"'}
+        if self.query.get("hash") == digest:
+            headers["Cache-Control"] = "public, immutable"
+        self._send(200, data, "application/json", headers)
+
     def _resource(self, method: str, group: str, version: str, rest: list[str]) -> None:
         reg = self.server.cluster.registry
         namespace = ""
@@ -256,6 +316,28 @@ class Handler(BaseHTTPRequestHandler):
         if sub is not None and sub not in rt.subresources:
             raise errors.not_found_path()
         scope = namespace if namespace else None
+        if rt.kind in REVIEWS:
+            if method != "POST" or name is not None:
+                raise errors.method_not_allowed()
+            self._json(201, virtual.review(rt.kind, rt.api_version, self._parsed_body()))
+            return
+        if sub == "token" and name is not None:
+            if method != "POST":
+                raise errors.method_not_allowed()
+            account = self.server.cluster.get(rt, namespace, name)
+            answer = virtual.token_request(
+                namespace, name, account["metadata"]["uid"], self._parsed_body(), time.time()
+            )
+            self._json(201, answer)
+            return
+        if (rt.group, rt.version, rt.kind) == ("autoscaling", "v1", "HorizontalPodAutoscaler"):
+            stored = reg.lookup("autoscaling", "v2", rt.plural)
+            if stored is not None:  # served as v1, stored as v2: convert both ways
+                rt, self._convert_in, self._convert_out = (
+                    stored,
+                    virtual.hpa_from_v1,
+                    virtual.hpa_to_v1,
+                )
         if name is None:
             self._collection(method, rt, scope, namespace)
         elif sub == "log":
@@ -299,7 +381,8 @@ class Handler(BaseHTTPRequestHandler):
             items, rv = cluster.list_objects(
                 rt, scope, self.query.get("labelSelector"), self.query.get("fieldSelector")
             )
-            self._json(200, self._list_body(rt, items, rv))
+            body = self._list_body(rt, items, rv)
+            self._json(200, self._as_table(rt, body["items"], body["metadata"]) or body)
         elif method == "POST":
             obj = cluster.create(rt, namespace, self._parsed_body(), self._opts())
             self._json(201, obj)
@@ -320,6 +403,39 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, self._list_body(rt, deleted, cluster.store.resource_version))
         else:
             raise errors.method_not_allowed()
+
+    def _as_table(
+        self, rt: ResourceType, items: list[dict[str, Any]], meta: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The Table kubectl asked for in Accept (``as=Table``), or None for plain JSON."""
+        api_version = wants_table(self.headers.get("Accept") or "")
+        if api_version is None:
+            return None
+        if meta.get("resourceVersion") == "":
+            meta = {}
+        return table(
+            rt,
+            items,
+            time.time(),
+            api_version=api_version,
+            include_object=self.query.get("includeObject") or "PartialObjectMetadata",
+            list_meta=meta,
+            printer_columns=self._printer_columns(rt) if rt.custom else None,
+        )
+
+    def _printer_columns(self, rt: ResourceType) -> list[dict[str, Any]] | None:
+        cluster = self.server.cluster
+        crds = cluster.registry.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        if crds is None:
+            return None
+        crd = cluster.find(crds, "", f"{rt.plural}.{rt.group}")
+        if crd is None:
+            return None
+        for version in (crd.get("spec") or {}).get("versions") or []:
+            if version.get("name") == rt.version:
+                columns = version.get("additionalPrinterColumns")
+                return list(columns) if columns else None
+        return None
 
     def _list_body(self, rt: ResourceType, items: list[dict[str, Any]], rv: int) -> dict[str, Any]:
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
@@ -357,7 +473,8 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         cluster = self.server.cluster
         if method == "GET":
-            self._json(200, cluster.get(rt, namespace, name))
+            obj = cluster.get(rt, namespace, name)
+            self._json(200, self._as_table(rt, [obj], {"resourceVersion": ""}) or obj)
         elif method == "PUT":
             obj = cluster.replace(rt, namespace, name, self._parsed_body(), self._opts(sub))
             self._json(200, obj)
@@ -445,8 +562,51 @@ class Handler(BaseHTTPRequestHandler):
         if self.query.get("tailLines") is not None:
             count = self._number("tailLines")
             lines = lines[-count:] if count > 0 else []
+        stamp = _started_at(pod, container, previous)
+        if not self._logged_since(stamp):
+            lines = []  # every canned line was written when the container started
+        if self.query.get("timestamps") in ("true", "1", "True"):
+            lines = [f"{stamp} {line}" for line in lines]
         text = "".join(line + "\n" for line in lines)
-        self._send(200, text.encode(), "text/plain")
+        if self.query.get("limitBytes") is not None:
+            text = text.encode()[: max(self._number("limitBytes"), 0)].decode(errors="ignore")
+        follow = self.query.get("follow") in ("true", "1", "True") and not previous
+        instance = self.server.log_running(pod, container) if follow else None
+        if instance is None:
+            self._send(200, text.encode(), "text/plain")
+            return
+        self._follow(pod, container, instance, text.encode())
+
+    def _logged_since(self, stamp: str) -> bool:
+        """Whether lines written at ``stamp`` pass ``sinceSeconds``/``sinceTime``."""
+        written = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+        if self.query.get("sinceSeconds") is not None:
+            return written >= time.time() - self._number("sinceSeconds")
+        since = self.query.get("sinceTime")
+        if since:
+            try:
+                return written >= calendar.timegm(time.strptime(since[:19], "%Y-%m-%dT%H:%M:%S"))
+            except ValueError:
+                raise errors.bad_request(f'invalid value for sinceTime: "{since}"') from None
+        return True
+
+    def _follow(self, pod: dict[str, Any], container: str, instance: int, first: bytes) -> None:
+        """``logs -f``: the lines so far, then hold the stream open while the container runs."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            if first:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(first), first))
+                self.wfile.flush()
+            while not self.server.closing.wait(0.1):
+                if self.server.log_running(pod, container) != instance:
+                    break
+            self._end_stream()
+        except OSError:
+            self.close_connection = True
 
     # -- watch ------------------------------------------------------------------
 
@@ -459,6 +619,7 @@ class Handler(BaseHTTPRequestHandler):
         initial_events = self.query.get("sendInitialEvents") in ("true", "1", "True")
         timeout = float(self._number("timeoutSeconds")) or DEFAULT_WATCH_TIMEOUT
         requested = self.query.get("resourceVersion") or ""
+        self._watch_rt = rt
 
         def matches(obj: dict[str, Any] | None) -> bool:
             if obj is None:
@@ -571,6 +732,8 @@ class Handler(BaseHTTPRequestHandler):
         self._event("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta})
 
     def _event(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind in ("ADDED", "MODIFIED", "DELETED") and self._watch_rt is not None:
+            obj = self._as_table(self._watch_rt, [obj], {}) or self._outgoing(obj)
         line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
         self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
         self.wfile.flush()
@@ -607,6 +770,20 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"compacted": store.resource_version})
         else:
             raise errors.not_found_path()
+
+
+def _started_at(pod: dict[str, Any], container: str, previous: bool) -> str:
+    """When the container (or its previous instance) started, as RFC 3339 with nanoseconds."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    stamp = ""
+    for cs in statuses:
+        if cs.get("name") == container:
+            state = (cs.get("lastState") if previous else cs.get("state")) or {}
+            for value in state.values():
+                if isinstance(value, dict) and value.get("startedAt"):
+                    stamp = value["startedAt"]
+    stamp = stamp or pod["metadata"].get("creationTimestamp", "1970-01-01T00:00:00Z")
+    return stamp.replace("Z", ".000000000Z") if "." not in stamp else stamp
 
 
 def _escape(text: str) -> str:

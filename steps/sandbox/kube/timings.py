@@ -1,7 +1,11 @@
 """How long the simulated cluster takes to do things (seconds).
 
-Short by default so a rollout takes well under a second; ``fast()`` is
-shorter still for tests. Every delay the stage could observe is here.
+The default is a real kubelet's back-off (crash and image pull: 10 s, doubling
+to 5 min) with everything else short, so a healthy rollout takes well under a
+second while a failing one is seen no sooner than on a real cluster.
+``fast()`` compresses everything, back-off included, for tests that make no
+claim about timing; it must be asked for explicitly. Every delay the stage
+could observe is here.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ class Timings:
     pull: float = 0.1  # pulling an image
     start: float = 0.1  # creating and starting a container after the pull
     ready: float = 0.15  # from start to Ready (as if a readiness probe passed)
-    backoff: float = 0.3  # first crash / image pull back-off; doubles each time
-    backoff_cap: float = 2.0  # the longest back-off
+    backoff: float = 10.0  # first crash / image pull back-off, as the kubelet's; doubles
+    backoff_cap: float = 300.0  # the longest back-off (the kubelet's 5 minutes)
     tick: float = 0.03  # controller and kubelet loop period
     crash_after: float = 0.15  # how long a crashing container runs before it exits
     slow_start: float = 1.0  # from start to Ready for behavior slow-start

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from steps.sandbox.kube.api import now
+from steps.sandbox.kube.api import CONTROLLER, now
 from steps.sandbox.kube.kubelet import random_pod_name, target_node
 from steps.sandbox.kube.store import clone
 
@@ -38,15 +38,23 @@ class Workloads:
         self.templates[(owner["metadata"]["uid"], name)] = clone(template)
         rt = self.c.rt("apps", "controllerrevisions")
         ns = owner["metadata"]["namespace"]
-        if self.c.cluster.store.get(rt.key, ns, name) is None:
-            existing = [
-                r
-                for r in self.c.cluster.store.items(rt.key, ns)
-                if any(
-                    ref.get("uid") == owner["metadata"]["uid"]
-                    for ref in r["metadata"].get("ownerReferences") or []
-                )
-            ]
+        existing = [
+            r
+            for r in self.c.cluster.store.items(rt.key, ns)
+            if any(
+                ref.get("uid") == owner["metadata"]["uid"]
+                for ref in r["metadata"].get("ownerReferences") or []
+            )
+        ]
+        latest = max((int(r.get("revision", 0)) for r in existing), default=0)
+        found = self.c.cluster.store.get(rt.key, ns, name)
+        if found is not None and int(found.get("revision", 0)) < latest:
+            # Back to an earlier template (rollout undo): the real controller renumbers
+            # that revision as the newest, so history and a second undo see it last.
+            renumbered = clone(found)
+            renumbered["revision"] = latest + 1
+            self.c.cluster.write(rt, renumbered, manager=CONTROLLER)
+        elif found is None:
             labels = dict((template.get("metadata") or {}).get("labels") or {})
             labels[REVISION_LABEL] = pod_hash
             self.c.cluster.controller_create(
@@ -61,7 +69,7 @@ class Workloads:
                         "ownerReferences": [owner_ref(owner)],
                     },
                     "data": {"spec": {"template": {**clone(template), "$patch": "replace"}}},
-                    "revision": 1 + max((int(r.get("revision", 0)) for r in existing), default=0),
+                    "revision": latest + 1,
                 },
             )
         return name
@@ -152,7 +160,7 @@ class Workloads:
                 status.pop(key)
         if status != previous:
             sts["status"] = status
-            c.cluster.write(rt, sts, subresource="status", manager="statefulset-controller")
+            c.cluster.write(rt, sts, subresource="status", manager=CONTROLLER)
 
     def _create_ordinal(self, sts: dict[str, Any], ordinal: int, revision: str) -> None:
         name = sts["metadata"]["name"]
@@ -285,7 +293,7 @@ class Workloads:
                 status.pop(key)
         if status != (ds.get("status") or {}):
             ds["status"] = status
-            c.cluster.write(rt, ds, subresource="status", manager="daemonset-controller")
+            c.cluster.write(rt, ds, subresource="status", manager=CONTROLLER)
 
     def _create_daemon_pod(self, ds: dict[str, Any], node: str, pod_hash: str) -> None:
         template = clone(ds["spec"]["template"])
@@ -416,7 +424,7 @@ class Workloads:
                 status.pop(key)
         if status != previous:
             job["status"] = status
-            c.cluster.write(rt, job, subresource="status", manager="job-controller")
+            c.cluster.write(rt, job, subresource="status", manager=CONTROLLER)
 
 
 def _revision_of(pod: dict[str, Any], name: str) -> str:
