@@ -244,6 +244,14 @@ def test_prune_candidates_keep_manifests_and_never_namespaces_or_crds() -> None:
         (["--manifests", "m", "--record", "Prod_1", "--commit", "abc"], "--record Prod_1"),
         (["--manifests", "m", "--timeout", "soon"], "--timeout soon"),
         (["--manifests", "m", "--rollback-on-failure", "/nonexistent"], "--rollback-on-failure"),
+        (["--manifests", "m", "--rollback-timeout", "1m"], "only goes with --rollback-on-failure"),
+        (
+            [
+                *("--manifests", "m", "--rollback-on-failure", "/"),
+                *("--timeout", "2m", "--rollback-timeout", "2m"),
+            ],
+            "less than --timeout (2m0s), which it is part of",
+        ),
     ],
 )
 def test_flag_errors_exit_2(
