@@ -1201,9 +1201,15 @@ def roll_back(
 
 def lock_still_held(api: KubeApi, lock: LeaseLock) -> bool:
     """Ask the Lease itself: the renewer looks only every third of its duration."""
+    from steps.kube import ApiError, describe_error
+
     if lock.lost.is_set():
         return False
-    lease = api.get(lock.path)
+    try:
+        lease = api.get(lock.path)
+    except ApiError as exc:  # cannot tell: then we cannot vouch for what is live either
+        warn(f"lock {lock.name}: cannot read its Lease: {describe_error(exc)}")
+        return False
     holder = ((lease or {}).get("spec") or {}).get("holderIdentity")
     return bool(holder == lock.identity)
 
