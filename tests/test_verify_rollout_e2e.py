@@ -489,6 +489,42 @@ def test_watches_told_410_gone_list_again_and_go_on(
     assert run.result["status"] == "rolled-out"
 
 
+def test_watches_resumed_after_compaction_are_told_410_in_stream_and_list_again(
+    kube_factory: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from steps import kube as kube_module
+    from steps.sandbox.kube.timings import Timings
+
+    kube = kube_factory(timings=Timings.fast().but(slow_start=3.0))
+    listings: list[str] = []
+    real_typed_items = kube_module.typed_items
+
+    def counted(listing: Any) -> Any:
+        listings.append(str(listing.get("kind")))
+        return real_typed_items(listing)
+
+    monkeypatch.setattr(kube_module, "typed_items", counted)
+
+    def compact_then_drop() -> None:
+        # Once the four watches (deployments, pods, replicasets, events) are open,
+        # forget the history and cut them: resuming gets ERROR 410 in the stream.
+        kube.wait_for(lambda: len(listings) >= 4, timeout=20)
+        time.sleep(0.5)  # the four watch requests follow their listings at once
+        kube.compact()
+        kube.faults.drop_watches(count=4)
+
+    saboteur = threading.Thread(target=compact_then_drop, daemon=True)
+    saboteur.start()
+    manifests = write_manifests(tmp_path / "m", deployment(behavior="slow-start"))
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    saboteur.join(timeout=5)
+    assert run.code == 0, run
+    assert len(listings) > 4, listings  # at least one collection was listed again
+
+
 def test_a_bug_in_the_watch_thread_is_exit_70_not_a_timeout_nor_a_rollback(
     kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
