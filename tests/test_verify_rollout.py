@@ -108,6 +108,19 @@ def test_load_walks_yaml_files_expands_lists_and_skips_kustomization(tmp_path: P
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: Bad_NS}\n",
             "not a valid namespace name",
         ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: '1', a: '2'}\n",
+            "x.yaml:4: duplicate key 'a'",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n"
+            "  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"  a{i}: &a{i} [{', '.join(['*a' + str(i - 1) if i > 1 else '*a'] * 10)}]\n"
+                for i in range(1, 8)
+            ),
+            "expand to more than 200,000 nodes",
+        ),
     ],
 )
 def test_bad_manifests_name_file_and_line(tmp_path: Path, text: str, problem: str) -> None:
