@@ -17,23 +17,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_update_manifest import DEPLOYMENT
 
 from steps import update_manifest
 from steps.update_manifest import main
 
 MARK = '# {"$imagepolicy": "ns:app"}'
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  template:
-    spec:
-      containers:
-      - name: web
-        image: gcr.io/proj/app:v1
-"""
 
 
 def alias_bomb(levels: int = 12) -> str:
@@ -117,16 +106,6 @@ def test_a_marker_inside_a_quoted_string_is_not_a_comment(
     assert after == text.replace("nginx:1", "nginx:2")
 
 
-def test_a_marker_on_a_key_whose_value_is_on_the_next_line_never_renames_the_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    text = f"a:\n  image: {MARK}\n    nginx:1\n"
-    code, err, after = marked(tmp_path, capsys, text)
-    assert code == 2, err
-    assert "values.yaml:2: the marker is on a key whose value is on another line" in err
-    assert after == text
-
-
 @pytest.mark.parametrize("newline", ["\r", "\u2028", "\x85"], ids=["cr", "ls", "nel"])
 def test_line_breaks_other_than_newline_keep_the_change_on_the_marked_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], newline: str
@@ -148,13 +127,27 @@ def test_a_marker_inside_a_block_scalar_is_left_alone(
     assert after == f"script: |\n  echo nginx:1 {MARK}\nimage: nginx:2 {MARK}\n"
 
 
-def test_a_marked_alias_never_edits_its_anchor_elsewhere(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            f"a:\n  image: {MARK}\n    nginx:1\n",
+            "values.yaml:2: the marker is on a key whose value is on another line",
+            id="key-with-value-on-next-line-is-never-renamed",
+        ),
+        pytest.param(
+            f"sidecar: &img nginx:1\nimage: *img {MARK}\n",
+            "values.yaml:2: the marked value is an alias",
+            id="alias-never-edits-its-anchor-elsewhere",
+        ),
+    ],
+)
+def test_markers_that_cannot_be_applied_where_they_are_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
 ) -> None:
-    text = f"sidecar: &img nginx:1\nimage: *img {MARK}\n"
     code, err, after = marked(tmp_path, capsys, text)
     assert code == 2, err
-    assert "values.yaml:2: the marked value is an alias" in err
+    assert message in err
     assert after == text
 
 
