@@ -51,7 +51,8 @@ CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 KUSTOMIZATION_FILENAMES = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 
 # Flux image-automation setter: `image: x # {"$imagepolicy": "ns:name[:tag|:name|:digest]"}`.
-MARKER = re.compile(r'#\s*\{\s*"\$imagepolicy"\s*:\s*"(?P<policy>[^"]+)"\s*\}')
+# On one line: searched over the whole text at once, ``\s`` would join two lines.
+MARKER = re.compile(r'#[ \t]*\{[ \t]*"\$imagepolicy"[ \t]*:[ \t]*"(?P<policy>[^"\r\n]+)"[ \t]*\}')
 MARKER_NEEDLE = b'"$imagepolicy"'
 _POLICY_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _MARKER_FIELDS = ("tag", "name", "digest")
