@@ -509,7 +509,8 @@ class _MarkerIndex:
     line_starts: list[int]
     values: dict[int, list[tuple[yaml.ScalarNode, yaml.Node]]] = field(default_factory=dict)
     keys: dict[int, list[yaml.ScalarNode]] = field(default_factory=dict)
-    alias_lines: set[int] = field(default_factory=set)
+    aliases: dict[int, list[int]] = field(default_factory=dict)
+    """Line -> where an aliased value is used on it (its key's end: the alias follows)."""
     string_spans: list[tuple[int, int]] = field(default_factory=list)
 
     def line_of(self, index: int) -> int:
@@ -525,17 +526,18 @@ def _index_markers(text: str, documents: Sequence[yaml.Node]) -> _MarkerIndex:
     index = _MarkerIndex(text, _line_starts(text))
     spans: list[tuple[int, int]] = []
     for document in documents:
-        for node, is_key, parent_key in _walk_scalars_with_roles(document):
-            span = (node.start_mark.index, node.end_mark.index)
-            spans.append(span)
+        for node, role in _walk_with_roles(document):
+            if role == "alias":  # ``node`` is the key the alias follows
+                used_at = node.end_mark.index
+                index.aliases.setdefault(index.line_of(used_at), []).append(used_at)
+                continue
+            assert isinstance(node, yaml.ScalarNode)  # keys and values are yielded as scalars
+            spans.append((node.start_mark.index, node.end_mark.index))
             line = index.line_of(node.end_mark.index)
-            if is_key:
+            if role == "key":
                 index.keys.setdefault(line, []).append(node)
             else:
                 index.values.setdefault(line, []).append((node, document))
-            if parent_key is not None and node.start_mark.index < parent_key.end_mark.index:
-                # A value written before its key is an alias of a node elsewhere.
-                index.alias_lines.add(index.line_of(parent_key.end_mark.index))
     spans.sort()
     merged: list[tuple[int, int]] = []
     for start, end in spans:
@@ -547,31 +549,32 @@ def _index_markers(text: str, documents: Sequence[yaml.Node]) -> _MarkerIndex:
     return index
 
 
-def _walk_scalars_with_roles(
-    node: yaml.Node,
-) -> Iterator[tuple[yaml.ScalarNode, bool, yaml.ScalarNode | None]]:
-    """Each scalar once: (node, is a mapping key, the key it is the value of)."""
+def _walk_with_roles(node: yaml.Node) -> Iterator[tuple[yaml.Node, str]]:
+    """Each scalar once, as ``key`` or ``value``; and each key whose value is an ``alias``.
+
+    An alias is the very node of its anchor (marks and all), so its use is
+    recognised by a value that starts before its own key ends.
+    """
     seen: set[int] = set()
-    stack: list[tuple[yaml.Node, bool, yaml.ScalarNode | None]] = [(node, False, None)]
+    stack: list[tuple[yaml.Node, str]] = [(node, "value")]
     while stack:
-        current, is_key, parent_key = stack.pop()
-        if isinstance(current, yaml.ScalarNode):
-            if is_key or id(current) not in seen:
-                seen.add(id(current))
-                yield current, is_key, parent_key
-            elif parent_key is not None:
-                yield current, False, parent_key  # an alias: only its position matters
+        current, role = stack.pop()
+        if role == "alias" or (isinstance(current, yaml.ScalarNode) and role == "key"):
+            yield current, role
             continue
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, yaml.SequenceNode):
-            stack.extend((item, False, None) for item in current.value)
+        if isinstance(current, yaml.ScalarNode):
+            yield current, role
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend((item, "value") for item in current.value)
         elif isinstance(current, yaml.MappingNode):
             for key, value in current.value:
-                stack.append((key, True, None))
-                scalar_key = key if isinstance(key, yaml.ScalarNode) else None
-                stack.append((value, False, scalar_key))
+                stack.append((key, "key"))
+                if value.start_mark.index < key.end_mark.index:
+                    stack.append((key, "alias"))
+                stack.append((value, "value"))
 
 
 def _plan_markers(
@@ -596,14 +599,14 @@ def _plan_markers(
             for node, document in index.values.get(line, [])
             if node.end_mark.index <= match.start()
         ]
+        last_value = max((node.end_mark.index for node, _ in candidates), default=-1)
+        if any(last_value < at < match.start() for at in index.aliases.get(line, [])):
+            raise ManifestError(
+                plan.path,
+                where,
+                "the marked value is an alias of a value elsewhere; put the marker on the anchor",
+            )
         if not candidates:
-            if line in index.alias_lines:
-                raise ManifestError(
-                    plan.path,
-                    where,
-                    "the marked value is an alias of a value elsewhere; "
-                    "put the marker on the anchor",
-                )
             if index.keys.get(line):
                 raise ManifestError(
                     plan.path,

@@ -140,6 +140,16 @@ def test_a_marker_inside_a_block_scalar_is_left_alone(
             "values.yaml:2: the marked value is an alias",
             id="alias-never-edits-its-anchor-elsewhere",
         ),
+        pytest.param(
+            f"sidecar: &img nginx:1\nmain: {{name: a, image: *img}} {MARK}\n",
+            "values.yaml:2: the marked value is an alias",
+            id="alias-last-in-a-flow-mapping",
+        ),
+        pytest.param(
+            f"base: &base {{image: nginx:1}}\nvalues: *base {MARK}\n",
+            "values.yaml:2: the marked value is an alias",
+            id="alias-of-a-mapping",
+        ),
     ],
 )
 def test_markers_that_cannot_be_applied_where_they_are_are_refused(
