@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from steps.cli import StepParser, StepRun, add_common_options, run_step, version_text
 from steps.errors import ManifestError, UsageError
 from steps.manifest_edit import (
@@ -267,6 +269,7 @@ def plan_render(
         outputs[output_name] = relative
         data = read_bytes(path, display)
         text, bom = decode(display, data)
+        template = text
         if is_template:
             text, names = render_template(display, text, values)
             used |= names
@@ -274,7 +277,9 @@ def plan_render(
         changes: list[Change] = []
         try:
             # Every file written to --to must parse, whether or not it changes.
-            compose_documents(display, text)
+            documents = compose_documents(display, text)
+            if is_template:
+                check_values_stay_values(display, template, values, documents)
             encoded = text.encode("utf-8")
             if any(needle in encoded for needle in needles):
                 new, changes = plan_text(display, text, bom, rules, outcome.matched)
@@ -287,6 +292,39 @@ def plan_render(
             FileOutcome(display, path, data, rendered, changes, output_name=output_name)
         )
     return outcome, used
+
+
+def check_values_stay_values(
+    display: str, template: str, values: dict[str, str], rendered: Sequence[yaml.Node]
+) -> None:
+    """A ``--set`` value may fill in a scalar, never add keys, items or documents.
+
+    The template rendered with plain neutral words must have the same shape
+    (documents, mappings and their sizes, sequences and their lengths) as the
+    real rendering; ``a, injected: true`` in a flow mapping would not.
+    """
+    neutral = {name: f"gitopsvalue{number}" for number, name in enumerate(values)}
+    plain, _ = render_template(display, template, neutral)
+    try:
+        expected = compose_documents(display, plain)
+    except ManifestError:
+        return  # the template needs its real values to parse: nothing to compare with
+    if [_shape(node) for node in expected] != [_shape(node) for node in rendered]:
+        raise ManifestError(
+            display,
+            None,
+            "a --set value changes the YAML's structure (keys, items or documents), "
+            "not just a value; quote the placeholder in the template or fix the value",
+        )
+
+
+def _shape(node: yaml.Node) -> Any:
+    """The tree without its scalars' text (depth bounded by compose_documents)."""
+    if isinstance(node, yaml.SequenceNode):
+        return ["seq", *(_shape(item) for item in node.value)]
+    if isinstance(node, yaml.MappingNode):
+        return ["map", *((_shape(key), _shape(value)) for key, value in node.value)]
+    return "scalar"
 
 
 # --------------------------------------------------------------------------- writing

@@ -222,16 +222,64 @@ def test_image_flags_with_an_empty_side_are_refused(
     assert message in err
 
 
-def test_a_set_value_cannot_inject_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("template", "assignment", "message"),
+    [
+        pytest.param(
+            "kind: ConfigMap\ndata:\n  owner: ${OWNER}\n",
+            "OWNER=a\n  injected: true",
+            "--set OWNER: the value spans lines",
+            id="new-line",
+        ),
+        pytest.param(
+            "kind: ConfigMap\ndata: {owner: ${OWNER}}\n",
+            "OWNER=a, injected: true",
+            "a --set value changes the YAML's structure",
+            id="flow-mapping",
+        ),
+        pytest.param(
+            "kind: ConfigMap\ndata: {owner: '${OWNER}'}\n",
+            "OWNER=a', injected: 'true",
+            "a --set value changes the YAML's structure",
+            id="out-of-quotes",
+        ),
+        pytest.param(
+            "kind: ConfigMap\ndata:\n  owners: [${OWNER}]\n",
+            "OWNER=a, b",
+            "a --set value changes the YAML's structure",
+            id="extra-item",
+        ),
+    ],
+)
+def test_a_set_value_cannot_inject_yaml(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    template: str,
+    assignment: str,
+    message: str,
+) -> None:
     source = tmp_path / "k8s"
     source.mkdir()
-    (source / "cm.yaml.tpl").write_text("kind: ConfigMap\ndata:\n  owner: ${OWNER}\n")
+    (source / "cm.yaml.tpl").write_text(template)
     out = tmp_path / "out"
-    injection = "OWNER=a\n  injected: true"
-    code, err = run(tmp_path, capsys, "--from", str(source), "--to", str(out), "--set", injection)
+    code, err = run(tmp_path, capsys, "--from", str(source), "--to", str(out), "--set", assignment)
     assert code == 2, err
-    assert "--set OWNER: the value spans lines" in err
+    assert message in err
     assert not out.exists()
+
+
+def test_a_set_value_may_hold_yaml_punctuation_inside_a_scalar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "k8s"
+    source.mkdir()
+    (source / "cm.yaml.tpl").write_text("kind: ConfigMap\ndata:\n  owner: '${OWNER}'\n")
+    out = tmp_path / "out"
+    code, err = run(
+        tmp_path, capsys, "--from", str(source), "--to", str(out), "--set", "OWNER=a, b: c"
+    )
+    assert code == 0, err
+    assert (out / "cm.yaml").read_text() == "kind: ConfigMap\ndata:\n  owner: 'a, b: c'\n"
 
 
 # --------------------------------------------------------------------------- where we write
