@@ -628,6 +628,26 @@ def test_a_lock_lost_during_the_rollout_records_nothing(
     assert api.request("GET", lease_path)["spec"]["holderIdentity"] == "build two"
 
 
+def test_a_lease_that_cannot_be_read_at_the_end_records_nothing(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_report = stage.report_outcome
+
+    def forbidden_then_reported(*args: Any, **kwargs: Any) -> Any:
+        kube.faults.fail(r"/leases/prod$", status=403, count=1, method="GET")
+        return real_report(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "report_outcome", forbidden_then_reported)
+    manifests = write_manifests(tmp_path / "m", deployment())
+    argv = ["--lock", "prod", "--record", "prod", "--commit", "c" * 40]
+    run = run_stage(kube, manifests, *argv, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 1, run
+    assert run.result["status"] == "lock-lost"
+    assert "lock prod: cannot read its Lease: HTTP 403" in run.err
+    api = connect(Access(kubeconfig=str(kube.kubeconfig)))
+    assert read_live_record(api, "default", "prod") is None
+
+
 def test_the_rollback_shares_the_one_deadline(
     kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
