@@ -9,6 +9,12 @@ same process (machines here are noisy, so only ratios mean much):
 - parse-all: our engine without the cheap byte check (every file parsed).
 
 Target (issue 2): at least 10x faster than naive and under 1 second.
+
+Then Flux markers in one long file (issue 11): one marked document and
+``--marker-documents`` others (8,000; this took 61 s when the marker search
+was quadratic). Baseline: composing the same text, which any parse must do;
+the marker run must stay within a small multiple of it, at 1/8 the documents
+and at full size alike (linear).
 Run: .venv/bin/python benchmarks/bench_update_manifest.py [--files N] [--repeat N]
 """
 
@@ -111,6 +117,49 @@ def parse_all(root: Path, image: str) -> int:
     return changed
 
 
+MARKED = """\
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: checkout
+spec:
+  values:
+    image: {image}:v1 # {{"$imagepolicy": "flux-system:checkout"}}
+"""
+OTHER = """\
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: config-{index}
+data:
+  image: {image}-{index}:v1
+  note: "#{index} is not a marker"
+"""
+
+
+def marker_text(others: int) -> str:
+    """One marked document among ``others`` documents, the marked one in the middle."""
+    documents = [OTHER.format(index=i, image=TARGET) for i in range(others)]
+    documents.insert(others // 2, MARKED.format(image=TARGET))
+    return "".join(documents)
+
+
+def time_markers(text: str) -> tuple[float, float]:
+    """(seconds to plan the marker change, seconds to compose the same text)."""
+    from steps.manifest_edit import compose_documents
+
+    rule = parse_image_rule(f"flux-system:checkout={TARGET}:v2")
+    start = time.perf_counter()
+    plan = plan_file("values.yaml", text, [rule])
+    planned = time.perf_counter() - start
+    assert len(plan.changes) == 1, plan.changes
+    start = time.perf_counter()
+    compose_documents("values.yaml", text)
+    return planned, time.perf_counter() - start
+
+
 def run_stage(root: Path, image: str) -> int:
     with contextlib.redirect_stderr(io.StringIO()):
         code = update_manifest.main(["--in-place", str(root), "--image", image])
@@ -130,6 +179,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=10000)
     parser.add_argument("--hits", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--marker-documents", type=int, default=8000)
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-update-manifest-") as tmp:
@@ -150,6 +200,20 @@ def main() -> None:
     print(f"naive ruamel round-trip          {naive:8.3f} s  ratio {naive / ours:6.1f}x")
     verdict = "met" if naive / ours >= 10 and ours < 1.0 else "NOT met"
     print(f"target (>= 10x faster than naive, < 1 s): {verdict}")
+
+    others = options.marker_documents
+    print(f"\nFlux marker: 1 marked document among {others} others, in one file")
+    ratios = []
+    for count in (others // 8, others):
+        planned, composed = time_markers(marker_text(count))
+        ratios.append(planned / composed)
+        print(
+            f"  {count:6} others: markers {planned:7.3f} s, compose alone {composed:7.3f} s, "
+            f"ratio {planned / composed:5.2f}x"
+        )
+    growth = ratios[1] / ratios[0]
+    print(f"  ratio at {others} vs at {others // 8}: {growth:.2f} (linear: ~1; quadratic: ~8)")
+    print(f"  target (linear, ratio growth < 2): {'met' if growth < 2 else 'NOT met'}")
 
 
 if __name__ == "__main__":

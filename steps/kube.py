@@ -674,11 +674,11 @@ class WatchStream:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 if line.strip():
-                    event = json.loads(line)
+                    event = _watch_event(line)
                     if isinstance(event, dict):
                         yield event
         if buffer.strip():
-            event = json.loads(buffer)
+            event = _watch_event(buffer)
             if isinstance(event, dict):
                 yield event
 
@@ -703,6 +703,23 @@ class WatchStream:
             pass
 
 
+def _watch_event(line: bytes) -> Any:
+    """One event line; a line cut short by a dropped stream is a transient ApiError."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise ApiError(0, f"watch stream cut mid-event: {line[:100]!r}") from None
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """What a dropped connection raises below us: transient, unlike any other exception."""
+    import http.client
+
+    import urllib3
+
+    return (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+
+
 # --------------------------------------------------------------------------- list + watch
 
 
@@ -711,7 +728,9 @@ class Event:
     """What a ``CollectionWatch`` puts on its queue.
 
     ``type`` is ADDED/MODIFIED/DELETED for one object, SYNC for a full listing
-    (``items``), or FATAL (``error``) when the API stayed unreachable.
+    (``items``), FATAL (``error``, an ApiError) when the API stayed unreachable or
+    refused, or BUG (``error``, with its traceback) when the watch thread itself
+    raised something that is not an API or network error: a bug, never retried.
     """
 
     key: str
@@ -795,10 +814,16 @@ class CollectionWatch:
                     continue
                 # An empty stream that ended at once: do not spin.
                 raise ApiError(0, "watch stream closed at once")
-            except Exception as exc:  # a broken stream is retried like a drop
+            except Exception as exc:
                 if self._stop.is_set():
                     return
-                error = exc if isinstance(exc, ApiError) else ApiError(0, str(exc))
+                if isinstance(exc, ApiError):
+                    error = exc
+                elif isinstance(exc, transport_errors()):  # a broken stream: retried like a drop
+                    error = ApiError(0, f"{type(exc).__name__}: {exc}")
+                else:  # anything else is a bug: retrying it until the deadline would hide it
+                    self.sink.put(Event(self.key, "BUG", error=exc))
+                    return
                 if error.status == 410:
                     version = None
                     continue

@@ -16,6 +16,7 @@ The flow for one file:
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,7 +51,8 @@ CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 KUSTOMIZATION_FILENAMES = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 
 # Flux image-automation setter: `image: x # {"$imagepolicy": "ns:name[:tag|:name|:digest]"}`.
-MARKER = re.compile(r'#\s*\{\s*"\$imagepolicy"\s*:\s*"(?P<policy>[^"]+)"\s*\}')
+# On one line: searched over the whole text at once, ``\s`` would join two lines.
+MARKER = re.compile(r'#[ \t]*\{[ \t]*"\$imagepolicy"[ \t]*:[ \t]*"(?P<policy>[^"\r\n]+)"[ \t]*\}')
 MARKER_NEEDLE = b'"$imagepolicy"'
 _POLICY_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _MARKER_FIELDS = ("tag", "name", "digest")
@@ -128,6 +130,10 @@ def parse_image_rule(spec: str) -> ImageRule:
     old, sep, new = spec.partition("=")
     if not sep:
         old, new = "", spec
+    elif not old:
+        raise UsageError(f"--image {spec}: nothing before '=' (give OLD=REF, or just REF)")
+    elif not new:
+        raise UsageError(f"--image {spec}: nothing after '=' (give OLD=REF)")
     try:
         requested = ImageRef.parse(new)
     except InvalidReference as exc:
@@ -224,10 +230,23 @@ class FilePlan:
 # --------------------------------------------------------------------------- parsing
 
 
+MAX_DEPTH = 200
+"""Nesting deeper than this is refused: no manifest needs it, and recursion would."""
+MAX_EXPANDED_NODES = 200_000
+"""Nodes a document may have once every alias is expanded (an alias bomb has billions)."""
+
+
 def compose_documents(path: str, text: str) -> list[yaml.Node]:
-    """Parse ``text`` into node trees, turning YAML errors into ManifestError."""
+    """Parse ``text`` into node trees, turning YAML errors into ManifestError.
+
+    Each tree is also measured, so that nothing later (verification,
+    construction, JSON for the API server) expands an alias bomb or recurses
+    past the interpreter's limit.
+    """
     try:
-        return [node for node in yaml.compose_all(text, Loader=_Loader) if node is not None]
+        documents = [node for node in yaml.compose_all(text, Loader=_Loader) if node is not None]
+    except RecursionError:
+        raise ManifestError(path, None, f"nested more than {MAX_DEPTH} levels deep") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -235,6 +254,79 @@ def compose_documents(path: str, text: str) -> list[yaml.Node]:
         raise ManifestError(path, line, f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise ManifestError(path, None, f"invalid YAML: {exc}") from None
+    for document in documents:
+        check_document_size(path, document)
+    return documents
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def check_document_size(path: str, document: yaml.Node) -> None:
+    """Refuse recursive aliases, nesting past MAX_DEPTH and alias bombs (linear time).
+
+    Sizes and heights are computed once per node (an alias is the same node
+    object as its anchor), so measuring a bomb costs what its text costs.
+    """
+    measured: dict[int, tuple[int, int]] = {}  # id -> (expanded nodes, height)
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(document, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        line = node.start_mark.line + 1
+        if finished:
+            on_path.discard(key)
+            kids = [measured[id(kid)] for kid in _children(node)]
+            size = 1 + sum(kid[0] for kid in kids)
+            height = 1 + max((kid[1] for kid in kids), default=0)
+            if height > MAX_DEPTH:
+                raise ManifestError(path, line, f"nested more than {MAX_DEPTH} levels deep")
+            if size > MAX_EXPANDED_NODES:
+                raise ManifestError(
+                    path,
+                    line,
+                    f"aliases here expand to more than {MAX_EXPANDED_NODES:,} nodes "
+                    "(an alias bomb?)",
+                )
+            measured[key] = (size, height)
+            continue
+        if key in measured:
+            continue
+        if key in on_path:
+            raise ManifestError(path, line, "an alias refers to a node that contains it")
+        on_path.add(key)
+        if isinstance(node, yaml.MappingNode):
+            check_unique_keys(path, node)
+        stack.append((node, True))
+        stack.extend((kid, False) for kid in _children(node) if id(kid) not in measured)
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def check_unique_keys(path: str, mapping: yaml.MappingNode) -> None:
+    """A key written twice means different things to different readers: refuse it.
+
+    PyYAML keeps the first value, Go's YAML libraries refuse or keep the last;
+    editing one of two ``image:`` lines would deploy either image.
+    """
+    seen: dict[tuple[str, str], int] = {}
+    for key, _ in mapping.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == MERGE_TAG:
+            continue
+        line = key.start_mark.line + 1
+        identity = (key.tag, key.value)
+        if identity in seen:
+            raise ManifestError(
+                path, line, f"duplicate key {key.value!r} (first at line {seen[identity]})"
+            )
+        seen[identity] = line
 
 
 def _get(node: yaml.Node | None, key: str) -> yaml.Node | None:
@@ -295,16 +387,25 @@ def plan_file(
         if image_rules:
             for obj in _objects(document):
                 _plan_containers(plan, text, obj, image_rules)
-                is_kustomization = (_scalar(_get(obj, "kind")) == "Kustomization") or (
+                is_kustomization = _is_kustomization(obj) or (
                     kustomization and obj is document and _get(obj, "kind") is None
                 )
                 if is_kustomization:
                     _plan_kustomization(plan, text, obj, image_rules)
-        if policy_rules and MARKER_NEEDLE.decode() in text:
-            _plan_markers(plan, text, document, policy_rules)
+    if policy_rules and MARKER_NEEDLE.decode() in text:
+        _plan_markers(plan, text, documents, policy_rules)
     plan.edits.sort(key=lambda edit: edit.start)
     plan.changes.sort(key=lambda change: change.line)
     return plan
+
+
+def _is_kustomization(obj: yaml.Node) -> bool:
+    """A Kustomization, or a kustomize Component (its ``images:`` mean the same)."""
+    kind = _scalar(_get(obj, "kind"))
+    if kind == "Kustomization":
+        return True
+    api_version = _scalar(_get(obj, "apiVersion")) or ""
+    return kind == "Component" and api_version.startswith("kustomize.config.k8s.io/")
 
 
 def _plan_containers(plan: FilePlan, text: str, obj: yaml.Node, rules: Sequence[ImageRule]) -> None:
@@ -400,52 +501,133 @@ def _plan_kustomization(
         )
 
 
-def _plan_markers(
-    plan: FilePlan, text: str, document: yaml.Node, rules: dict[str, ImageRule]
-) -> None:
-    scalars_by_line: dict[int, list[yaml.ScalarNode]] = {}
-    for node in _walk_scalars(document):
-        scalars_by_line.setdefault(node.end_mark.line, []).append(node)
-    if not scalars_by_line:
-        return
-    first_line = document.start_mark.line
-    last_line = document.end_mark.line
-    kind, name = _identity(document)
-    line_starts = _line_starts(text)
-    for line_number in range(first_line, min(last_line + 1, len(line_starts))):
-        start = line_starts[line_number]
-        end = line_starts[line_number + 1] if line_number + 1 < len(line_starts) else len(text)
-        match = MARKER.search(text, start, end)
-        if not match:
+@dataclass
+class _MarkerIndex:
+    """One file's scalars, by the line their value ends on (YAML's own line breaks)."""
+
+    text: str
+    line_starts: list[int]
+    values: dict[int, list[tuple[yaml.ScalarNode, yaml.Node]]] = field(default_factory=dict)
+    keys: dict[int, list[yaml.ScalarNode]] = field(default_factory=dict)
+    aliases: dict[int, list[int]] = field(default_factory=dict)
+    """Line -> where an aliased value is used on it (its key's end: the alias follows)."""
+    string_spans: list[tuple[int, int]] = field(default_factory=list)
+
+    def line_of(self, index: int) -> int:
+        return bisect.bisect_right(self.line_starts, index) - 1
+
+    def in_string(self, index: int) -> bool:
+        """Whether ``index`` is inside some scalar's text (then a ``#`` there is no comment)."""
+        at = bisect.bisect_right(self.string_spans, (index, len(self.text) + 1)) - 1
+        return at >= 0 and self.string_spans[at][0] <= index < self.string_spans[at][1]
+
+
+def _index_markers(text: str, documents: Sequence[yaml.Node]) -> _MarkerIndex:
+    index = _MarkerIndex(text, _line_starts(text))
+    spans: list[tuple[int, int]] = []
+    for document in documents:
+        for node, role in _walk_with_roles(document):
+            if role == "alias":  # ``node`` is the key the alias follows
+                used_at = node.end_mark.index
+                index.aliases.setdefault(index.line_of(used_at), []).append(used_at)
+                continue
+            assert isinstance(node, yaml.ScalarNode)  # keys and values are yielded as scalars
+            spans.append((node.start_mark.index, node.end_mark.index))
+            line = index.line_of(node.end_mark.index)
+            if role == "key":
+                index.keys.setdefault(line, []).append(node)
+            else:
+                index.values.setdefault(line, []).append((node, document))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    index.string_spans = merged
+    return index
+
+
+def _walk_with_roles(node: yaml.Node) -> Iterator[tuple[yaml.Node, str]]:
+    """Each scalar once, as ``key`` or ``value``; and each key whose value is an ``alias``.
+
+    An alias is the very node of its anchor (marks and all), so its use is
+    recognised by a value that starts before its own key ends.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(node, "value")]
+    while stack:
+        current, role = stack.pop()
+        if role == "alias" or (isinstance(current, yaml.ScalarNode) and role == "key"):
+            yield current, role
             continue
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.ScalarNode):
+            yield current, role
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend((item, "value") for item in current.value)
+        elif isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                stack.append((key, "key"))
+                if value.start_mark.index < key.end_mark.index:
+                    stack.append((key, "alias"))
+                stack.append((value, "value"))
+
+
+def _plan_markers(
+    plan: FilePlan, text: str, documents: Sequence[yaml.Node], rules: dict[str, ImageRule]
+) -> None:
+    """Apply Flux setter comments, once over the whole file (linear in its size)."""
+    index: _MarkerIndex | None = None
+    for match in MARKER.finditer(text):
         policy_name, field_name = split_marker_policy(match.group("policy"))
         rule = rules.get(policy_name)
         if rule is None:
             continue
+        index = index or _index_markers(text, documents)
+        if index.in_string(match.start()):
+            continue  # inside a quoted or block scalar: text, not a comment
+        if match.start() > 0 and text[match.start() - 1] not in " \t\r\n\x85\u2028\u2029":
+            continue  # YAML comments start after whitespace
+        line = index.line_of(match.start())
+        where = line + 1
         candidates = [
-            n for n in scalars_by_line.get(line_number, []) if n.end_mark.index <= match.start()
+            (node, document)
+            for node, document in index.values.get(line, [])
+            if node.end_mark.index <= match.start()
         ]
+        last_value = max((node.end_mark.index for node, _ in candidates), default=-1)
+        if any(last_value < at < match.start() for at in index.aliases.get(line, [])):
+            raise ManifestError(
+                plan.path,
+                where,
+                "the marked value is an alias of a value elsewhere; put the marker on the anchor",
+            )
         if not candidates:
-            raise ManifestError(plan.path, line_number + 1, "image policy marker follows no value")
-        node = max(candidates, key=lambda n: n.end_mark.index)
+            if index.keys.get(line):
+                raise ManifestError(
+                    plan.path,
+                    where,
+                    "the marker is on a key whose value is on another line; "
+                    "put the value on the marker's line",
+                )
+            raise ManifestError(plan.path, where, "image policy marker follows no value")
+        node, document = max(candidates, key=lambda pair: pair[0].end_mark.index)
         if id(node) in plan.scalar_values:
             continue
         plan.matched.add(rule.spec)
         old = str(node.value)
-        new = _marker_value(plan.path, line_number + 1, rule, field_name, old)
+        new = _marker_value(plan.path, where, rule, field_name, old)
         if new == old:
             continue
         _set_scalar(plan, text, node, new)
+        kind, name = _identity(document)
         plan.changes.append(
             Change(
-                plan.path,
-                line_number + 1,
-                kind,
-                name,
-                f"marker {match.group('policy')}",
-                old,
-                new,
-                rule.spec,
+                plan.path, where, kind, name, f"marker {match.group('policy')}", old, new, rule.spec
             )
         )
 
@@ -484,28 +666,12 @@ def _marker_value(path: str, line: int, rule: ImageRule, field_name: str, old: s
     return new.digest
 
 
-def _walk_scalars(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
-    seen: set[int] = set()
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, yaml.ScalarNode):
-            yield current
-        elif isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
-        elif isinstance(current, yaml.MappingNode):
-            for key, value in current.value:
-                stack.extend((key, value))
+_YAML_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+"""Every line break YAML 1.1 knows (libyaml counts lines by these, not by ``\\n`` alone)."""
 
 
 def _line_starts(text: str) -> list[int]:
-    starts = [0]
-    for match in re.finditer("\n", text):
-        starts.append(match.end())
-    return starts
+    return [0, *(match.end() for match in _YAML_LINE_BREAK.finditer(text))]
 
 
 # --------------------------------------------------------------------------- text edits
@@ -612,21 +778,32 @@ def _removal(path: str, text: str, mapping: yaml.MappingNode, index: int) -> Tex
             return TextEdit(key_node.start_mark.index, pairs[1][0].start_mark.index, "")
         return TextEdit(key_node.start_mark.index, value_node.end_mark.index, "")
     line_start = text.rfind("\n", 0, key_node.start_mark.index) + 1
-    if text[line_start : key_node.start_mark.index].strip():
+    before = text[line_start : key_node.start_mark.index]
+    if index == 0 and len(pairs) > 1 and before.strip() and not before.replace("-", "").strip():
+        # `- digest: ...` then `  name: ...`: the next key moves up behind the dash.
+        _check_rest_of_line(path, text, key_node, value_node)
+        return TextEdit(key_node.start_mark.index, pairs[1][0].start_mark.index, "")
+    if before.strip():
         raise ManifestError(
             path,
             key_node.start_mark.line + 1,
             f"cannot remove {key_node.value}: it shares its line with another key "
             "(put 'name:' first in this entry)",
         )
-    line_end = text.find("\n", value_node.end_mark.index)
-    rest = text[value_node.end_mark.index : line_end if line_end != -1 else len(text)]
-    if rest.strip() and not rest.strip().startswith("#"):
-        raise ManifestError(path, key_node.start_mark.line + 1, f"cannot remove {key_node.value}")
+    line_end = _check_rest_of_line(path, text, key_node, value_node)
     if line_end == -1:
         # Last line of a file without a final newline: drop the newline before it.
         return TextEdit(max(line_start - 1, 0), len(text), "")
     return TextEdit(line_start, line_end + 1, "")
+
+
+def _check_rest_of_line(path: str, text: str, key: yaml.Node, value: yaml.Node) -> int:
+    """Only a comment may follow a value removed with its line; where that line ends."""
+    line_end = text.find("\n", value.end_mark.index)
+    rest = text[value.end_mark.index : line_end if line_end != -1 else len(text)]
+    if rest.strip() and not rest.strip().startswith("#"):
+        raise ManifestError(path, key.start_mark.line + 1, f"cannot remove {key.value}")
+    return line_end
 
 
 def apply_edits(text: str, edits: Sequence[TextEdit]) -> str:

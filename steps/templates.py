@@ -16,6 +16,9 @@ _PLACEHOLDER = re.compile(r"\$(\$?)\{([^}\n]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+_LINE_BREAKS = ("\n", "\r", "\x85", "\u2028", "\u2029")
+
+
 def parse_assignments(assignments: Iterable[str]) -> dict[str, str]:
     """``["A=1", "B=x=y"]`` -> ``{"A": "1", "B": "x=y"}``, naming a bad ``--set``."""
     values: dict[str, str] = {}
@@ -23,6 +26,9 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, str]:
         name, sep, value = assignment.partition("=")
         if not sep or not _NAME.match(name):
             raise UsageError(f"--set {assignment}: expected NAME=VALUE with NAME like PROJECT_ID")
+        if any(brk in value for brk in _LINE_BREAKS):
+            # A value is substituted as text: a line break in it would write new YAML keys.
+            raise UsageError(f"--set {name}: the value spans lines; give a one-line value")
         values[name] = value
     return values
 

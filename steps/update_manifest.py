@@ -11,13 +11,17 @@ The flow: flags -> rules -> read only the files that can contain an image
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from steps.cli import StepParser, StepRun, add_common_options, run_step, version_text
 from steps.errors import ManifestError, UsageError
@@ -133,6 +137,8 @@ def iter_manifest_files(path: Path) -> Iterator[Path]:
         yield path
         return
     if not is_dir:
+        if path.exists():
+            raise UsageError(f"--in-place {path}: not a regular file or a directory")
         raise UsageError(f"--in-place {path}: no such file or directory")
     for root, name in walk_files(path):
         if _is_manifest_name(name):
@@ -152,8 +158,17 @@ def walk_files(top: Path) -> Iterator[tuple[str, str]]:
     for root, dirs, files in os.walk(top, onerror=fail):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if not os.path.islink(os.path.join(root, name)):
-                yield root, name
+            path = os.path.join(root, name)
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError as exc:
+                raise ManifestError(path, None, f"cannot read: {exc.strerror}") from None
+            if stat.S_ISLNK(mode):
+                continue
+            if not stat.S_ISREG(mode):  # a FIFO would block the read forever
+                warn(f"{path}: not a regular file; skipped")
+                continue
+            yield root, name
 
 
 def _is_manifest_name(name: str) -> bool:
@@ -161,10 +176,24 @@ def _is_manifest_name(name: str) -> bool:
 
 
 def read_bytes(path: Path, display: str) -> bytes:
+    """A regular file's bytes; anything else (a FIFO swapped in meanwhile) is refused.
+
+    Opened without blocking, so that a FIFO cannot hang the stage before the check.
+    """
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise ManifestError(display, None, f"cannot read: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ManifestError(display, None, "not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ManifestError(display, None, f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def decode(display: str, data: bytes) -> tuple[str, bytes]:
@@ -240,6 +269,7 @@ def plan_render(
         outputs[output_name] = relative
         data = read_bytes(path, display)
         text, bom = decode(display, data)
+        template = text
         if is_template:
             text, names = render_template(display, text, values)
             used |= names
@@ -247,7 +277,9 @@ def plan_render(
         changes: list[Change] = []
         try:
             # Every file written to --to must parse, whether or not it changes.
-            compose_documents(display, text)
+            documents = compose_documents(display, text)
+            if is_template:
+                check_values_stay_values(display, template, values, documents)
             encoded = text.encode("utf-8")
             if any(needle in encoded for needle in needles):
                 new, changes = plan_text(display, text, bom, rules, outcome.matched)
@@ -262,40 +294,121 @@ def plan_render(
     return outcome, used
 
 
+def check_values_stay_values(
+    display: str, template: str, values: dict[str, str], rendered: Sequence[yaml.Node]
+) -> None:
+    """A ``--set`` value may fill in a scalar, never add keys, items or documents.
+
+    The template rendered with plain neutral words must have the same shape
+    (documents, mappings and their sizes, sequences and their lengths) as the
+    real rendering; ``a, injected: true`` in a flow mapping would not.
+    """
+    neutral = {name: f"gitopsvalue{number}" for number, name in enumerate(values)}
+    plain, _ = render_template(display, template, neutral)
+    try:
+        expected = compose_documents(display, plain)
+    except ManifestError:
+        return  # the template needs its real values to parse: nothing to compare with
+    if [_shape(node) for node in expected] != [_shape(node) for node in rendered]:
+        raise ManifestError(
+            display,
+            None,
+            "a --set value changes the YAML's structure (keys, items or documents), "
+            "not just a value; quote the placeholder in the template or fix the value",
+        )
+
+
+def _shape(node: yaml.Node) -> Any:
+    """The tree without its scalars' text (depth bounded by compose_documents)."""
+    if isinstance(node, yaml.SequenceNode):
+        return ["seq", *(_shape(item) for item in node.value)]
+    if isinstance(node, yaml.MappingNode):
+        return ["map", *((_shape(key), _shape(value)) for key, value in node.value)]
+    return "scalar"
+
+
 # --------------------------------------------------------------------------- writing
 
 
 def write_in_place(files: Sequence[FileOutcome]) -> None:
-    """Replace each file atomically; on any failure put back what was replaced."""
-    replaced: list[FileOutcome] = []
+    """Replace each file atomically; on any failure put back what was replaced.
+
+    A symlink given by name stays a symlink: its target is what is edited.
+    Before each replacement the original is kept under a second hard link, so
+    that putting it back restores the file itself (owner, group, mode, other
+    links), not a copy of its bytes.
+    """
+    kept: list[tuple[Path, Path | None, bytes]] = []  # (file, link to the original, bytes)
     try:
         for outcome in files:
             assert outcome.new is not None
-            _replace_file(outcome.source, outcome.new)
-            replaced.append(outcome)
+            target = outcome.source.resolve()
+            kept.append((target, _keep_original(target), outcome.original))
+            _replace_file(target, outcome.new)
     except OSError as exc:
-        for done in replaced:
-            _replace_file(done.source, done.original)
+        for target, original, data in reversed(kept):
+            if original is not None:
+                os.replace(original, target)
+            else:
+                _replace_file(target, data)
         raise UsageError(
             f"cannot write {exc.filename or 'a manifest'}: {exc.strerror}; no file was changed"
         ) from None
+    finally:
+        for _, original, _ in kept:
+            if original is not None:
+                original.unlink(missing_ok=True)
+
+
+def _keep_original(path: Path) -> Path | None:
+    """A hidden hard link to ``path`` beside it (None where links are not possible)."""
+    for attempt in range(100):
+        link = path.with_name(f".{path.name}.{os.getpid()}-{attempt}.orig")
+        try:
+            os.link(path, link)
+            return link
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+    return None
 
 
 def _replace_file(path: Path, content: bytes) -> None:
-    mode = path.stat().st_mode & 0o7777
+    """Write ``content`` beside ``path`` and rename it over it, keeping mode and owner."""
+    old = path.stat()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
-        os.chmod(tmp, mode)
+        if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+            with contextlib.suppress(PermissionError):  # only root may give files away
+                os.chown(tmp, old.st_uid, old.st_gid)
+        os.chmod(tmp, old.st_mode & 0o7777)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def check_render_paths(source: Path, destination: Path) -> Path:
+    """``--to`` apart from ``--from`` (never it, above it or inside it); its absolute path.
+
+    ``--clean`` replaces ``--to`` whole: over or above the sources, that deletes them.
+    """
+    src, dst = source.resolve(), destination.resolve()
+    if dst == src or dst in src.parents or src in dst.parents:
+        relation = "is" if dst == src else "contains" if dst in src.parents else "is inside"
+        raise UsageError(
+            f"--to {destination}: {relation} --from {source}; render into a separate directory"
+        )
+    if dst.parent == dst:
+        raise UsageError(f"--to {destination}: cannot replace the root directory")
+    return dst
+
+
 def write_render(files: Sequence[FileOutcome], destination: Path, clean: bool) -> None:
-    """Build the output next to ``destination``, then swap it into place."""
+    """Build the output next to ``destination`` (absolute), then swap it into place."""
     if destination.exists() and not destination.is_dir():
         raise UsageError(f"--to {destination}: exists and is not a directory")
     if destination.is_dir() and any(destination.iterdir()) and not clean:
@@ -438,6 +551,8 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
     elif args.keep_tag:
         raise UsageError("--keep-tag only goes with --resolve-digests")
 
+    if source:
+        check_render_paths(Path(source), Path(args.to))
     if in_place:
         outcome = plan_in_place([Path(p) for p in in_place], rules)
     else:
@@ -456,7 +571,8 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
         say(f"{len(outcome.changes)} change(s) in {len(changed)} file(s)")
     else:
         destination = Path(args.to)
-        write_render(outcome.files, destination, args.clean)
+        absolute = check_render_paths(Path(source or "."), destination)
+        write_render(outcome.files, absolute, args.clean)
         say(
             f"rendered {len(outcome.files)} file(s) into {destination} "
             f"with {len(outcome.changes)} image change(s)"

@@ -63,6 +63,8 @@ WAITING_FOR_CONTROLLER = (rules.NOT_APPLIED_YET, rules.GENERATION_LAG)
 """Seconds between checks of grace periods and the deadline when nothing happens."""
 RECENT_EVENTS = 5
 DEFAULT_TIMEOUT = "10m"
+ROLLBACK_SHARE = 1 / 3
+"""Share of ``--timeout`` kept for ``--rollback-on-failure`` unless ``--rollback-timeout``."""
 
 DESCRIPTION = """\
 Apply manifests to a cluster with server-side apply, then wait (by watching)
@@ -396,9 +398,25 @@ def _resource(api: KubeApi, item: Planned) -> Resource:
     return resource
 
 
-def apply_objects(api: KubeApi, planned: Sequence[Planned]) -> list[Target]:
+@dataclass
+class ApplyProgress:
+    """What one apply has changed so far, to say (and undo) when it stops half-way."""
+
+    applied: list[ObjRef] = field(default_factory=list)
+    waiting: bool = False
+    """True once every object is applied and the wait has begun."""
+
+    @property
+    def half_applied(self) -> bool:
+        return bool(self.applied) and not self.waiting
+
+
+def apply_objects(
+    api: KubeApi, planned: Sequence[Planned], progress: ApplyProgress | None = None
+) -> list[Target]:
     from steps.kube import ApiError
 
+    progress = progress if progress is not None else ApplyProgress()
     targets: list[Target] = []
     for item in planned:
         resource = _resource(api, item)
@@ -406,6 +424,7 @@ def apply_objects(api: KubeApi, planned: Sequence[Planned]) -> list[Target]:
             live = api.apply(resource, item.obj)
         except ApiError as exc:
             raise item.manifest.error(f"refused by the server: {_message(exc)}") from None
+        progress.applied.append(item.ref)
         generation = (live.get("metadata") or {}).get("generation")
         say(f"applied {item.ref.qualified()}")
         targets.append(
@@ -568,6 +587,9 @@ class Waiter:
             )
 
     def _handle(self, event: Event) -> None:
+        if event.type == "BUG" and event.error is not None:
+            # Not the cluster's fault: a traceback (exit 70), no verdict, no rollback.
+            raise event.error
         if event.type == "FATAL":
             error = event.error
             status = getattr(error, "status", 0)
@@ -790,6 +812,7 @@ class Config:
     wait_load_balancer: bool
     log_lines: int
     notes: str | None = None
+    rollback_timeout: float | None = None
 
 
 def apply_and_wait(
@@ -799,8 +822,14 @@ def apply_and_wait(
     *,
     labels: Mapping[str, str],
     deadline: float,
+    progress: ApplyProgress | None = None,
 ) -> tuple[list[Planned], WaitOutcome]:
-    """Dry-run, apply in order (CRDs established first), wait. The rollout itself."""
+    """Dry-run, apply in order (CRDs established first), wait. The rollout itself.
+
+    ``progress`` learns each object as it is applied, so that a caller seeing
+    an error can tell a refusal before any change from a half-applied cluster.
+    """
+    progress = progress if progress is not None else ApplyProgress()
     namespace = config.namespace or api.default_namespace
     planned = plan(
         manifests,
@@ -826,7 +855,7 @@ def apply_and_wait(
     targets: list[Target] = []
     if deferred:
         # CRDs and Namespaces first, so that what depends on them can be checked.
-        first = apply_objects(api, early)
+        first = apply_objects(api, early, progress)
         crds = [t for t in first if (t.ref.group, t.ref.kind) == CRD_GROUP_KIND]
         if crds:
             outcome = Waiter(api, crds, options).run()
@@ -841,9 +870,10 @@ def apply_and_wait(
             raise ManifestError(
                 exc.path, exc.line, exc.problem + " (CRDs and Namespaces were already applied)"
             ) from None
-        targets.extend(apply_objects(api, [p for p in planned if p.phase > 1]))
+        targets.extend(apply_objects(api, [p for p in planned if p.phase > 1], progress))
     else:
-        targets.extend(apply_objects(api, planned))
+        targets.extend(apply_objects(api, planned, progress))
+    progress.waiting = True
     say(f"waiting for {len(targets)} object(s)")
     return planned, Waiter(api, targets, options).run()
 
@@ -967,6 +997,12 @@ def build_parser() -> StepParser:
         help="on failure, re-apply these manifests and wait for them (still exit 1)",
     )
     parser.add_option(
+        "--rollback-timeout",
+        metavar="DURATION",
+        help="part of --timeout kept for the rollback: the rollout's wait ends this much "
+        "earlier (default: a third of --timeout)",
+    )
+    parser.add_option(
         "--allow-cluster-scoped",
         action="store_true",
         help="allow cluster-scoped kinds other than Namespace and CustomResourceDefinition",
@@ -1021,6 +1057,19 @@ def config_from_args(args: Any) -> Config:
     rollback = Path(args.rollback_on_failure) if args.rollback_on_failure else None
     if rollback is not None and not rollback.exists():
         raise UsageError(f"--rollback-on-failure {rollback}: no such file or directory")
+    rollback_timeout = (
+        parse_duration(args.rollback_timeout, "--rollback-timeout")
+        if args.rollback_timeout
+        else None
+    )
+    if rollback_timeout is not None:
+        if rollback is None:
+            raise UsageError("--rollback-timeout only goes with --rollback-on-failure")
+        if not 0 < rollback_timeout < timeout:
+            raise UsageError(
+                f"--rollback-timeout {args.rollback_timeout}: must be more than 0 and "
+                f"less than --timeout ({format_seconds(timeout)}), which it is part of"
+            )
     graces = rules.Graces(
         persisting=parse_duration(args.failure_grace or "30s", "--failure-grace"),
         unschedulable=parse_duration(args.unschedulable_grace or "2m", "--unschedulable-grace"),
@@ -1044,6 +1093,7 @@ def config_from_args(args: Any) -> Config:
         wait_load_balancer=bool(args.wait_load_balancer),
         log_lines=20 if args.log_lines is None else max(args.log_lines, 0),
         notes=args.notes,
+        rollback_timeout=rollback_timeout,
     )
 
 
@@ -1116,20 +1166,69 @@ def report_outcome(outcome: WaitOutcome, timeout: float) -> dict[str, Any]:
     return described
 
 
+def rollback_budget(config: Config) -> float:
+    """Seconds of ``--timeout`` kept back for the rollback (0 without one).
+
+    One deadline for the whole stage: the rollout's wait ends this much before
+    it, and the rollback has whatever is left (at least this much).
+    """
+    if config.rollback_dir is None:
+        return 0.0
+    if config.rollback_timeout is not None:
+        return config.rollback_timeout
+    return config.timeout * ROLLBACK_SHARE
+
+
 def roll_back(
-    api: KubeApi, manifests: Sequence[Manifest], config: Config, labels: Mapping[str, str]
+    api: KubeApi,
+    manifests: Sequence[Manifest],
+    config: Config,
+    labels: Mapping[str, str],
+    deadline: float,
 ) -> dict[str, Any]:
-    """Re-apply the last good manifests and wait for them (the stage still fails)."""
-    say(f"rolling back: applying {config.rollback_dir}")
-    deadline = time.monotonic() + config.timeout
+    """Re-apply the last good manifests and wait for them until ``deadline`` (still exit 1)."""
+    left = max(deadline - time.monotonic(), 0.0)
+    say(f"rolling back: applying {config.rollback_dir} ({format_seconds(left)} left)")
     try:
         _, outcome = apply_and_wait(api, manifests, config, labels=labels, deadline=deadline)
     except (ManifestError, UsageError, ExternalError) as exc:
         say(f"rollback failed: {exc.message}")
         return {"status": "error", "error": exc.message}
-    described = report_outcome(outcome, config.timeout)
+    described = report_outcome(outcome, left)
     say(f"rollback {'complete' if outcome.status == 'rolled-out' else outcome.status}")
     return described
+
+
+def lock_still_held(api: KubeApi, lock: LeaseLock) -> bool:
+    """Ask the Lease itself: the renewer looks only every third of its duration."""
+    from steps.kube import ApiError, describe_error
+
+    if lock.lost.is_set():
+        return False
+    try:
+        lease = api.get(lock.path)
+    except ApiError as exc:  # cannot tell: then we cannot vouch for what is live either
+        warn(f"lock {lock.name}: cannot read its Lease: {describe_error(exc)}")
+        return False
+    holder = ((lease or {}).get("spec") or {}).get("holderIdentity")
+    return bool(holder == lock.identity)
+
+
+def half_applied(exc: StepError, progress: ApplyProgress, result: dict[str, Any]) -> dict[str, Any]:
+    """The apply stopped after changing the cluster: say what it changed (pure but for say)."""
+    applied = [ref.qualified() for ref in progress.applied]
+    say(f"error: {exc.message}")
+    say(f"the apply stopped half-way; already applied: {', '.join(applied)}")
+    result.update(
+        {
+            "status": "apply-failed",
+            "exit_code": exc.exit_code,
+            "error": exc.message,
+            "applied": applied,
+            "failure": {"reason": "ApplyFailed", "message": exc.message},
+        }
+    )
+    return result
 
 
 def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
@@ -1190,12 +1289,41 @@ def rollout(
                 else None
             )
             deadline = time.monotonic() + config.timeout
-            planned, outcome = apply_and_wait(
-                api, manifests, config, labels=labels, deadline=deadline
-            )
-            result.update(report_outcome(outcome, config.timeout))
-            if lock is not None and lock.lost.is_set():
-                warn(f"lock {config.lock} was taken by another holder during the rollout")
+            reserved = rollback_budget(config) if rollback_manifests is not None else 0.0
+            progress = ApplyProgress()
+            try:
+                planned, outcome = apply_and_wait(
+                    api,
+                    manifests,
+                    config,
+                    labels=labels,
+                    deadline=deadline - reserved,
+                    progress=progress,
+                )
+            except (ManifestError, ExternalError) as exc:
+                if not progress.half_applied:
+                    raise  # nothing changed yet, or the wait's own error: as it is
+                half_applied(exc, progress, result)
+                if rollback_manifests is not None and not _lock_lost(api, lock, config):
+                    result["rollback"] = roll_back(
+                        api, rollback_manifests, config, labels, deadline
+                    )
+                return result
+            result.update(report_outcome(outcome, config.timeout - reserved))
+            if _lock_lost(api, lock, config):
+                # Another build holds the environment now: what is live is its to say.
+                result.update(
+                    {
+                        "status": "lock-lost",
+                        "exit_code": 1,
+                        "failure": {
+                            "reason": "LockLost",
+                            "message": f"lock {config.lock} was taken by another holder "
+                            "during the rollout; not recorded, not pruned, not rolled back",
+                        },
+                    }
+                )
+                return result
             if outcome.status == "rolled-out":
                 if config.prune and config.record:
                     result["pruned"] = prune(api, config.record, planned, previous)
@@ -1219,12 +1347,19 @@ def rollout(
                 return result
             result["exit_code"] = 1
             if rollback_manifests is not None:
-                result["rollback"] = roll_back(api, rollback_manifests, config, labels)
+                result["rollback"] = roll_back(api, rollback_manifests, config, labels, deadline)
             return result
         finally:
             if lock is not None:
                 lock.release()
                 say(f"lock {config.lock}: released")
+
+
+def _lock_lost(api: KubeApi, lock: LeaseLock | None, config: Config) -> bool:
+    if lock is None or lock_still_held(api, lock):
+        return False
+    warn(f"lock {config.lock} was taken by another holder during the rollout")
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

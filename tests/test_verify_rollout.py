@@ -108,6 +108,19 @@ def test_load_walks_yaml_files_expands_lists_and_skips_kustomization(tmp_path: P
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: Bad_NS}\n",
             "not a valid namespace name",
         ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: '1', a: '2'}\n",
+            "x.yaml:4: duplicate key 'a'",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n"
+            "  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"  a{i}: &a{i} [{', '.join(['*a' + str(i - 1) if i > 1 else '*a'] * 10)}]\n"
+                for i in range(1, 8)
+            ),
+            "expand to more than 200,000 nodes",
+        ),
     ],
 )
 def test_bad_manifests_name_file_and_line(tmp_path: Path, text: str, problem: str) -> None:
@@ -244,6 +257,14 @@ def test_prune_candidates_keep_manifests_and_never_namespaces_or_crds() -> None:
         (["--manifests", "m", "--record", "Prod_1", "--commit", "abc"], "--record Prod_1"),
         (["--manifests", "m", "--timeout", "soon"], "--timeout soon"),
         (["--manifests", "m", "--rollback-on-failure", "/nonexistent"], "--rollback-on-failure"),
+        (["--manifests", "m", "--rollback-timeout", "1m"], "only goes with --rollback-on-failure"),
+        (
+            [
+                *("--manifests", "m", "--rollback-on-failure", "/"),
+                *("--timeout", "2m", "--rollback-timeout", "2m"),
+            ],
+            "less than --timeout (2m0s), which it is part of",
+        ),
     ],
 )
 def test_flag_errors_exit_2(

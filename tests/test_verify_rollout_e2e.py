@@ -288,11 +288,15 @@ def test_crash_loop_fails_fast_with_a_report(
     assert time.monotonic() - started < 30
     failure = run.result["failure"]
     assert failure["object"] == "Deployment/web"
-    assert failure["reason"] in ("CrashLoopBackOff", "RepeatedNonZeroExit")
+    # The kubelet shows CrashLoopBackOff after the first crash; three restarts
+    # (RepeatedNonZeroExit) would mean the fail-fast on CrashLoopBackOff is gone.
+    assert failure["reason"] == "CrashLoopBackOff"
     assert failure["pod"].startswith("web-") and failure["container"] == "app"
     assert failure["restarts"] >= 1
     assert "rollout failed: Deployment/web, pod web-" in run.err
-    assert "log lines" in run.err or "(no log" in run.err
+    # The crashed container's own last words, fetched from the log endpoint.
+    assert "panic: configuration invalid: DATABASE_URL is required" in failure["logs"]
+    assert "| panic: configuration invalid: DATABASE_URL is required" in run.err
 
 
 def test_repeated_oom_kills_fail_the_rollout(
@@ -472,6 +476,213 @@ def test_api_faults_during_the_watch_are_retried(
     run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
     assert run.code == 0, run
     assert run.result.get("watch_restarts", 0) >= 1
+
+
+def test_watches_told_410_gone_list_again_and_go_on(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write_manifests(tmp_path / "m", deployment(behavior="slow-start"))
+    kube.faults.fail(r"watch=true", status=410, count=4, method="GET")
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 0, run
+    assert kube.faults.injected == 4
+    assert run.result["status"] == "rolled-out"
+
+
+def test_watches_resumed_after_compaction_are_told_410_in_stream_and_list_again(
+    kube_factory: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from steps import kube as kube_module
+    from steps.sandbox.kube.timings import Timings
+
+    kube = kube_factory(timings=Timings.fast().but(slow_start=3.0))
+    listings: list[str] = []
+    real_typed_items = kube_module.typed_items
+
+    def counted(listing: Any) -> Any:
+        listings.append(str(listing.get("kind")))
+        return real_typed_items(listing)
+
+    monkeypatch.setattr(kube_module, "typed_items", counted)
+
+    def compact_then_drop() -> None:
+        # Once the four watches (deployments, pods, replicasets, events) are open,
+        # forget the history and cut them: resuming gets ERROR 410 in the stream.
+        kube.wait_for(lambda: len(listings) >= 4, timeout=20)
+        time.sleep(0.5)  # the four watch requests follow their listings at once
+        kube.compact()
+        kube.faults.drop_watches(count=4)
+
+    saboteur = threading.Thread(target=compact_then_drop, daemon=True)
+    saboteur.start()
+    manifests = write_manifests(tmp_path / "m", deployment(behavior="slow-start"))
+    run = run_stage(kube, manifests, capsys=capsys, tmp_path=tmp_path)
+    saboteur.join(timeout=5)
+    assert run.code == 0, run
+    assert len(listings) > 4, listings  # at least one collection was listed again
+
+
+def test_a_bug_in_the_watch_thread_is_exit_70_not_a_timeout_nor_a_rollback(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steps import kube as kube_module
+
+    good = write_manifests(tmp_path / "production", configmap("c", version="1"))
+    assert run_stage(kube, good, capsys=capsys, tmp_path=tmp_path).code == 0
+
+    def broken(listing: Any) -> Any:
+        raise TypeError("a bug in the watch thread")
+
+    monkeypatch.setattr(kube_module, "typed_items", broken)
+    candidate = write_manifests(tmp_path / "candidate", deployment(behavior="slow-start"))
+    started = time.monotonic()
+    run = run_stage(
+        kube,
+        candidate,
+        "--timeout",
+        "8s",
+        "--rollback-on-failure",
+        str(good),
+        capsys=capsys,
+        tmp_path=tmp_path,
+    )
+    assert run.code == 70, run
+    assert time.monotonic() - started < 6  # not retried until the deadline
+    assert "TypeError: a bug in the watch thread" in run.err
+    assert "Traceback" in run.err and "internal error" in run.err
+    assert "rolling back" not in run.err
+    (live,) = [d for d in objects(kube, "deployments", "default") if d["metadata"]["name"] == "web"]
+    assert BEHAVIOR in live["spec"]["template"]["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("status", "count", "code", "said"),
+    [(403, 1, 2, "refused by the server"), (503, 6, 3, "after 6 attempts")],
+)
+def test_an_apply_stopped_half_way_rolls_back_and_says_what_it_applied(
+    kube: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    count: int,
+    code: int,
+    said: str,
+) -> None:
+    good = write_manifests(tmp_path / "production", configmap("c", version="1"), deployment())
+    assert run_stage(kube, good, capsys=capsys, tmp_path=tmp_path).code == 0
+    candidate = write_manifests(
+        tmp_path / "candidate", configmap("c", version="2"), deployment(image="example.com/web:2")
+    )
+    # The dry run passes; the real apply of the Deployment (after the ConfigMap) fails
+    # (for 503: on every retry), and then lets the rollback through.
+    kube.faults.fail(r"/deployments/web\?(?!.*dryRun)", status=status, count=count, method="PATCH")
+    run = run_stage(
+        kube, candidate, "--rollback-on-failure", str(good), capsys=capsys, tmp_path=tmp_path
+    )
+    assert run.code == code, run
+    assert said in run.err
+    assert "already applied: default/ConfigMap/c" in run.err
+    assert run.result["status"] == "apply-failed"
+    assert run.result["applied"] == ["default/ConfigMap/c"]
+    assert run.result["rollback"]["status"] == "rolled-out"
+    (cm,) = [c for c in objects(kube, "configmaps", "default") if c["metadata"]["name"] == "c"]
+    assert cm["data"] == {"version": "1"}
+
+
+def test_a_lock_lost_during_the_rollout_records_nothing(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = connect(Access(kubeconfig=str(kube.kubeconfig)))
+    lease_path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/prod"
+    real_report = stage.report_outcome
+
+    def stolen_then_reported(*args: Any, **kwargs: Any) -> Any:
+        # Another build takes the Lease (as after a long stall) just as the wait ends.
+        lease = api.request("GET", lease_path)
+        lease["spec"]["holderIdentity"] = "build two"
+        api.request("PUT", lease_path, body=lease)
+        return real_report(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "report_outcome", stolen_then_reported)
+    manifests = write_manifests(tmp_path / "m", deployment())
+    run = run_stage(
+        kube,
+        manifests,
+        "--lock",
+        "prod",
+        "--record",
+        "prod",
+        "--commit",
+        "c" * 40,
+        capsys=capsys,
+        tmp_path=tmp_path,
+    )
+    assert run.code == 1, run
+    assert run.result["status"] == "lock-lost"
+    assert "lock prod was taken by another holder" in run.err
+    assert "recorded" not in run.err and "record" not in run.result
+    assert read_live_record(api, "default", "prod") is None
+    assert api.request("GET", lease_path)["spec"]["holderIdentity"] == "build two"
+
+
+def test_a_lease_that_cannot_be_read_at_the_end_records_nothing(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_report = stage.report_outcome
+
+    def forbidden_then_reported(*args: Any, **kwargs: Any) -> Any:
+        kube.faults.fail(r"/leases/prod$", status=403, count=1, method="GET")
+        return real_report(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "report_outcome", forbidden_then_reported)
+    manifests = write_manifests(tmp_path / "m", deployment())
+    argv = ["--lock", "prod", "--record", "prod", "--commit", "c" * 40]
+    run = run_stage(kube, manifests, *argv, capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 1, run
+    assert run.result["status"] == "lock-lost"
+    assert "lock prod: cannot read its Lease: HTTP 403" in run.err
+    api = connect(Access(kubeconfig=str(kube.kubeconfig)))
+    assert read_live_record(api, "default", "prod") is None
+
+
+def test_the_rollback_shares_the_one_deadline(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write_manifests(tmp_path / "production", deployment("other", behavior="never-ready"))
+    candidate = write_manifests(tmp_path / "candidate", deployment(behavior="never-ready"))
+    started = time.monotonic()
+    run = run_stage(
+        kube,
+        candidate,
+        "--timeout",
+        "6s",
+        "--rollback-on-failure",
+        str(good),
+        capsys=capsys,
+        tmp_path=tmp_path,
+    )
+    elapsed = time.monotonic() - started
+    assert run.code == 1, run
+    # The wait gives up at 4s (a third of --timeout kept back), the rollback at 6s.
+    assert "timed out after 4s; still waiting for: Deployment/web" in run.err
+    assert run.result["rollback"]["status"] == "timed-out"
+    assert 6 <= elapsed < 10, elapsed
+    run = run_stage(
+        kube,
+        candidate,
+        "--timeout",
+        "6s",
+        "--rollback-timeout",
+        "1s",
+        "--rollback-on-failure",
+        str(good),
+        capsys=capsys,
+        tmp_path=tmp_path,
+    )
+    assert "timed out after 5s; still waiting for: Deployment/web" in run.err
 
 
 def test_events_we_may_not_read_only_cost_the_fail_fast(
