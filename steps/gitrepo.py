@@ -38,8 +38,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -571,6 +572,16 @@ def classify_push(status: int, stdout: str, stderr: str, ref: str) -> PushOutcom
 # --------------------------------------------------------------------------
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a child we are abandoning: politely (git cleans up its own), then not."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class TransientGitError(Exception):
     """A network operation failed in a way worth retrying."""
 
@@ -619,23 +630,33 @@ class Workspace:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> GitResult:
-        """Run ``git args`` in the repository; never raises on a non-zero exit."""
-        with ExitStack() as stack:
-            stdin: Any = None
-            if input is not None:
-                stdin = stack.enter_context(tempfile.TemporaryFile())
-                stdin.write(input.encode() if isinstance(input, str) else input)
-                stdin.seek(0)
-            status, stdout, stderr = self.repo.git.execute(
-                ["git", *args],
-                istream=stdin,
-                env=dict(env or {}),
-                with_extended_output=True,
-                with_exceptions=False,
-                kill_after_timeout=timeout,
-                strip_newline_in_stdout=False,
-            )
-        return GitResult(int(status or 0), str(stdout), str(stderr))
+        """Run ``git args`` in the repository; never raises on a non-zero exit.
+
+        Our own ``subprocess`` call rather than GitPython's: when we are
+        interrupted (SIGTERM, Ctrl-C) the child is stopped at once, and no
+        watchdog thread keeps the process alive.
+        """
+        data = input.encode() if isinstance(input, str) else input
+        full_env = {**os.environ, **self.env, **(env or {})}
+        with subprocess.Popen(
+            ["git", *args],
+            cwd=self.directory,
+            env=full_env,
+            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as proc:
+            try:
+                out, err = proc.communicate(data, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+                err += f"\nerror: git {args[0]} killed after {timeout:g} seconds".encode()
+            except BaseException:
+                _stop(proc)
+                raise
+        decode = partial(bytes.decode, encoding="utf-8", errors="replace")
+        return GitResult(proc.returncode, decode(out), decode(err))
 
     def check(self, *args: str, input: str | bytes | None = None, **kw: Any) -> str:
         """Run a local ``git`` command that must succeed (else it is a bug)."""
