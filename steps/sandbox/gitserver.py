@@ -267,6 +267,11 @@ class GitServer(Service):
         return self._server.requests if self._server else []
 
     @property
+    def pushes(self) -> int:
+        """How many pushes the server has received so far."""
+        return self._server.pushes if self._server else 0
+
+    @property
     def authorized_requests(self) -> list[str]:
         """The requests that carried an ``Authorization`` header."""
         return self._server.authorizations if self._server else []
