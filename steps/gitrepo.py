@@ -646,15 +646,27 @@ class Workspace:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         ) as proc:
-            try:
-                out, err = proc.communicate(data, timeout=timeout)
-            except subprocess.TimeoutExpired:
+            # A daemon timer, not communicate(timeout=): that polls with sleeps.
+            expired: list[bool] = []
+
+            def expire() -> None:
+                expired.append(True)
                 proc.kill()
-                out, err = proc.communicate()
-                err += f"\nerror: git {args[0]} killed after {timeout:g} seconds".encode()
+
+            watchdog = threading.Timer(timeout, expire) if timeout else None
+            if watchdog:
+                watchdog.daemon = True
+                watchdog.start()
+            try:
+                out, err = proc.communicate(data)
             except BaseException:
                 _stop(proc)
                 raise
+            finally:
+                if watchdog:
+                    watchdog.cancel()
+        if expired:
+            err += f"\nerror: git {args[0]} killed after {timeout:g} seconds".encode()
         decode = partial(bytes.decode, encoding="utf-8", errors="replace")
         return GitResult(proc.returncode, decode(out), decode(err))
 
