@@ -251,9 +251,12 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def cleanup_on_sigterm() -> Iterator[None]:
     """While inside, SIGTERM unwinds like Ctrl-C does, so ``finally`` blocks run.
 
-    Only the main thread can take signals; elsewhere this does nothing.
+    Only the main thread can take signals, and a handler the caller already
+    installed (verify-rollout's, which unwinds too) is left alone; otherwise
+    this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
         yield
         return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)

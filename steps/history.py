@@ -72,6 +72,7 @@ from steps.gitrepo import (
     TransientGitError,
     classify_failure,
     git_credentials,
+    hardened_env,
     parse_repo,
     raise_for_failure,
     tool_trailers,
@@ -858,6 +859,7 @@ def source_times(directory: Path, shas: Sequence[str]) -> dict[str, int]:
         return {}
     done = subprocess.run(
         ["git", "-C", str(directory), "cat-file", "--batch"],
+        env=hardened_env(),  # the user's clone: its config runs nothing of ours
         input="".join(f"{s}\n" for s in wanted).encode(),
         capture_output=True,
         check=False,

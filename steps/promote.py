@@ -298,8 +298,13 @@ class Promoter:
     def prepare(self, attempt: int) -> Attempt:
         config, ws = self.config, self.ws
         if config.require_live and attempt > 1:
-            # Checked again on every retry: the cluster may have moved on meanwhile.
-            skipped = check_live(ws, config, self.commit, self.source_tip, read_live(config))
+            # Checked again on every retry: the cluster may have moved on
+            # meanwhile, to a candidate pushed after we first fetched --from.
+            record = read_live(config)
+            source_tip = self.source_tip
+            if ws.resolve_commit(record.commit) is None:
+                source_tip = ws.fetch_branch(config.source_branch, depth=FIRST_DEPTH) or source_tip
+            skipped = check_live(ws, config, self.commit, source_tip, record)
             if skipped is not None:
                 skipped.pop("status")
                 return Attempt(None, None, skipped, outcome="superseded")

@@ -135,7 +135,7 @@ def test_require_live_is_read_again_on_every_attempt(
     from steps.live_record import LiveRecord, write_live_record
 
     env = Env(str(bare_repo), tmp_path, monkeypatch)
-    c3, c4 = (env.candidate("web", {"a": str(n)}) for n in (3, 4))
+    c3 = env.candidate("web", {"a": "3"})
     api = connect(Access(kubeconfig=str(kube.kubeconfig)))
 
     def record(sha: str) -> None:
@@ -144,19 +144,23 @@ def test_require_live_is_read_again_on_every_attempt(
     record(c3)
     real_push = gitrepo.Workspace.push
     pushes: list[str] = []
+    newer: list[str] = []
 
     def push(self: gitrepo.Workspace, commit: str, branch: str) -> gitrepo.PushOutcome:
-        if not pushes:  # c4 rolls out and someone else writes production meanwhile
-            record(c4)
-            seed(bare_repo, "production", {"api/x": "1"}, tmp_path / "w")
         pushes.append(commit)
+        if len(pushes) == 1:
+            # Meanwhile a newer candidate is pushed (after this promote fetched
+            # candidate), rolls out, and someone else writes production.
+            newer.append(env.candidate("web", {"a": "4"}))
+            record(newer[0])
+            seed(bare_repo, "production", {"api/x": "1"}, tmp_path / "w")
         return real_push(self, commit, branch)
 
     monkeypatch.setattr(gitrepo.Workspace, "push", push)
     monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
     live = ["--require-live", "prod", "--kubeconfig", str(kube.kubeconfig)]
     code, result = env.promote(c3, "--path", "web", *live, "--namespace", "default")
-    assert (code, result["status"], result["live"]) == (0, "superseded", c4)
+    assert (code, result["status"], result["live"]) == (0, "superseded", newer[0])
     assert files_at(bare_repo, "production") == {"api/x": "1"}
 
 
