@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 
 from steps.errors import ExternalError, UsageError
 from steps.output import redact, register_secret, say
+from steps.retry import CONTENTION, FAILURE, backoff_delay
 
 if TYPE_CHECKING:
     import git
@@ -468,18 +469,6 @@ def format_message(
     if lines:
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
-
-
-CONTENTION_BACKOFF = (0.1, 3.0)
-"""(base, cap) seconds after losing a race: someone else made progress."""
-FAILURE_BACKOFF = (0.5, 8.0)
-"""(base, cap) seconds after a network failure: give the server time."""
-
-
-def backoff_delay(attempt: int, rng: random.Random, base: float = 0.2, cap: float = 5.0) -> float:
-    """Jittered exponential backoff before attempt ``attempt + 1``."""
-    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
-    return rng.uniform(ceiling / 4, ceiling)
 
 
 @dataclass(frozen=True)
@@ -1063,8 +1052,7 @@ def push_with_retry(
             last_problem = str(exc)
             say(f"push: {redact(last_problem)}")
         if attempt < max_attempts:
-            base, cap = CONTENTION_BACKOFF if lost_race else FAILURE_BACKOFF
-            sleep(backoff_delay(attempt, rng, base, cap))
+            sleep(backoff_delay(attempt, rng, CONTENTION if lost_race else FAILURE))
     raise ExternalError(
         f"gave up on {branch} of {workspace.location.url} after {max_attempts} attempts: "
         f"{redact(last_problem)}"

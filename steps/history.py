@@ -66,7 +66,6 @@ from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_s
 from steps.deploy_notes import MAX_NOTE, NOTES_REF, OutcomeNote, latest_verdict, parse_note
 from steps.errors import ExternalError, UsageError
 from steps.gitrepo import (
-    FAILURE_BACKOFF,
     NETWORK_TIMEOUT,
     RepoLocation,
     TransientGitError,
@@ -81,6 +80,7 @@ from steps.gitrepo import (
     validate_subpath,
 )
 from steps.output import say, write_atomic
+from steps.retry import backoff_delay
 
 if TYPE_CHECKING:
     from steps.gitrepo import Workspace
@@ -737,7 +737,6 @@ T = TypeVar("T")
 
 def with_retries(action: Callable[[], T], what: str) -> T:
     """Run a network ``action``; retry transient failures, then ExternalError."""
-    base, cap = FAILURE_BACKOFF
     for attempt in range(1, FETCH_ATTEMPTS + 1):
         try:
             return action()
@@ -745,7 +744,7 @@ def with_retries(action: Callable[[], T], what: str) -> T:
             say(f"{STEP}: {exc}")
             if attempt == FETCH_ATTEMPTS:
                 raise ExternalError(f"{what}: gave up after {attempt} attempts ({exc})") from None
-            time.sleep(min(cap, base * 2**attempt))
+            time.sleep(backoff_delay(attempt))
     raise AssertionError("unreachable")
 
 

@@ -18,7 +18,6 @@ import hashlib
 import http.client
 import json
 import os
-import random
 import re
 import shutil
 import ssl
@@ -34,6 +33,7 @@ from steps import __version__
 from steps.errors import ExternalError, UsageError
 from steps.imageref import DOCKER_HUB, ImageRef
 from steps.output import redact, register_secret, say
+from steps.retry import Backoff, backoff_delay
 
 # Most specific first: an index is what a multi-platform tag points at, and
 # its digest is the one that pins every platform.
@@ -501,9 +501,8 @@ class RegistryClient:
         )
 
     def _backoff_delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter, so many builds do not retry in step."""
-        ceiling = min(BACKOFF_CAP, self._backoff * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        """The shared policy (``steps.retry``), from this client's first delay."""
+        return backoff_delay(attempt, policy=Backoff(self._backoff, BACKOFF_CAP))
 
     def _once(self, method: str, url: str, headers: Mapping[str, str]) -> _Response:
         parts = urlsplit(url)
