@@ -489,7 +489,7 @@ class RegistryClient:
                 retry_after = _retry_after(response)
             if attempt == self._attempts:
                 break
-            delay = retry_after if retry_after is not None else self._backoff_delay(attempt)
+            delay = self._backoff_delay(attempt, retry_after)
             say(
                 f"{where}: {method} failed ({failure}); "
                 f"retrying in {delay:.1f}s (attempt {attempt}/{self._attempts})"
@@ -500,9 +500,10 @@ class RegistryClient:
             f"attempt{'s' if self._attempts > 1 else ''}: {failure}"
         )
 
-    def _backoff_delay(self, attempt: int) -> float:
+    def _backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """The shared policy (``steps.retry``), from this client's first delay."""
-        return backoff_delay(attempt, policy=Backoff(self._backoff, BACKOFF_CAP))
+        policy = Backoff(self._backoff, BACKOFF_CAP)
+        return backoff_delay(attempt, policy=policy, retry_after=retry_after)
 
     def _once(self, method: str, url: str, headers: Mapping[str, str]) -> _Response:
         parts = urlsplit(url)
