@@ -252,9 +252,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def cleanup_on_sigterm() -> Iterator[None]:
     """While inside, SIGTERM unwinds like Ctrl-C does, so ``finally`` blocks run.
 
-    Only the main thread can take signals, and a handler the caller already
-    installed (verify-rollout's, which unwinds too) is left alone; otherwise
-    this does nothing.
+    It does nothing outside the main thread (only it takes signals) or when
+    the caller already handles SIGTERM (verify-rollout unwinds on it too).
     """
     main = threading.current_thread() is threading.main_thread()
     if not main or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
