@@ -307,3 +307,23 @@ def test_help_does_not_import_gitpython() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--repo" in done.stdout
+
+
+def test_git_credentials_leave_a_callers_sigterm_handler_alone() -> None:
+    """verify-rollout handles SIGTERM itself; the notes push must not replace that."""
+    import signal
+
+    def callers(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    location = parse_repo("https://git.example.test/o/env")
+    previous = signal.signal(signal.SIGTERM, callers)
+    try:
+        with git_credentials(location, {}):
+            assert signal.getsignal(signal.SIGTERM) is callers
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with git_credentials(location, {}):
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, callers)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
