@@ -33,7 +33,7 @@ from steps import __version__
 from steps.errors import ExternalError, UsageError
 from steps.imageref import DOCKER_HUB, ImageRef
 from steps.output import redact, register_secret, say
-from steps.retry import Backoff, backoff_delay
+from steps.retry import RETRY_AFTER_CAP, Backoff, backoff_delay
 
 # Most specific first: an index is what a multi-platform tag points at, and
 # its digest is the one that pins every platform.
@@ -55,7 +55,6 @@ DOCKER_HUB_API = "registry-1.docker.io"
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 _DOCKER_HUB_ALIASES = {DOCKER_HUB, "index.docker.io", DOCKER_HUB_API}
 
-RETRY_AFTER_CAP = 10.0
 """Seconds: a registry asking for a longer pause gets this much, then a retry."""
 BACKOFF_CAP = 8.0
 MAX_BODY = 8 * 1024 * 1024
