@@ -64,7 +64,8 @@ def candidate_stream(attempts: int) -> bytes:
         message = (
             f"Deploy {service}@sha256:{digest(n)[:12]} to {service}\n\n"
             f"Source: app@{digest(-n)[:40]}\nChanged in {service}:\n  M {service}/deploy.yaml\n\n"
-            f"Source-Repo: app\nSource-Commit: {digest(-n)[:40]}\nBuild-Id: build-{n}\n"
+            f"Gitops-Step: push-candidate\nSource-Repo: app\n"
+            f"Source-Commit: {digest(-n)[:40]}\nBuild-Id: build-{n}\n"
             f"Image: {image}\n"
         )
         when = START + n * STEP
@@ -86,14 +87,15 @@ def production_and_notes(shas: list[str]) -> bytes:
         when = START + n * STEP
         kind = n % 20
         if kind < 14:
-            trailers = f"Promoted-From: candidate@{sha}\nBuild-Id: env-{n}\n"
+            trailers = f"Gitops-Step: promote\nPromoted-From: candidate@{sha}\nBuild-Id: env-{n}\n"
             subject = f"Promote {sha[:12]}"
             promoted = live.setdefault(service, [])
             if kind == 0 and len(promoted) >= 2:
                 # Roll this service back from what is live to the one before.
                 target, current = promoted[-2], promoted[-1]
                 trailers = (
-                    f"Promoted-From: candidate@{target}\nRollback-From: {current}\n"
+                    f"Gitops-Step: promote\nPromoted-From: candidate@{target}\n"
+                    f"Rollback-From: {current}\n"
                     f"Build-Id: env-{n}\n"
                 )
                 subject = f"Rollback to {target[:12]}"

@@ -45,6 +45,9 @@ NOTES_BRANCH = "gitops-notes"
 """The name push_with_retry knows the notes ref by; fetched into refs/remotes/origin/."""
 OUTCOMES = ("rolled-out", "failed", "superseded")
 MAX_REASON = 500
+MAX_NOTE = 64 * 1024
+"""Bytes a note may hold: the oldest verdicts go first; readers skip bigger notes."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 _FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
@@ -89,12 +92,19 @@ def parse_note(text: str) -> list[OutcomeNote]:
         notes.append(
             OutcomeNote(
                 outcome=str(data["outcome"]),
-                time=str(data.get("time") or ""),
-                reason=str(reason) if reason else None,
-                build_id=str(build_id) if build_id else None,
+                time=_printable(data.get("time")) or "",
+                reason=_printable(reason)[:MAX_REASON] or None,
+                build_id=_printable(build_id)[:200] or None,
             )
         )
     return notes
+
+
+def _printable(value: object) -> str:
+    """A note's field as one line of text (control characters become spaces)."""
+    if value is None or value == "":
+        return ""
+    return " ".join(_CONTROL.sub(" ", str(value)).split())
 
 
 def latest_verdict(notes: Sequence[OutcomeNote]) -> OutcomeNote | None:
@@ -106,12 +116,17 @@ def latest_verdict(notes: Sequence[OutcomeNote]) -> OutcomeNote | None:
     return latest
 
 
-def merge_note(existing: str, note: OutcomeNote) -> str:
-    """``existing`` with ``note``'s line added once (blank lines dropped)."""
+def merge_note(existing: str, note: OutcomeNote, limit: int = MAX_NOTE) -> str:
+    """``existing`` with ``note``'s line added once (blank lines dropped).
+
+    The result stays under ``limit`` bytes: the oldest lines are dropped.
+    """
     lines = [line for line in existing.splitlines() if line.strip()]
     line = note.as_line()
     if line not in lines:
         lines.append(line)
+    while len(lines) > 1 and len(("\n".join(lines) + "\n").encode()) > limit:
+        lines.pop(0)
     return "\n".join(lines) + "\n"
 
 
@@ -121,14 +136,14 @@ def make_note(
     """Validate a verdict and stamp it with the time (UTC)."""
     if outcome not in OUTCOMES:
         raise UsageError(f"outcome {outcome!r}: expected one of {', '.join(OUTCOMES)}")
-    text = " ".join((reason or "").split())
+    text = _printable(reason)
     if len(text) > MAX_REASON:
         text = text[: MAX_REASON - 3] + "..."
     return OutcomeNote(
         outcome=outcome,
         time=iso_utc(now or datetime.now(UTC)),
         reason=text or None,
-        build_id=(build_id or "").strip() or None,
+        build_id=_printable(build_id) or None,
     )
 
 

@@ -4,8 +4,14 @@
   identities (pure, apart from asking ``git check-ref-format``).
 - Credentials: a token travels only in the environment of the ``git``
   processes (``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``/``GIT_CONFIG_VALUE_n``
-  setting an ``http.<origin>.extraHeader``); an SSH key goes to a private file
-  outside the workspace that is removed afterwards.
+  setting an ``http.<origin>.extraHeader``) and only to that origin: git
+  sends extra headers to wherever a redirect leads, so redirects are not
+  followed (``http.followRedirects=false``) and one is reported as exit 2.
+  An SSH key goes to a private file outside the workspace; it and the private
+  repositories are removed on exit, SIGTERM included.
+- Hardening: every ``git`` we run, in our repositories or in one we were
+  handed (``--from``, ``--source-repo``), runs with settings that disable
+  hooks, fsmonitor, signature programs and external transports.
 - Pure decisions over trees (three-way merge of one subdirectory, changes,
   trailers, backoff) kept apart from the ``Workspace`` that runs ``git``.
 - ``push_with_retry``: fetch the tip, let the caller compute a commit on it,
@@ -23,19 +29,25 @@ import random
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from steps.errors import ExternalError, UsageError
 from steps.output import redact, register_secret, say
+from steps.retry import CONTENTION, FAILURE, backoff_delay
 
 if TYPE_CHECKING:
     import git
@@ -146,7 +158,7 @@ def validate_subpath(path: str | None, flag: str = "--path") -> str:
     parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
     if ".." in parts:
         raise UsageError(f"{flag} {path!r}: must not contain '..'")
-    if any(p == ".git" or p.startswith("-") for p in parts):
+    if any(p.lower() == ".git" or p.startswith("-") for p in parts):
         raise UsageError(f"{flag} {path!r}: must not contain '.git' or start a part with '-'")
     return "/".join(parts)
 
@@ -196,14 +208,62 @@ def config_env(settings: Sequence[tuple[str, str]], environ: Mapping[str, str]) 
     return env
 
 
-BASE_SETTINGS: tuple[tuple[str, str], ...] = (
-    ("protocol.ext.allow", "never"),
+HARDENED_SETTINGS: tuple[tuple[str, str], ...] = (
     ("core.hooksPath", os.devnull),
+    ("core.fsmonitor", "false"),
+    ("core.untrackedCache", "false"),
+    ("log.showSignature", "false"),
+    ("gpg.program", "false"),
+    ("gpg.ssh.program", "false"),
+    ("gpg.x509.program", "false"),
+    ("core.pager", "cat"),
+    ("protocol.allow", "never"),
+    *((f"protocol.{name}.allow", "always") for name in ("file", "git", "ssh", "http", "https")),
+    ("protocol.ext.allow", "never"),
+)
+"""Settings for every ``git`` we run, above any repository's own config: a
+repository we were handed (``--from``) must not make us run its programs."""
+
+BASE_SETTINGS: tuple[tuple[str, str], ...] = (
+    *HARDENED_SETTINGS,
+    ("http.followRedirects", "false"),
     ("http.lowSpeedLimit", "1000"),
     ("http.lowSpeedTime", "60"),
     ("gc.auto", "0"),
     ("advice.detachedHead", "false"),
 )
+
+
+def hardened_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for ``git`` on a directory we did not create."""
+    env_in = os.environ if environ is None else environ
+    return {**env_in, **config_env(HARDENED_SETTINGS, env_in), "GIT_TERMINAL_PROMPT": "0"}
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived: unwind (removing private files) and exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(128 + signum)
+
+
+@contextmanager
+def cleanup_on_sigterm() -> Iterator[None]:
+    """While inside, SIGTERM unwinds like Ctrl-C does, so ``finally`` blocks run.
+
+    It does nothing outside the main thread (only it takes signals) or when
+    the caller already handles SIGTERM (verify-rollout unwinds on it too).
+    """
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -215,8 +275,17 @@ def git_credentials(
     ``GIT_TOKEN`` (user ``GIT_USERNAME``) becomes an ``Authorization`` header
     scoped to the repository's origin; ``GIT_SSH_KEY`` (and
     ``GIT_KNOWN_HOSTS``) become files in a private temporary directory removed
-    on exit. Otherwise git uses whatever credential helper is configured.
+    on exit (SIGTERM included). Otherwise git uses whatever credential helper
+    is configured.
     """
+    with cleanup_on_sigterm(), _git_credentials(location, environ) as env:
+        yield env
+
+
+@contextmanager
+def _git_credentials(
+    location: RepoLocation, environ: Mapping[str, str] | None
+) -> Iterator[dict[str, str]]:
     env_in = os.environ if environ is None else environ
     settings = list(BASE_SETTINGS)
     env: dict[str, str] = {"GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never"}
@@ -351,39 +420,61 @@ def parse_trailers(message: str) -> list[tuple[str, str]]:
     return trailers
 
 
+TOOL_TRAILER = "Gitops-Step"
+"""Heads the trailer block of every commit the git stages write."""
+
+
+def tool_trailers(message: str) -> list[tuple[str, str]]:
+    """The trailers of a message, if (and only if) one of our stages wrote them.
+
+    Our stages always end a message with a trailer block that starts with
+    ``Gitops-Step:``; a user's ``--message`` goes above it, so it can never
+    be the last paragraph, and trailer-like lines in it are never read.
+    """
+    trailers = parse_trailers(message)
+    if not trailers or trailers[0][0] != TOOL_TRAILER:
+        return []
+    return trailers
+
+
 def trailer_values(trailers: Sequence[tuple[str, str]], key: str) -> list[str]:
     return [value for k, value in trailers if k.lower() == key.lower()]
 
 
-def format_message(subject: str, body: str, trailers: Sequence[tuple[str, str]]) -> str:
-    """Subject, blank line, body, blank line, trailers: what git tools parse."""
-    subject_line = " ".join(subject.split()) or "Update"
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def format_message(
+    subject: str, body: str, trailers: Sequence[tuple[str, str]], step: str | None = None
+) -> str:
+    """Subject, blank line, body, blank line, trailers: what git tools parse.
+
+    With ``step``, the trailer block starts with ``Gitops-Step: <step>`` and
+    is always there, so that text from the user (subject, body) can never
+    pose as our trailers. Control characters are dropped everywhere.
+    """
+    subject_line = " ".join(_UNPRINTABLE.sub(" ", subject).split()) or "Update"
     parts = [subject_line]
-    if body.strip():
-        parts.append(body.strip())
-    lines = [f"{key}: {' '.join(value.split())}" for key, value in trailers if value]
+    text = _UNPRINTABLE.sub("", body).strip()
+    if text:
+        parts.append(text)
+    pairs = [(TOOL_TRAILER, step)] if step else []
+    pairs += [(key, value) for key, value in trailers if key != TOOL_TRAILER]
+    lines = [
+        f"{key}: {' '.join(_UNPRINTABLE.sub(' ', value).split())}"
+        for key, value in pairs
+        if value and value.strip()
+    ]
     if lines:
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
-
-
-CONTENTION_BACKOFF = (0.1, 3.0)
-"""(base, cap) seconds after losing a race: someone else made progress."""
-FAILURE_BACKOFF = (0.5, 8.0)
-"""(base, cap) seconds after a network failure: give the server time."""
-
-
-def backoff_delay(attempt: int, rng: random.Random, base: float = 0.2, cap: float = 5.0) -> float:
-    """Jittered exponential backoff before attempt ``attempt + 1``."""
-    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
-    return rng.uniform(ceiling / 4, ceiling)
 
 
 @dataclass(frozen=True)
 class PushOutcome:
     """How one ``git push --porcelain`` ended."""
 
-    kind: str  # ok, moved (retry on the new tip), denied, auth, network, missing
+    kind: str  # ok, moved (retry on the new tip), denied, auth, network, missing, redirect
     detail: str = ""
 
     @property
@@ -408,15 +499,42 @@ _CONTENTION = re.compile(
 )
 
 
+_REDIRECT = re.compile(r"returned error: 3\d\d|HTTP 3\d\d", re.IGNORECASE)
+_GENERIC = re.compile(
+    r"^(fatal: Could not read from remote repository\.?|"
+    r"Please make sure you have the correct access rights|and the repository exists\.?|"
+    r"error: failed to push some refs.*|warning: .*)$",
+    re.IGNORECASE,
+)
+
+
+def failure_reason(stderr: str) -> str:
+    """The line of git's stderr that says why: the server's own words first.
+
+    ``remote:`` lines (a pre-receive hook's message) come first; then the
+    last line that is not one of git's generic epilogues ("Could not read from
+    remote repository", ...), which would hide ssh's real reason.
+    """
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    remote = [line for line in lines if line.startswith("remote:") and line[7:].strip()]
+    specific = [line for line in lines if not _GENERIC.match(line) and line not in remote]
+    reason = specific[-1] if specific else (lines[-1] if lines else "git failed")
+    if remote:
+        return "; ".join([*remote[-5:], reason])
+    return reason
+
+
 def classify_failure(stderr: str) -> PushOutcome:
     """What a failed fetch or push's stderr says went wrong."""
     text = stderr.strip()
-    last = text.splitlines()[-1] if text else "git failed"
+    reason = failure_reason(text)
+    if _REDIRECT.search(text):
+        return PushOutcome("redirect", reason)
     if _AUTH_FAILURE.search(text):
-        return PushOutcome("auth", last)
+        return PushOutcome("auth", reason)
     if _NOT_FOUND.search(text):
-        return PushOutcome("missing", last)
-    return PushOutcome("network", last)
+        return PushOutcome("missing", reason)
+    return PushOutcome("network", reason)
 
 
 def classify_push(status: int, stdout: str, stderr: str, ref: str) -> PushOutcome:
@@ -430,7 +548,9 @@ def classify_push(status: int, stdout: str, stderr: str, ref: str) -> PushOutcom
             return PushOutcome("ok", summary)
         if _CONTENTION.search(summary) or "[rejected]" in summary:
             return PushOutcome("moved", summary)
-        return PushOutcome("denied", summary)
+        remote = [line.strip() for line in stderr.splitlines() if line.startswith("remote:")]
+        said = [line for line in remote if line[7:].strip()]
+        return PushOutcome("denied", "; ".join([*said[-5:], summary]))
     if status == 0:
         return PushOutcome("ok", "")
     if _CONTENTION.search(stderr):
@@ -441,6 +561,16 @@ def classify_push(status: int, stdout: str, stderr: str, ref: str) -> PushOutcom
 # --------------------------------------------------------------------------
 # The workspace: a bare, shallow repository in a private temporary directory
 # --------------------------------------------------------------------------
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a child we are abandoning: politely (git cleans up its own), then not."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class TransientGitError(Exception):
@@ -491,23 +621,45 @@ class Workspace:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> GitResult:
-        """Run ``git args`` in the repository; never raises on a non-zero exit."""
-        with ExitStack() as stack:
-            stdin: Any = None
-            if input is not None:
-                stdin = stack.enter_context(tempfile.TemporaryFile())
-                stdin.write(input.encode() if isinstance(input, str) else input)
-                stdin.seek(0)
-            status, stdout, stderr = self.repo.git.execute(
-                ["git", *args],
-                istream=stdin,
-                env=dict(env or {}),
-                with_extended_output=True,
-                with_exceptions=False,
-                kill_after_timeout=timeout,
-                strip_newline_in_stdout=False,
-            )
-        return GitResult(int(status or 0), str(stdout), str(stderr))
+        """Run ``git args`` in the repository; never raises on a non-zero exit.
+
+        Our own ``subprocess`` call rather than GitPython's: when we are
+        interrupted (SIGTERM, Ctrl-C) the child is stopped at once, and no
+        watchdog thread keeps the process alive.
+        """
+        data = input.encode() if isinstance(input, str) else input
+        full_env = {**os.environ, **self.env, **(env or {})}
+        with subprocess.Popen(
+            ["git", *args],
+            cwd=self.directory,
+            env=full_env,
+            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as proc:
+            # A daemon timer, not communicate(timeout=): that polls with sleeps.
+            expired: list[bool] = []
+
+            def expire() -> None:
+                expired.append(True)
+                proc.kill()
+
+            watchdog = threading.Timer(timeout, expire) if timeout else None
+            if watchdog:
+                watchdog.daemon = True
+                watchdog.start()
+            try:
+                out, err = proc.communicate(data)
+            except BaseException:
+                _stop(proc)
+                raise
+            finally:
+                if watchdog:
+                    watchdog.cancel()
+        if expired:
+            err += f"\nerror: git {args[0]} killed after {timeout:g} seconds".encode()
+        decode = partial(bytes.decode, encoding="utf-8", errors="replace")
+        return GitResult(proc.returncode, decode(out), decode(err))
 
     def check(self, *args: str, input: str | bytes | None = None, **kw: Any) -> str:
         """Run a local ``git`` command that must succeed (else it is a bug)."""
@@ -597,6 +749,15 @@ class Workspace:
             return None
         return self._log(f"{old}..{new}", subdir)
 
+    def commit_times(self, commits: Iterable[str]) -> dict[str, int]:
+        """Committer times (epoch seconds) of local commits."""
+        shas = sorted(set(commits))
+        if not shas:
+            return {}
+        out = self.check("log", "--no-walk=unsorted", "--format=%H %ct", *shas, "--")
+        pairs = (line.split() for line in out.splitlines() if line.strip())
+        return {sha: int(when) for sha, when in pairs}
+
     def resolve_commit(self, sha: str) -> str | None:
         result = self.run("rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
         return result.stdout.strip() if result.status == 0 else None
@@ -604,10 +765,29 @@ class Workspace:
     def is_ancestor(self, older: str, newer: str) -> bool:
         return self.run("merge-base", "--is-ancestor", older, newer).status == 0
 
+    def check_directory(self, commit: str, subdir: str) -> None:
+        """Refuse a ``subdir`` that is, or lies below, a file at ``commit``."""
+        if not subdir:
+            return
+        parts = subdir.split("/")
+        prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        listing = "".join(f"{commit}:{p}\n" for p in prefixes)
+        answers = self.check("cat-file", "--batch-check=%(objecttype)", input=listing)
+        for prefix, answer in zip(prefixes, answers.splitlines(), strict=True):
+            kind = answer.strip()
+            if kind.endswith("missing"):
+                return
+            if kind != "tree":
+                what = "" if prefix == subdir else f"{prefix} "
+                raise UsageError(
+                    f"--path {subdir}: {what}is a file, not a directory, at {commit[:12]}"
+                )
+
     def read_state(self, commit: str | None, subdir: str) -> State:
         """The files under ``subdir`` at ``commit`` (empty for no commit)."""
         if commit is None:
             return {}
+        self.check_directory(commit, subdir)
         args = ["ls-tree", "-r", "-z", "--full-tree", commit]
         if subdir:
             args += ["--", subdir]
@@ -626,13 +806,24 @@ class Workspace:
         return state
 
     def hash_directory(self, directory: Path) -> State:
-        """Store every file under ``directory`` as a blob (skipping ``.git``)."""
+        """Store every file under ``directory`` as a blob (skipping ``.git``).
+
+        Symbolic links, to files or to directories, are stored as links. Any
+        other spelling of ``.git`` (``.GIT``, ``.Git``) is refused: Git will
+        not store it, and silently dropping it would commit something else.
+        """
         files: list[tuple[str, Path, str]] = []
         links: list[tuple[str, str]] = []
         directory = directory.resolve()
         for root, dirs, names in os.walk(directory):
-            dirs[:] = sorted(d for d in dirs if d != ".git")
-            for name in sorted(names):
+            for name in [*dirs, *names]:
+                if name.lower() == ".git" and name != ".git":
+                    raise UsageError(
+                        f"{Path(root) / name}: a path named {name!r} cannot be stored in Git"
+                    )
+            linked = [d for d in dirs if (Path(root) / d).is_symlink()]
+            dirs[:] = sorted(d for d in dirs if d != ".git" and d not in linked)
+            for name in sorted([*names, *linked]):
                 if name == ".git":
                     continue
                 full = Path(root) / name
@@ -723,9 +914,52 @@ class Workspace:
             self.check(*args, input=listing, env=env)
 
 
+def redirect_target(location: RepoLocation, timeout: float = 10.0) -> str | None:
+    """Where the server redirects ``location`` to (asked without credentials)."""
+
+    class NoFollow(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    url = location.url.rstrip("/") + "/info/refs?service=git-upload-pack"
+    opener = urllib.request.build_opener(NoFollow)
+    try:
+        with opener.open(url, timeout=timeout):
+            return None
+    except urllib.error.HTTPError as exc:
+        target = exc.headers.get("Location") if 300 <= exc.code < 400 else None
+        return str(target).removesuffix("/info/refs?service=git-upload-pack") if target else None
+    except (OSError, ValueError):
+        return None
+
+
+def redirect_error(location: RepoLocation, action: str) -> UsageError:
+    """A redirect is refused: git would send our Authorization header along."""
+    target = redirect_target(location)
+    if target is None:
+        where = "elsewhere"
+    else:
+        where = redact(target)
+        try:
+            moved = parse_repo(target, "redirect").origin if "://" in target else location.origin
+        except UsageError:
+            moved = None
+        if moved == location.origin:
+            return UsageError(
+                f"{action} {location.url}: the server redirects to {where}; "
+                "redirects are not followed, use that URL as --repo"
+            )
+    return UsageError(
+        f"{action} {location.url}: the server redirects to {where}, another origin; "
+        f"refusing to follow it (credentials go only to {location.origin or location.url})"
+    )
+
+
 def raise_for_failure(outcome: PushOutcome, location: RepoLocation, action: str) -> None:
     """Turn a failed fetch or push into the right error (or a retry)."""
     detail = redact(outcome.detail)
+    if outcome.kind == "redirect":
+        raise redirect_error(location, action)
     if outcome.kind == "auth":
         # Credentials are configuration: retrying the build will not fix them.
         raise UsageError(
@@ -748,17 +982,22 @@ def raise_for_failure(outcome: PushOutcome, location: RepoLocation, action: str)
 class Attempt:
     """What the caller's ``prepare`` decided on one tip."""
 
-    commit: str | None  # None: nothing to push (unchanged)
+    commit: str | None  # None: nothing to push (unchanged, or ``outcome``)
     parent: str | None
     details: dict[str, Any] = field(default_factory=dict)
+    outcome: str | None = None  # with no commit: why not (default "unchanged")
 
 
 @dataclass
 class PushReport:
-    status: str  # pushed or unchanged
+    status: str  # pushed, unchanged, or the outcome prepare gave
     attempts: int
     attempt: Attempt
     landed: str | None = None  # an earlier attempt's commit found on the branch
+
+
+CLOCK_SKEW = 86400
+"""Seconds a writer's clock may be behind ours when looking for a lost push."""
 
 
 def push_with_retry(
@@ -776,28 +1015,30 @@ def push_with_retry(
     (raising ``CheckFailed`` on a real conflict). A rejected push or a
     network failure leads to a jittered backoff and a fresh ``prepare`` on
     the new tip; after ``max_attempts`` it is an ``ExternalError``. When a
-    push failed without an answer, a later attempt first checks whether that
-    commit landed after all, so a change never lands twice.
+    push failed without an answer, the next attempt first asks whether that
+    commit landed after all (before judging anything on the new tip, which
+    may hold others' work on top of ours), so a change never lands twice and
+    a landed change is never reported as a conflict.
     """
     rng = rng or random.Random()
-    uncertain: list[str] = []
+    uncertain: dict[str, Attempt] = {}
     last_problem = "no attempt made"
     for attempt in range(1, max_attempts + 1):
         lost_race = False
         try:
-            prepared = prepare(attempt)
-            landed = _landed(workspace, branch, uncertain) if uncertain else None
+            landed = find_landed(workspace, branch, list(uncertain)) if uncertain else None
             if landed:
                 say(f"push: an earlier attempt's commit {landed[:12]} had landed after all")
-                return PushReport("pushed", attempt, prepared, landed=landed)
+                return PushReport("pushed", attempt, uncertain[landed], landed=landed)
+            prepared = prepare(attempt)
             if prepared.commit is None:
-                return PushReport("unchanged", attempt, prepared)
+                return PushReport(prepared.outcome or "unchanged", attempt, prepared)
             say(f"push: {prepared.commit[:12]} -> {branch} (attempt {attempt}/{max_attempts})")
             outcome = workspace.push(prepared.commit, branch)
             if outcome.kind == "ok":
                 return PushReport("pushed", attempt, prepared)
             if outcome.kind == "network":
-                uncertain.append(prepared.commit)
+                uncertain[prepared.commit] = prepared
             if not outcome.retryable:
                 raise_for_failure(outcome, workspace.location, "push")
             last_problem = redact(outcome.detail) or outcome.kind
@@ -810,25 +1051,33 @@ def push_with_retry(
             last_problem = str(exc)
             say(f"push: {redact(last_problem)}")
         if attempt < max_attempts:
-            base, cap = CONTENTION_BACKOFF if lost_race else FAILURE_BACKOFF
-            sleep(backoff_delay(attempt, rng, base, cap))
+            sleep(backoff_delay(attempt, rng, CONTENTION if lost_race else FAILURE))
     raise ExternalError(
         f"gave up on {branch} of {workspace.location.url} after {max_attempts} attempts: "
         f"{redact(last_problem)}"
     )
 
 
-def _landed(workspace: Workspace, branch: str, commits: Sequence[str]) -> str | None:
-    """Which of ``commits`` is on the remote ``branch`` (looking back a little)."""
-    tip = workspace.resolve_commit(f"refs/remotes/origin/{branch}")
+def find_landed(workspace: Workspace, branch: str, commits: Sequence[str]) -> str | None:
+    """Which of our ``commits`` is on the remote ``branch``, however deep.
+
+    A commit is ours by its exact id (tree, parent, message with the build's
+    trailers, times). Fetch the tip, then deepen until one of them is an
+    ancestor, or the history is complete, or everything at the shallow
+    boundary is older than our oldest commit (less ``CLOCK_SKEW``): whatever
+    landed on top of ours was written after it.
+    """
+    tip = workspace.fetch_branch(branch)
     if tip is None:
         return None
-    if tip in commits:
-        return tip
-    with suppress(TransientGitError):
-        workspace.fetch_branch(branch, deepen=50)
-    tip = workspace.resolve_commit(f"refs/remotes/origin/{branch}") or tip
-    for commit in commits:
-        if commit == tip or workspace.is_ancestor(commit, tip):
-            return commit
-    return None
+    oldest = min(workspace.commit_times(commits).values()) - CLOCK_SKEW
+    depth = 8
+    while True:
+        for commit in commits:
+            if commit == tip or workspace.is_ancestor(commit, tip):
+                return commit
+        boundary = workspace.shallow_commits()
+        if not boundary or all(t < oldest for t in workspace.commit_times(boundary).values()):
+            return None
+        workspace.fetch_branch(branch, deepen=depth)
+        depth *= 2

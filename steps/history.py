@@ -63,23 +63,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_step, version_text
-from steps.deploy_notes import NOTES_REF, OutcomeNote, latest_verdict, parse_note
+from steps.deploy_notes import MAX_NOTE, NOTES_REF, OutcomeNote, latest_verdict, parse_note
 from steps.errors import ExternalError, UsageError
 from steps.gitrepo import (
-    FAILURE_BACKOFF,
     NETWORK_TIMEOUT,
     RepoLocation,
     TransientGitError,
     classify_failure,
     git_credentials,
+    hardened_env,
     parse_repo,
-    parse_trailers,
     raise_for_failure,
+    tool_trailers,
     trailer_values,
     validate_branch,
     validate_subpath,
 )
 from steps.output import say, write_atomic
+from steps.retry import backoff_delay
 
 if TYPE_CHECKING:
     from steps.gitrepo import Workspace
@@ -240,13 +241,18 @@ class LogEntry:
     message: str
 
 
-def parse_log(text: str) -> list[LogEntry]:
-    """``git log -z --format=%H%x1f%ct%x1f%N%x1f%B`` output, newest first."""
+def parse_log(text: str, notes: Mapping[str, str] | None = None) -> list[LogEntry]:
+    """``git log -z --format=%H%x1f%ct%x1f%B`` output, newest first, with their notes.
+
+    The message is the last field, so whatever it holds cannot shift the
+    others; notes (anyone can write one) are read apart, by commit.
+    """
     entries: list[LogEntry] = []
     for record in text.split("\0"):
-        fields = record.lstrip("\n").split("\x1f", 3)
-        if len(fields) == 4:
-            entries.append(LogEntry(fields[0], int(fields[1]), fields[2], fields[3]))
+        fields = record.lstrip("\n").split("\x1f", 2)
+        if len(fields) == 3:
+            sha = fields[0]
+            entries.append(LogEntry(sha, int(fields[1]), (notes or {}).get(sha, ""), fields[2]))
     return entries
 
 
@@ -324,7 +330,7 @@ def _subject(message: str) -> str:
 
 def candidate_of(entry: LogEntry) -> Candidate | None:
     """The attempt a candidate commit records (None for a promote commit found there)."""
-    trailers = parse_trailers(entry.message)
+    trailers = tool_trailers(entry.message)
     if trailer_values(trailers, "Promoted-From"):
         return None
     return Candidate(
@@ -340,7 +346,7 @@ def candidate_of(entry: LogEntry) -> Candidate | None:
 
 
 def deployment_of(entry: LogEntry) -> Deployment:
-    trailers = parse_trailers(entry.message)
+    trailers = tool_trailers(entry.message)
     promoted = _last(trailers, "Promoted-From")
     rollback = _last(trailers, "Rollback-From")
     return Deployment(
@@ -731,7 +737,6 @@ T = TypeVar("T")
 
 def with_retries(action: Callable[[], T], what: str) -> T:
     """Run a network ``action``; retry transient failures, then ExternalError."""
-    base, cap = FAILURE_BACKOFF
     for attempt in range(1, FETCH_ATTEMPTS + 1):
         try:
             return action()
@@ -739,7 +744,7 @@ def with_retries(action: Callable[[], T], what: str) -> T:
             say(f"{STEP}: {exc}")
             if attempt == FETCH_ATTEMPTS:
                 raise ExternalError(f"{what}: gave up after {attempt} attempts ({exc})") from None
-            time.sleep(min(cap, base * 2**attempt))
+            time.sleep(backoff_delay(attempt))
     raise AssertionError("unreachable")
 
 
@@ -821,15 +826,27 @@ class HistoryReader:
             raise_for_failure(classify_failure(result.stderr), self.config.location, "ls-remote")
         return {line.split("\t", 1)[1] for line in result.stdout.splitlines() if "\t" in line}
 
+    def notes(self) -> dict[str, str]:
+        """Each annotated commit's note (notes over ``MAX_NOTE`` bytes are skipped)."""
+        listed = self.ws.check("notes", f"--ref={NOTES_REF}", "list")
+        pairs = [line.split() for line in listed.splitlines() if len(line.split()) == 2]
+        blobs = self.ws.read_blobs([blob for blob, _ in pairs], limit=MAX_NOTE)
+        skipped = sum(1 for blob, _ in pairs if blob not in blobs)
+        if skipped:
+            say(f"{STEP}: warning: {skipped} note(s) over {MAX_NOTE} bytes ignored")
+        return {
+            commit: blobs[blob].decode("utf-8", "replace")
+            for blob, commit in pairs
+            if blob in blobs
+        }
+
     def log(self, tip: str, exclude: str | None, notes: bool) -> list[LogEntry]:
-        args = ["log", "-z", "--format=%H%x1f%ct%x1f%N%x1f%B"]
-        args.append(f"--notes={NOTES_REF}" if notes else "--no-notes")
-        args.append(tip)
+        args = ["log", "-z", "--no-notes", "--format=%H%x1f%ct%x1f%B", tip]
         if exclude:
             args.append(f"^{exclude}")
         if self.config.subdir:
             args += ["--", self.config.subdir]
-        entries = parse_log(self.ws.check(*args))
+        entries = parse_log(self.ws.check(*args), self.notes() if notes else None)
         boundary = self.ws.shallow_commits()
         return [e for e in entries if touches(e, self.config.subdir, boundary)]
 
@@ -841,6 +858,7 @@ def source_times(directory: Path, shas: Sequence[str]) -> dict[str, int]:
         return {}
     done = subprocess.run(
         ["git", "-C", str(directory), "cat-file", "--batch"],
+        env=hardened_env(),  # the user's clone: its config runs nothing of ours
         input="".join(f"{s}\n" for s in wanted).encode(),
         capture_output=True,
         check=False,

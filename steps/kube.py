@@ -42,6 +42,7 @@ from urllib.parse import quote, urlencode
 from steps.cli import StepParser
 from steps.errors import ExternalError, UsageError
 from steps.output import register_secret, say
+from steps.retry import Backoff, backoff_delay
 
 DEFAULT_CONTAINER_API = "https://container.googleapis.com"
 GOOGLE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
@@ -52,7 +53,8 @@ TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
 RETRY_ATTEMPTS = 6
 BACKOFF_START = 0.2
 BACKOFF_CAP = 5.0
-RETRY_AFTER_CAP = 10.0
+API_BACKOFF = Backoff(BACKOFF_START, BACKOFF_CAP)
+"""The shared retry policy (``steps.retry``) on the API's shorter schedule."""
 REQUEST_TIMEOUT = 30.0
 WATCH_SECONDS = 240
 """Server-side watch timeout; the stream is then resumed from where it was."""
@@ -315,7 +317,6 @@ def _get_cluster(session: Any, url: str, name: ClusterName) -> dict[str, Any]:
     import google.auth.exceptions
     import requests
 
-    delay = BACKOFF_START
     last = ""
     for attempt in range(1, RETRY_ATTEMPTS + 1):
         try:
@@ -344,8 +345,7 @@ def _get_cluster(session: Any, url: str, name: ClusterName) -> dict[str, Any]:
                 raise ExternalError(f"GKE API {url}: HTTP {response.status_code}: {message}")
             last = f"HTTP {response.status_code}: {message}"
         if attempt < RETRY_ATTEMPTS:
-            time.sleep(delay)
-            delay = min(delay * 2, BACKOFF_CAP)
+            time.sleep(backoff_delay(attempt, policy=API_BACKOFF))
     raise ExternalError(f"GKE API {url}: {last} (after {RETRY_ATTEMPTS} attempts)")
 
 
@@ -483,7 +483,6 @@ class KubeApi:
         return data
 
     def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
-        delay = BACKOFF_START
         for attempt in range(1, self.attempts + 1):
             try:
                 return call()
@@ -495,9 +494,7 @@ class KubeApi:
                         f"Kubernetes API {self.host}: {what}: {describe_error(exc)} "
                         f"(after {self.attempts} attempts)"
                     ) from None
-                pause = delay if exc.retry_after is None else min(exc.retry_after, RETRY_AFTER_CAP)
-                self.sleep(pause * (0.75 + random.random() / 2))
-                delay = min(delay * 2, BACKOFF_CAP)
+                self.sleep(backoff_delay(attempt, policy=API_BACKOFF, retry_after=exc.retry_after))
         raise AssertionError("unreachable")
 
     def request(

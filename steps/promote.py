@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,8 @@ from steps.gitrepo import (
     git_credentials,
     parse_identity,
     parse_repo,
-    parse_trailers,
     push_with_retry,
+    tool_trailers,
     trailer_values,
     validate_branch,
     validate_subpath,
@@ -177,7 +177,7 @@ def live_verdict(commit: str, live: str | None, live_is_newer: bool) -> str:
 
 def promoted_from(message: str) -> str | None:
     """The candidate SHA in a message's last ``Promoted-From: branch@sha`` trailer."""
-    values = trailer_values(parse_trailers(message), "Promoted-From")
+    values = trailer_values(tool_trailers(message), "Promoted-From")
     if not values:
         return None
     sha = values[-1].rpartition("@")[2].strip()
@@ -213,10 +213,10 @@ def promote_message(
     if kind == "rollback" and live:
         trailers.append(("Rollback-From", live))
     trailers.append(("Build-Id", config.provenance.build_id or ""))
-    carried = parse_trailers(candidate_message)
+    carried = tool_trailers(candidate_message)
     for key in CARRIED_TRAILERS:
         trailers += [(key, value) for value in trailer_values(carried, key)]
-    return format_message(subject, "\n".join(body), trailers)
+    return format_message(subject, "\n".join(body), trailers, STEP)
 
 
 # --------------------------------------------------------------------------- side effects
@@ -230,21 +230,34 @@ def find_on_branch(ws: Workspace, branch: str, sha: str) -> str | None:
     return ws.deepen_until(branch, tip, sha, FIRST_DEPTH, limit=None)
 
 
-def live_candidate(ws: Workspace, branch: str, tip: str, subdir: str) -> str | None:
-    """The candidate commit production reflects for ``subdir``: the latest trailer."""
-    depth = 2
+def promotions(ws: Workspace, branch: str, tip: str, subdir: str) -> Iterator[str]:
+    """The candidate commits production held for ``subdir``, newest first.
+
+    Reads ``Promoted-From`` trailers down the path's history, deepening the
+    shallow fetch (doubling) as the walk reaches its boundary.
+    """
+    depth, seen = 2, 0
     while True:
         boundary = ws.shallow_commits()
-        for sha, message in ws.history(tip, subdir):
+        history = ws.history(tip, subdir)
+        for index, (sha, message) in enumerate(history):
             if sha in boundary:
                 break  # cannot tell whether it touched subdir: look deeper
+            if index < seen:
+                continue
+            seen = index + 1
             found = promoted_from(message)
             if found:
-                return found
+                yield found
         if not ws.is_shallow() or depth >= LIVE_SEARCH_LIMIT:
-            return None
+            return
         ws.fetch_branch(branch, deepen=depth)
         depth *= 2
+
+
+def live_candidate(ws: Workspace, branch: str, tip: str, subdir: str) -> str | None:
+    """The candidate commit production reflects for ``subdir``: the latest trailer."""
+    return next(promotions(ws, branch, tip, subdir), None)
 
 
 class Promoter:
@@ -257,9 +270,16 @@ class Promoter:
         self.candidate_message = ws.message_of(commit)
         self.author = ws.author_of(commit)
         self.looked_up: dict[str, bool] = {}
+        self.intended: str | None = None
+        """The kind decided on the first attempt: what this build was asked to do."""
 
-    def live_is_descendant(self, live: str) -> bool:
-        """Whether ``live`` is on --from after our commit (fetching if need be)."""
+    def live_is_descendant(self, live: str, tip: str) -> bool:
+        """Whether ``live`` came after our commit (fetching if need be).
+
+        On --from: ``live`` descends from our commit. When --from was
+        force-pushed and ``live`` is no longer on it, production's own record
+        decides: our commit was promoted to this path before ``live`` was.
+        """
         if live not in self.looked_up:
             found = self.ws.deepen_until(
                 self.config.source_branch,
@@ -268,22 +288,49 @@ class Promoter:
                 FIRST_DEPTH,
                 limit=LIVE_SEARCH_LIMIT,
             )
-            self.looked_up[live] = bool(found) and self.ws.is_ancestor(self.commit, live)
+            if found:
+                self.looked_up[live] = self.ws.is_ancestor(self.commit, live)
+            else:
+                earlier = promotions(self.ws, self.config.target_branch, tip, self.config.subdir)
+                self.looked_up[live] = any(same_commit(self.commit, sha) for sha in earlier)
         return self.looked_up[live]
 
     def prepare(self, attempt: int) -> Attempt:
         config, ws = self.config, self.ws
+        if config.require_live and attempt > 1:
+            # Checked again on every retry: the cluster may have moved on
+            # meanwhile, to a candidate pushed after we first fetched --from.
+            record = read_live(config)
+            source_tip = self.source_tip
+            if ws.resolve_commit(record.commit) is None:
+                source_tip = ws.fetch_branch(config.source_branch, depth=FIRST_DEPTH) or source_tip
+            skipped = check_live(ws, config, self.commit, source_tip, record)
+            if skipped is not None:
+                skipped.pop("status")
+                return Attempt(None, None, skipped, outcome="superseded")
         tip = ws.fetch_branch(config.target_branch, depth=2)
         current = ws.read_state(tip, config.subdir)
         changes = diff_states(current, self.desired)
         live = live_candidate(ws, config.target_branch, tip, config.subdir) if tip else None
-        kind = promotion_kind(self.commit, live, bool(live) and self.live_is_descendant(live or ""))
+        descendant = bool(live and tip) and self.live_is_descendant(live or "", tip or "")
+        kind = promotion_kind(self.commit, live, descendant)
         details: dict[str, Any] = {
             "kind": kind,
             "live_before": live,
             "parent": tip,
             "changes": [c.as_dict() for c in changes],
         }
+        if self.intended is None:
+            self.intended = kind
+        elif kind == "rollback" and self.intended == "promote" and changes:
+            # A newer candidate landed on production while we retried: going
+            # on would roll it back, which nobody asked this build to do.
+            say(
+                f"{STEP}: {(live or '')[:12]}, a newer candidate than {self.commit[:12]}, "
+                f"was promoted meanwhile; not promoting (superseded)"
+            )
+            details.update(kind="none", status="superseded", live=live)
+            return Attempt(None, tip, details, outcome="superseded")
         if tip is not None and not changes:
             where = f"{config.target_branch}:{config.subdir or '/'}"
             say(f"{STEP}: {where} already matches {self.commit[:12]}; nothing to do")
@@ -298,7 +345,7 @@ class Promoter:
         return Attempt(new, tip, details)
 
 
-def read_live(config: Config) -> LiveRecord | None:
+def read_live(config: Config) -> LiveRecord:
     """The live record --require-live names, read from the cluster."""
     assert config.require_live is not None and config.access is not None
     api = connect(config.access)

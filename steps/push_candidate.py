@@ -30,12 +30,13 @@ from steps.gitrepo import (
     diff_states,
     format_message,
     git_credentials,
+    hardened_env,
     join_path,
     merge_subtree,
     parse_identity,
     parse_repo,
-    parse_trailers,
     push_with_retry,
+    tool_trailers,
     trailer_values,
     validate_branch,
     validate_subpath,
@@ -235,7 +236,7 @@ def candidate_message(
         ("Build-Id", provenance.build_id or ""),
     ]
     trailers += [("Image", image) for image in images]
-    return format_message(subject, "\n".join(body_lines), trailers)
+    return format_message(subject, "\n".join(body_lines), trailers, STEP)
 
 
 # --------------------------------------------------------------------------- side effects
@@ -252,6 +253,7 @@ def source_author(source: Path | None, commit: str | None) -> Identity | None:
             text=True,
             timeout=30,
             check=False,
+            env=hardened_env(),  # a checkout we were handed: its config runs nothing
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -336,6 +338,11 @@ class CandidateWriter:
             if self.ours is None:
                 assert config.source is not None
                 self.ours = ws.hash_directory(config.source)
+                if not self.ours and not config.subdir:
+                    raise UsageError(
+                        f"--from {config.source}: empty; mirroring it at the repository root "
+                        "would delete every file on the branch"
+                    )
             if self.base is None:
                 self.base, self.base_tip = theirs, parent
             ours, base = self.ours, self.base
@@ -394,7 +401,7 @@ class CandidateWriter:
         if commits is None:
             return False
         return all(
-            trailer_values(parse_trailers(message), "Source-Repo") == [source]
+            trailer_values(tool_trailers(message), "Source-Repo") == [source]
             for _, message in commits
         )
 

@@ -18,7 +18,6 @@ import hashlib
 import http.client
 import json
 import os
-import random
 import re
 import shutil
 import ssl
@@ -34,6 +33,7 @@ from steps import __version__
 from steps.errors import ExternalError, UsageError
 from steps.imageref import DOCKER_HUB, ImageRef
 from steps.output import redact, register_secret, say
+from steps.retry import RETRY_AFTER_CAP, Backoff, backoff_delay
 
 # Most specific first: an index is what a multi-platform tag points at, and
 # its digest is the one that pins every platform.
@@ -55,7 +55,6 @@ DOCKER_HUB_API = "registry-1.docker.io"
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 _DOCKER_HUB_ALIASES = {DOCKER_HUB, "index.docker.io", DOCKER_HUB_API}
 
-RETRY_AFTER_CAP = 10.0
 """Seconds: a registry asking for a longer pause gets this much, then a retry."""
 BACKOFF_CAP = 8.0
 MAX_BODY = 8 * 1024 * 1024
@@ -489,7 +488,7 @@ class RegistryClient:
                 retry_after = _retry_after(response)
             if attempt == self._attempts:
                 break
-            delay = retry_after if retry_after is not None else self._backoff_delay(attempt)
+            delay = self._backoff_delay(attempt, retry_after)
             say(
                 f"{where}: {method} failed ({failure}); "
                 f"retrying in {delay:.1f}s (attempt {attempt}/{self._attempts})"
@@ -500,10 +499,10 @@ class RegistryClient:
             f"attempt{'s' if self._attempts > 1 else ''}: {failure}"
         )
 
-    def _backoff_delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter, so many builds do not retry in step."""
-        ceiling = min(BACKOFF_CAP, self._backoff * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
+    def _backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """The shared policy (``steps.retry``), from this client's first delay."""
+        policy = Backoff(self._backoff, BACKOFF_CAP)
+        return backoff_delay(attempt, policy=policy, retry_after=retry_after)
 
     def _once(self, method: str, url: str, headers: Mapping[str, str]) -> _Response:
         parts = urlsplit(url)

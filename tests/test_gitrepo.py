@@ -19,7 +19,6 @@ from steps.gitrepo import (
     Change,
     RepoLocation,
     Workspace,
-    backoff_delay,
     classify_failure,
     classify_push,
     config_env,
@@ -33,6 +32,7 @@ from steps.gitrepo import (
     validate_branch,
     validate_subpath,
 )
+from steps.retry import CONTENTION, FAILURE, RETRY_AFTER_CAP, backoff_delay
 
 # ----------------------------------------------------------------- validation
 
@@ -224,11 +224,16 @@ def test_parse_trailers_needs_a_trailer_paragraph() -> None:
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:
     rng = random.Random(7)
-    for attempt in range(1, 20):
-        ceiling = min(5.0, 0.2 * 2 ** (attempt - 1))
-        delays = [backoff_delay(attempt, rng) for _ in range(50)]
-        assert all(ceiling / 4 <= d <= ceiling for d in delays)
-        assert len(set(delays)) > 1
+    for policy in (FAILURE, CONTENTION):
+        for attempt in range(1, 20):
+            ceiling = min(policy.cap, policy.base * 2 ** (attempt - 1))
+            delays = [backoff_delay(attempt, rng, policy) for _ in range(50)]
+            assert all(ceiling / 2 <= d <= ceiling for d in delays)
+            assert len(set(delays)) > 1
+    # FAILURE: 0.5 s, then 1, 2, 4, 8, 8 ... (ceilings); a Retry-After wins, capped.
+    assert [FAILURE.ceiling(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert backoff_delay(3, rng, retry_after=2.5) == 2.5
+    assert backoff_delay(3, rng, retry_after=600) == RETRY_AFTER_CAP
 
 
 @pytest.mark.parametrize(
@@ -302,3 +307,23 @@ def test_help_does_not_import_gitpython() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--repo" in done.stdout
+
+
+def test_git_credentials_leave_a_callers_sigterm_handler_alone() -> None:
+    """verify-rollout handles SIGTERM itself; the notes push must not replace that."""
+    import signal
+
+    def callers(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    location = parse_repo("https://git.example.test/o/env")
+    previous = signal.signal(signal.SIGTERM, callers)
+    try:
+        with git_credentials(location, {}):
+            assert signal.getsignal(signal.SIGTERM) is callers
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with git_credentials(location, {}):
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, callers)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -72,6 +72,7 @@ def test_promote_copies_the_path_and_carries_trailers(env: Env) -> None:
     message = messages(env.repo)[0]
     assert message.startswith(f"Promote {sha[:12]}: Deploy web@sha256:cccccccccccc to web\n")
     assert parse_trailers(message) == [
+        ("Gitops-Step", "promote"),
         ("Promoted-From", f"candidate@{sha}"),
         ("Build-Id", "promote-9"),
         ("Source-Commit", f"{1:040x}"),
@@ -182,9 +183,12 @@ def test_promote_over_http(
 
 
 def test_pure_decisions() -> None:
-    assert promoted_from("S\n\nPromoted-From: candidate@ABCDEF1234567\nBuild-Id: x") == (
+    marker = "Gitops-Step: promote\n"
+    assert promoted_from(f"S\n\n{marker}Promoted-From: candidate@ABCDEF1234567\nBuild-Id: x") == (
         "abcdef1234567"
     )
+    # Only our own trailer block counts: not one a --message or a person wrote.
+    assert promoted_from("S\n\nPromoted-From: candidate@ABCDEF1234567\nBuild-Id: x") is None
     assert promoted_from("S\n\nBuild-Id: x") is None
     assert promotion_kind("a", "b", True) == "rollback"
     assert promotion_kind("a", "b", False) == "promote"

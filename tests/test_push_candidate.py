@@ -73,6 +73,7 @@ def test_first_push_creates_the_branch_with_trailers(
     [message] = log(bare_repo, "candidate", "%B")
     assert message.startswith("Deploy web@sha256:aaaaaaaaaaaa to web\n")
     assert parse_trailers(message) == [
+        ("Gitops-Step", "push-candidate"),
         ("Source-Repo", "web-app"),
         ("Source-Commit", "0123456789abcdef0123456789abcdef01234567"),
         ("Build-Id", "build-1"),
@@ -296,7 +297,9 @@ def test_builds_of_the_same_app_racing_record_every_attempt(
     monkeypatch.setenv("REPO_NAME", "app")
     seed(bare_repo, "candidate", {"web/deploy.yaml": deployment(WEB_A)}, tmp_path / "w")
     theirs = deployment(WEB_A, replicas=3)
-    trailer = f"\n\nSource-Repo: {racer_source}\n" if racer_source else ""
+    trailer = (
+        f"\n\nGitops-Step: push-candidate\nSource-Repo: {racer_source}\n" if racer_source else ""
+    )
     racing_push(
         monkeypatch,
         lambda: seed(

@@ -6,7 +6,12 @@ pushes enabled. Repositories are the bare repositories under ``--root``,
 served at ``http://127.0.0.1:PORT/<name>``.
 
 It can be stopped and started again on the same port and root, which the
-fault tests use to kill the server in the middle of a push.
+fault tests use to kill the server in the middle of a push. Other faults, for
+the adversarial tests: answer every request with a redirect to another origin
+(``redirect_to``), handle a push but drop its answer (``drop_answers``),
+hold pushes (``delay_receive_pack``, or the in-process ``before_push`` and
+``after_push`` callbacks), and refuse pushes from a pre-receive hook that
+prints a message (``reject_pushes``).
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ import argparse
 import base64
 import hmac
 import os
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -51,18 +58,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(
-        self,
-        port: int,
-        root: Path,
-        credentials: tuple[str, str] | None,
-        delay_receive_pack: float,
-    ) -> None:
+    def __init__(self, port: int, root: Path, service: GitServer) -> None:
         super().__init__((HOST, port), _Handler)
         self.root = root
-        self.credentials = credentials
-        self.delay_receive_pack = delay_receive_pack
+        self.service = service
+        self.credentials = service.credentials
         self.requests: list[str] = []
+        self.authorizations: list[str] = []
+        self.pushes = 0
+        self.lock = threading.Lock()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -110,7 +114,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _bridge(self) -> None:
         path, _, query = self.path.partition("?")
+        service = self.server.service
         self.server.requests.append(f"{self.command} {path}")
+        if self.headers.get("Authorization"):
+            self.server.authorizations.append(f"{self.command} {path}")
+        if service.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", service.redirect_to.rstrip("/") + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if not self._authorised():
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="gitops-sandbox"')
@@ -118,8 +131,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         body = self._read_body() if self.command == "POST" else b""
-        if self.command == "POST" and path.endswith("/git-receive-pack"):
-            time.sleep(self.server.delay_receive_pack)
+        push = self.command == "POST" and path.endswith("/git-receive-pack")
+        number = 0
+        if push:
+            with self.server.lock:
+                self.server.pushes += 1
+                number = self.server.pushes
+            time.sleep(service.delay_receive_pack)
+            if service.before_push:
+                service.before_push(number)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": str(self.server.root),
@@ -139,6 +159,11 @@ class _Handler(BaseHTTPRequestHandler):
             "REMOTE_ADDR": self.client_address[0],
             "REMOTE_USER": self.server.credentials[0] if self.server.credentials else "sandbox",
         }
+        if service.reject_pushes is not None:
+            hooks = self.server.root / ".sandbox-hooks"
+            env["GIT_CONFIG_COUNT"] = "3"
+            env["GIT_CONFIG_KEY_2"] = "core.hooksPath"
+            env["GIT_CONFIG_VALUE_2"] = str(_write_reject_hook(hooks, service.reject_pushes))
         if self.headers.get("Git-Protocol"):
             env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
         if self.headers.get("Content-Encoding"):
@@ -146,6 +171,13 @@ class _Handler(BaseHTTPRequestHandler):
         done = subprocess.run(
             [_git(), "http-backend"], input=body, env=env, capture_output=True, check=False
         )
+        if push and service.after_push:
+            service.after_push(number)
+        if push and number <= service.drop_answers:
+            # The push was handled; the client never hears how it went.
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self._send_cgi(done.stdout)
 
     def _send_cgi(self, output: bytes) -> None:
@@ -164,6 +196,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def _write_reject_hook(hooks: Path, message: str) -> Path:
+    """A hooks directory whose pre-receive prints ``message`` and refuses."""
+    hooks.mkdir(parents=True, exist_ok=True)
+    hook = hooks / "pre-receive"
+    hook.write_text(
+        f"#!/bin/sh\ncat >/dev/null\nprintf '%s\\n' {shlex.quote(message)} >&2\nexit 1\n"
+    )
+    hook.chmod(0o755)
+    return hooks
 
 
 def _split_cgi(output: bytes) -> tuple[str, bytes]:
@@ -187,11 +230,25 @@ class GitServer(Service):
         user: str | None = None,
         password: str | None = None,
         delay_receive_pack: float = 0.0,
+        redirect_to: str | None = None,
+        drop_answers: int = 0,
+        reject_pushes: str | None = None,
+        before_push: Callable[[int], None] | None = None,
+        after_push: Callable[[int], None] | None = None,
     ) -> None:
         self.root = Path(root)
         self.port = port
         self.credentials = (user, password or "") if user else None
         self.delay_receive_pack = delay_receive_pack
+        self.redirect_to = redirect_to
+        """Answer every request with a 302 to this base URL (another origin)."""
+        self.drop_answers = drop_answers
+        """Handle the first N pushes but close the connection without answering."""
+        self.reject_pushes = reject_pushes
+        """Refuse every push from a pre-receive hook printing this message."""
+        self.before_push = before_push
+        self.after_push = after_push
+        """Called (in the server's thread) with the push's number, around receive-pack."""
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -209,9 +266,19 @@ class GitServer(Service):
     def requests(self) -> list[str]:
         return self._server.requests if self._server else []
 
+    @property
+    def pushes(self) -> int:
+        """How many pushes the server has received so far."""
+        return self._server.pushes if self._server else 0
+
+    @property
+    def authorized_requests(self) -> list[str]:
+        """The requests that carried an ``Authorization`` header."""
+        return self._server.authorizations if self._server else []
+
     def start(self) -> GitServer:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._server = _Server(self.port, self.root, self.credentials, self.delay_receive_pack)
+        self._server = _Server(self.port, self.root, self)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -246,6 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait this long before each push is handled (for fault tests)",
     )
+    parser.add_argument(
+        "--redirect-to", metavar="URL", help="answer every request with a 302 to this base URL"
+    )
+    parser.add_argument(
+        "--drop-answers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="handle the first N pushes but drop their answers",
+    )
+    parser.add_argument(
+        "--reject-pushes",
+        metavar="MESSAGE",
+        help="refuse every push from a pre-receive hook that prints MESSAGE",
+    )
     return parser
 
 
@@ -264,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         user=args.user,
         password=args.password,
         delay_receive_pack=args.delay_receive_pack,
+        redirect_to=args.redirect_to,
+        drop_answers=args.drop_answers,
+        reject_pushes=args.reject_pushes,
     )
     stopping = threading.Event()
 

@@ -1,0 +1,49 @@
+"""One retry policy for the outside calls: Git, the registry, gitops-history.
+
+Exponential backoff with "equal jitter": before attempt ``n + 1`` wait a
+random time in ``[ceiling / 2, ceiling]`` where ``ceiling = min(cap, base *
+2 ** (n - 1))``. Jitter keeps many builds that failed together from retrying
+in step; the floor keeps a retry from coming back at once. A server's
+``Retry-After`` replaces the computed delay, capped at ``RETRY_AFTER_CAP``.
+
+Two schedules: ``FAILURE`` after a network or server failure (give it time)
+and ``CONTENTION`` after losing a race (someone else made progress; come back
+soon).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+RETRY_AFTER_CAP = 10.0
+"""Seconds: the most a server's Retry-After may make us wait."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base: float
+    cap: float
+
+    def ceiling(self, attempt: int) -> float:
+        """The longest wait after failed attempt ``attempt`` (1-based)."""
+        return min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
+
+
+FAILURE = Backoff(0.5, 8.0)
+CONTENTION = Backoff(0.1, 3.0)
+
+
+def backoff_delay(
+    attempt: int,
+    rng: random.Random | None = None,
+    policy: Backoff = FAILURE,
+    retry_after: float | None = None,
+) -> float:
+    """Seconds to wait after failed attempt ``attempt`` before the next one."""
+    if retry_after is not None:
+        return max(0.0, min(retry_after, RETRY_AFTER_CAP))
+    ceiling = policy.ceiling(attempt)
+    if rng is None:
+        return random.uniform(ceiling / 2, ceiling)
+    return rng.uniform(ceiling / 2, ceiling)
