@@ -939,3 +939,23 @@ def test_the_classic_tutorials_app_config_runs_as_far_as_this_machine_allows(
         record = build.run(data, map_images=[], only=["build"])
         assert record.step("build").status == "FAILURE"
         assert "base image python:3.7-slim is not in local storage" in build.log()
+
+
+def test_rerun_runs_no_hook_of_the_copied_repository(
+    build: Build, source: Path, tmp_path: Path
+) -> None:
+    """The runner checks out a recorded commit in a copy of the user's repository:
+    a hook or fsmonitor in that repository's config must not run on the host."""
+    marker = tmp_path / "hook-ran"
+    hook = source / ".git" / "hooks" / "post-checkout"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n", encoding="utf-8")
+    hook.chmod(0o755)
+    git("config", "core.fsmonitor", str(hook), cwd=source)
+    record = build.run({"steps": [bash("true", id="noop")]})
+    assert record.status == "SUCCESS", build.log()
+    (source / "README").write_text("changed\n", encoding="utf-8")
+    git("commit", "-qam", "second", cwd=source)
+    marker.unlink(missing_ok=True)  # our own commit above ran it: that is the user's git
+    again = rerun.rerun_build(record.build_id, build.records, log=build.lines.append)
+    assert again.status == "SUCCESS", build.log()
+    assert not marker.exists()

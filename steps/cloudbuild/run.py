@@ -32,6 +32,7 @@ from steps.cloudbuild import config
 from steps.cloudbuild import engine as engines
 from steps.cloudbuild.substitutions import BUILT_INS, parse_pairs
 from steps.errors import UsageError
+from steps.gitrepo import hardened_env
 from steps.output import register_secret, say, write_atomic
 
 PROG = "gitops-cloudbuild run"
@@ -111,7 +112,11 @@ def _git(source: Path, *args: str) -> str:
     """Git's answer, or "" (not a repository, or no git here: images without it)."""
     try:
         proc = subprocess.run(
-            ["git", "-C", str(source), *args], capture_output=True, text=True, check=False
+            ["git", "-C", str(source), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=hardened_env(),  # the user's checkout: its config runs nothing of ours
         )
     except OSError:
         return ""
@@ -813,6 +818,7 @@ def _workspace(source: Path, target: Path | None, scratch: Path, commit: str | N
             capture_output=True,
             text=True,
             check=False,
+            env=hardened_env(),  # no hooks of the copied repository run on the host
         )
         if proc.returncode != 0:
             raise UsageError(f"commit {commit} is not in {source}: {proc.stderr.strip()}")
