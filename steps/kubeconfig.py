@@ -313,11 +313,12 @@ def _exec_config(body: Any, origin: Path, where: str) -> ExecConfig:
             f"(use {' or '.join(EXEC_API_VERSIONS)})"
         )
     mode = body.get("interactiveMode") or ("" if api_version.endswith("/v1") else "IfAvailable")
+    if not mode:
+        raise UsageError(f"{where}: exec needs interactiveMode with {api_version} (Never here)")
     if mode not in INTERACTIVE_MODES:
         raise UsageError(
             f"{where}: exec interactiveMode {mode!r}: "
             f"expected one of {', '.join(INTERACTIVE_MODES)}"
-            + (" (required by client.authentication.k8s.io/v1)" if not mode else "")
         )
     args = body.get("args") or []
     env = body.get("env") or []

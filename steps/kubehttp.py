@@ -270,6 +270,8 @@ class Transport:
                 if self.insecure:
                     options["cert_reqs"] = "CERT_NONE"
                     options["assert_hostname"] = False
+                    # Said once, when the transport was made; not on every request.
+                    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
                 elif self.tls_server_name:
                     options["server_hostname"] = self.tls_server_name
                     options["assert_hostname"] = self.tls_server_name
