@@ -144,7 +144,12 @@ class Sides:
         self.kube = kube
         self.work = work
         self.warm_cache = warm_cache
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_")}
+        # Bytecode caching on, as in an installed image (.pyc files written at install).
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GITOPS_", "PYTHONDONTWRITEBYTECODE"))
+        }
         self.env["KUBECONFIG"] = str(kube.kubeconfig)
         self.count = 0
 
@@ -161,7 +166,8 @@ class Sides:
         cache = self.work / ("kubectl-cache" if self.warm_cache else f"kubectl-cache-{self.count}")
         base = [KUBECTL, "--kubeconfig", str(self.kube.kubeconfig), "--cache-dir", str(cache)]
         started = time.monotonic()
-        code, _, err = run([*base, "apply", "--server-side", "--force-conflicts", "--validate=false", "-f", str(directory)], self.env, 60)
+        apply = ["apply", "--server-side", "--force-conflicts", "--validate=false"]
+        code, _, err = run([*base, *apply, "-f", str(directory)], self.env, 60)
         if code != 0:
             raise SystemExit(f"kubectl apply exit {code}:\n{err}")
         code, _, err = run(
@@ -286,8 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         sides = Sides(kube, work, args.kubectl_cache == "warm")
         # Warm up both sides once (page cache, the first ReplicaSet), unmeasured.
-        warm = write_dir(work / "warm", manifests("example.com/web:warm", behavior=None,
-                                                  progress_deadline=args.progress_deadline))  # fmt: skip
+        warm = write_dir(
+            work / "warm",
+            manifests(
+                "example.com/web:warm", behavior=None, progress_deadline=args.progress_deadline
+            ),
+        )
         sides.ours(warm, 120)
         sides.kubectl(warm, 120)
         pairs = healthy(sides, args.pairs, args.progress_deadline)

@@ -694,3 +694,24 @@ def test_official_client_reads_the_same_kubeconfig_the_same_way(
     assert ours.default_namespace == active["context"]["namespace"] == "kube-public"
     assert namespaces(ours) == their_names
     assert tls_kube.tokens_seen == ["shared-token"]
+
+
+def test_a_rollout_never_imports_the_kubernetes_package(tmp_path: Path) -> None:
+    """The product path: a whole verify-rollout and promote --require-live, in a child."""
+    import subprocess
+
+    with KubeEmulator(timings=Timings.fast()) as emulator:
+        manifest = tmp_path / "cm.yaml"
+        manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: v}\n")
+        code = (
+            "import sys\n"
+            "from steps import verify_rollout\n"
+            f"code = verify_rollout.main(['--manifests', {str(manifest)!r}, "
+            f"'--kubeconfig', {str(emulator.kubeconfig)!r}])\n"
+            "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'kubernetes', "
+            "'requests'}))\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert proc.stdout.split("\n")[0] == "0 []", proc.stderr
