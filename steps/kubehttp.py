@@ -17,7 +17,6 @@ import ssl
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -326,6 +325,10 @@ class Transport:
 
 def _proxy_from_environment(server: str) -> str | None:
     """HTTPS_PROXY / HTTP_PROXY unless NO_PROXY covers the host, as kubectl does."""
+    if not any(name.lower() in ("https_proxy", "http_proxy") for name in os.environ):
+        return None  # the common case, without importing urllib.request (~5 ms)
+    import urllib.request
+
     proxies = urllib.request.getproxies_environment()
     parts = urlsplit(server)
     proxy = proxies.get(parts.scheme)
