@@ -715,3 +715,84 @@ def test_a_rollout_never_imports_the_kubernetes_package(tmp_path: Path) -> None:
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
         )
     assert proc.stdout.split("\n")[0] == "0 []", proc.stderr
+
+
+class ForwardProxy:
+    """An HTTP proxy for http:// targets (absolute-form requests), recording what it forwards."""
+
+    def __init__(self) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        self.forwarded: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.forwarded.append(self.path)
+                target = urlsplit(self.path)
+                upstream = http.client.HTTPConnection(target.netloc, timeout=5)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+                upstream.request("GET", target.path, headers=headers)
+                answer = upstream.getresponse()
+                body = answer.read()
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.getheader("Content-Type") or "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                upstream.close()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_proxies_from_the_kubeconfig_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RecordingServer(tmp_path)
+    proxy = ForwardProxy()
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        path = kubeconfig(
+            tmp_path / "config",
+            clusters={"direct": {"server": server.url},
+                      "proxied": {"server": server.url, "proxy-url": proxy.url}},
+            users={"u": {"token": "through-the-proxy"}},
+            contexts={"direct": {"cluster": "direct", "user": "u"},
+                      "proxied": {"cluster": "proxied", "user": "u"}},
+            current="direct",
+        )  # fmt: skip
+        assert namespaces(connect(Access(kubeconfig=str(path), context="proxied")))
+        assert proxy.forwarded == [f"{server.url}/api/v1/namespaces"]
+        assert namespaces(connect(Access(kubeconfig=str(path))))
+        assert len(proxy.forwarded) == 1  # no proxy named, none in the environment
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        assert namespaces(connect(Access(kubeconfig=str(path))))
+        assert len(proxy.forwarded) == 2
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        assert namespaces(connect(Access(kubeconfig=str(path))))
+        assert len(proxy.forwarded) == 2
+        assert server.headers == ["Bearer through-the-proxy"] * 4
+        bad = kubeconfig(
+            tmp_path / "bad",
+            clusters={"c": {"server": server.url, "proxy-url": "socks5://127.0.0.1:1080"}},
+            contexts={"c": {"cluster": "c"}},
+            current="c",
+        )
+        with pytest.raises(UsageError, match=r"proxy-url 'socks5:.*': only http"):
+            connect(Access(kubeconfig=str(bad)))
+    finally:
+        proxy.close()
+        server.close()
