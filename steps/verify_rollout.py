@@ -27,7 +27,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from steps import rollout_rules as rules
-from steps.cli import StepParser, StepRun, add_common_options, run_step, version_text
+from steps.cli import (
+    StepParser,
+    StepRun,
+    add_common_options,
+    run_step,
+    settle_imports,
+    version_text,
+)
 from steps.errors import CheckFailed, ExternalError, ManifestError, StepError, UsageError
 from steps.live_record import (
     InventoryItem,
@@ -1241,6 +1248,7 @@ def rollout(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    settle_imports(argv)
     return run_step(STEP, lambda step_run: run(argv, step_run))
 
 
