@@ -439,8 +439,8 @@ class KubeApi:
         content_type: str | None = None,
         timeout: Any = REQUEST_TIMEOUT,
     ) -> Any:
-        """One request; the urllib3 response (a watch's body not read yet) or ApiError."""
-        import urllib3
+        """One request; the response (a watch's body not read yet) or ApiError."""
+        import http.client
 
         headers = {"Accept": "application/json"}
         payload: bytes | None = None
@@ -458,7 +458,7 @@ class KubeApi:
                 timeout=timeout,
                 preload=("watch", "true") not in query,
             )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (http.client.HTTPException, OSError) as exc:
             raise ApiError(0, f"{type(exc).__name__}: {exc}") from None
         if 200 <= response.status < 300:
             return response

@@ -238,10 +238,8 @@ def _cluster_tls(cluster: _Named, where: str) -> dict[str, Any]:
             f"{where}: certificate-authority and insecure-skip-tls-verify exclude each other"
         )
     proxy = body.get("proxy-url")
-    if proxy is not None and not (
-        isinstance(proxy, str) and proxy.startswith(("http://", "https://"))
-    ):
-        raise UsageError(f"{where}: proxy-url {proxy!r}: only http:// and https:// proxies")
+    if proxy is not None and not (isinstance(proxy, str) and proxy.startswith("http://")):
+        raise UsageError(f"{where}: proxy-url {proxy!r}: only http:// proxies are supported")
     server_name = body.get("tls-server-name")
     return {
         "ca_pem": ca_pem,

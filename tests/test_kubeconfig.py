@@ -9,6 +9,7 @@ same kubeconfig.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -18,6 +19,7 @@ import stat
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -173,6 +175,7 @@ class RecordingServer:
         self.peers: list[str] = []
         self.paths: list[str] = []
         self.redirect_to = ""
+        self.hang_up = False
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -206,6 +209,9 @@ class RecordingServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                # Hang up without saying so (no "Connection: close"), as a server
+                # closing idle keep-alive connections does.
+                self.close_connection = outer.hang_up
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         if pki is not None:
@@ -479,6 +485,23 @@ def test_redirects_are_not_followed_and_carry_no_token(tmp_path: Path) -> None:
         elsewhere.close()
 
 
+def test_connections_are_kept_alive_and_replaced_when_the_server_hung_up(tmp_path: Path) -> None:
+    server = RecordingServer(tmp_path)
+    try:
+        transport = Transport(server.url, kube_static("keep-alive-token"))
+        api = KubeApi(transport, attempts=1)  # no retry: a stale connection must not fail
+        namespaces(api)
+        namespaces(api)
+        assert len(transport._idle) == 1  # one connection, reused
+        server.hang_up = True
+        namespaces(api)  # served, then the server closes the connection silently
+        time.sleep(0.1)
+        namespaces(api)  # the dead idle connection is noticed and replaced
+        assert server.headers == ["Bearer keep-alive-token"] * 4
+    finally:
+        server.close()
+
+
 def kube_static(token: str) -> Any:
     from steps.kubehttp import StaticToken
 
@@ -748,6 +771,34 @@ class ForwardProxy:
                 self.wfile.write(body)
                 upstream.close()
 
+            def do_CONNECT(self) -> None:
+                import socket
+
+                outer.forwarded.append(f"CONNECT {self.path}")
+                host, _, port = self.path.rpartition(":")
+                upstream = socket.create_connection((host, int(port)), timeout=5)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.wfile.flush()
+                client = self.connection
+
+                def pump(source: socket.socket, sink: socket.socket) -> None:
+                    try:
+                        while data := source.recv(65536):
+                            sink.sendall(data)
+                    except OSError:
+                        pass
+                    finally:
+                        for end in (source, sink):
+                            with contextlib.suppress(OSError):
+                                end.shutdown(socket.SHUT_RDWR)
+
+                back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+                back.start()
+                pump(client, upstream)
+                back.join(5)
+                self.close_connection = True
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
@@ -755,6 +806,33 @@ class ForwardProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def test_https_through_a_proxy_tunnel(
+    tls_kube: KubeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY: a CONNECT tunnel, TLS to the API server inside it, verified with the CA."""
+    assert tls_kube.ca_pem is not None
+    proxy = ForwardProxy()
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    try:
+        path = kubeconfig(
+            tmp_path / "config",
+            clusters={"c": {"server": tls_kube.url,
+                            "certificate-authority-data": b64(tls_kube.ca_pem)}},
+            users={"u": {"token": "tunnelled-token"}},
+            contexts={"c": {"cluster": "c", "user": "u"}},
+            current="c",
+        )  # fmt: skip
+        api = connect(Access(kubeconfig=str(path)))
+        assert "default" in namespaces(api)
+        assert "default" in namespaces(api)  # the same tunnel, kept alive
+        assert proxy.forwarded == [f"CONNECT 127.0.0.1:{tls_kube.port}"]
+        assert tls_kube.tokens_seen == ["tunnelled-token"]
+    finally:
+        proxy.close()
 
 
 def test_proxies_from_the_kubeconfig_and_the_environment(
@@ -791,7 +869,7 @@ def test_proxies_from_the_kubeconfig_and_the_environment(
             contexts={"c": {"cluster": "c"}},
             current="c",
         )
-        with pytest.raises(UsageError, match=r"proxy-url 'socks5:.*': only http"):
+        with pytest.raises(UsageError, match=r"proxy-url 'socks5:.*': only http:// proxies"):
             connect(Access(kubeconfig=str(bad)))
     finally:
         proxy.close()
