@@ -310,16 +310,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             clock.stop()
 
     print(f"emulator timings: {timings}")
-    ours = [o for o, _ in pairs]
-    theirs = [k for _, k in pairs]
-    ratios = [o / k for o, k in pairs]
-    print(
-        f"healthy rollout, {len(pairs)} pairs: gitops-verify-rollout median "
-        f"{statistics.median(ours):.3f}s, kubectl apply --server-side + rollout status median "
-        f"{statistics.median(theirs):.3f}s"
-    )
-    print(f"healthy rollout: median ratio ours/kubectl {statistics.median(ratios):.3f} "
-          "(target <= 1.0)")  # fmt: skip
+    if pairs:
+        ours = [o for o, _ in pairs]
+        theirs = [k for _, k in pairs]
+        ratios = [o / k for o, k in pairs]
+        print(
+            f"healthy rollout, {len(pairs)} pairs: gitops-verify-rollout median "
+            f"{statistics.median(ours):.3f}s, kubectl apply --server-side + rollout status median "
+            f"{statistics.median(theirs):.3f}s"
+        )
+        print(f"healthy rollout: median ratio ours/kubectl {statistics.median(ratios):.3f} "
+              "(target <= 1.0)")  # fmt: skip
     if crashes:
         ours_crash = statistics.median(o for o, _ in crashes)
         kubectl_crash = [k for _, k in crashes if k is not None]

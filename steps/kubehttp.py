@@ -25,7 +25,6 @@ import os
 import select
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -194,6 +193,8 @@ def ssl_context(
 
 
 def _load_client_certificate(context: ssl.SSLContext, cert: str, key: str, where: str) -> None:
+    import tempfile
+
     # ssl wants files: a private directory, removed as soon as the key is loaded.
     with tempfile.TemporaryDirectory(prefix="gitops-tls-") as directory:
         cert_file, key_file = Path(directory, "client.crt"), Path(directory, "client.key")
