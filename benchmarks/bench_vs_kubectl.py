@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -178,7 +179,10 @@ class Sides:
         return code, time.monotonic() - started, time.monotonic()
 
 
-def healthy(sides: Sides, pairs: int, deadline: int) -> list[tuple[float, float]]:
+def healthy(
+    sides: Sides, pairs: int, deadline: int, cpu: dict[str, list[float]]
+) -> list[tuple[float, float]]:
+    """Per pair, wall seconds (ours, kubectl); CPU seconds of each process go to ``cpu``."""
     results = []
     for pair in range(pairs):
         order: list[tuple[str, Callable[[Path, float], tuple[int, float, float]]]] = [
@@ -194,7 +198,10 @@ def healthy(sides: Sides, pairs: int, deadline: int) -> list[tuple[float, float]
                 sides.work / f"h-{name}-{pair}",
                 manifests(image, behavior=None, progress_deadline=deadline),
             )
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             code, took, _ = side(directory, 120)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             if code != 0:
                 raise SystemExit(f"{name}: healthy rollout exit {code}")
             seconds[name] = took
@@ -300,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         sides.ours(warm, 120)
         sides.kubectl(warm, 120)
-        pairs = healthy(sides, args.pairs, args.progress_deadline)
+        cpu: dict[str, list[float]] = {"ours": [], "kubectl": []}
+        pairs = healthy(sides, args.pairs, args.progress_deadline, cpu)
         clock = CrashClock(kube)
         try:
             crashes = failing(
@@ -309,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             clock.stop()
 
-    print(f"emulator timings: {timings}")
+    print(f"emulator timings: {timings}; load average {os.getloadavg()[0]:.1f}")
     if pairs:
         ours = [o for o, _ in pairs]
         theirs = [k for _, k in pairs]
@@ -321,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"healthy rollout: median ratio ours/kubectl {statistics.median(ratios):.3f} "
               "(target <= 1.0)")  # fmt: skip
+        print(
+            f"healthy rollout CPU (user+system): ours median {statistics.median(cpu['ours']):.3f}s,"
+            f" kubectl (both processes) {statistics.median(cpu['kubectl']):.3f}s"
+        )
     if crashes:
         ours_crash = statistics.median(o for o, _ in crashes)
         kubectl_crash = [k for _, k in crashes if k is not None]
