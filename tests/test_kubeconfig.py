@@ -450,10 +450,12 @@ def test_client_certificate_data_and_files(tmp_path: Path) -> None:
 
 
 def test_token_file_is_reread_after_a_401(tmp_path: Path) -> None:
-    valid = {"Bearer second"}
+    valid = {"Bearer rotated-token-2b"}
     server = RecordingServer(tmp_path, accept=lambda header: header in valid)
     try:
-        (tmp_path / "token").write_text("first\n")
+        # Tokens become registered secrets, masked in all later output of this
+        # process: never a common word (a token "second" would mask "seconds").
+        (tmp_path / "token").write_text("mounted-token-1a\n")
         config = kubeconfig(
             tmp_path / "config",
             clusters={"c": {"server": server.url}},
@@ -462,9 +464,9 @@ def test_token_file_is_reread_after_a_401(tmp_path: Path) -> None:
             current="a",
         )
         api = connect(Access(kubeconfig=str(config)))
-        (tmp_path / "token").write_text("second\n")  # rotated, as projected tokens are
+        (tmp_path / "token").write_text("rotated-token-2b\n")  # rotated, as projected tokens are
         assert namespaces(api) == ["default"]
-        assert server.headers == ["Bearer first", "Bearer second"]
+        assert server.headers == ["Bearer mounted-token-1a", "Bearer rotated-token-2b"]
     finally:
         server.close()
 
