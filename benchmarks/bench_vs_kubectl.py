@@ -343,13 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"failing rollout: first crash -> kubectl rollout status exit: median "
                 f"{median:.2f}s (progressDeadlineSeconds {args.progress_deadline}); "
-                f"ratio {ours_crash / median:.4f}"
+                f"ratio {ours_crash / median:.2e} (kubectl {median / ours_crash:.0f}x longer)"
             )
         else:
             print(
                 f"failing rollout: kubectl side skipped: it waits for progressDeadlineSeconds "
                 f"({args.progress_deadline}s after the last progress); ratio to that "
-                f"deadline {ours_crash / args.progress_deadline:.4f}"
+                f"deadline {ours_crash / args.progress_deadline:.2e}"
             )
     return 0
 
