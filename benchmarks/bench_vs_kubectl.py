@@ -56,10 +56,11 @@ def ours_command() -> list[str]:
     return [str(found)] if found.exists() else [sys.executable, "-m", "steps.verify_rollout"]
 
 
-def manifests(image: str, *, behavior: str | None, progress_deadline: int) -> list[dict[str, Any]]:
-    template_meta: dict[str, Any] = {"labels": {"app": "web"}}
-    if behavior:
-        template_meta["annotations"] = {BEHAVIOR: behavior}
+def manifests(image: str, *, behavior: str, progress_deadline: int) -> list[dict[str, Any]]:
+    """The app; ``behavior`` always set, so that each side's apply takes it over from the other
+    (server-side apply keeps a field another manager set when the new manifest leaves it out).
+    """
+    template_meta: dict[str, Any] = {"labels": {"app": "web"}, "annotations": {BEHAVIOR: behavior}}
     return [
         {
             "apiVersion": "v1",
@@ -196,7 +197,7 @@ def healthy(
             image = f"example.com/web:{name}-{pair}"
             directory = write_dir(
                 sides.work / f"h-{name}-{pair}",
-                manifests(image, behavior=None, progress_deadline=deadline),
+                manifests(image, behavior="healthy", progress_deadline=deadline),
             )
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             code, took, _ = side(directory, 120)
@@ -228,7 +229,7 @@ def failing(
             # Back to a healthy revision first, so that each crash is a new rollout.
             good = write_dir(
                 sides.work / f"g-{name}-{pair}",
-                manifests(f"example.com/web:good-{name}-{pair}", behavior=None,
+                manifests(f"example.com/web:good-{name}-{pair}", behavior="healthy",
                           progress_deadline=deadline),
             )  # fmt: skip
             code, _, _ = sides.ours(good, 120)
@@ -302,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warm = write_dir(
             work / "warm",
             manifests(
-                "example.com/web:warm", behavior=None, progress_deadline=args.progress_deadline
+                "example.com/web:warm", behavior="healthy", progress_deadline=args.progress_deadline
             ),
         )
         sides.ours(warm, 120)
