@@ -11,15 +11,17 @@ Three ways in, chosen by flags shared by every stage that talks to a cluster:
 - in-cluster (a pod's service account), with ``--in-cluster`` or by default
   when neither of the above is given and ``KUBERNETES_SERVICE_HOST`` is set.
 
-``KubeApi`` speaks to any resource by path through the official client's
-``ApiClient`` (its auth, TLS and proxy handling), retries what is transient
+``KubeApi`` speaks to any resource by path through a ``steps.kubehttp``
+transport (the standard library's ``http.client`` with our TLS, credentials and
+proxy handling; kubeconfig files are read by ``steps.kubeconfig``), retries what is transient
 (429, 5xx, dropped connections) with backoff and ``Retry-After``, and raises
 ``ExternalError`` once the API server stays unreachable. ``CollectionWatch``
 lists then watches a collection in a thread, resuming from the last
 ``resourceVersion`` (bookmarks included) after a dropped stream and re-listing
 after ``410 Gone``.
 
-``kubernetes`` and ``google`` are imported inside the functions that need them.
+``google`` and ``urllib3`` are imported inside the functions that need them; the
+official ``kubernetes`` package is not used at all (tests use it as a reference).
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from steps.cli import StepParser
 from steps.errors import ExternalError, UsageError
 from steps.output import register_secret, say
 from steps.retry import Backoff, backoff_delay
+
+if TYPE_CHECKING:
+    from steps.kubehttp import Transport
 
 DEFAULT_CONTAINER_API = "https://container.googleapis.com"
 GOOGLE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
@@ -230,47 +235,46 @@ def connect(access: Access) -> KubeApi:
 
 
 def _connect_kubeconfig(access: Access) -> KubeApi:
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    from steps.kubeconfig import load_client_config
+    from steps.kubehttp import Transport
 
-    path = access.kubeconfig or os.environ.get("KUBECONFIG") or str(Path("~/.kube/config"))
-    path = os.path.expanduser(path.split(os.pathsep)[0])
-    if not Path(path).is_file():
-        raise UsageError(f"--kubeconfig {path}: no such file")
-    try:
-        contexts, active = config.list_kube_config_contexts(path)  # type: ignore[no-untyped-call]
-        configuration = client.Configuration()
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=path, context=access.context, client_configuration=configuration
-        )
-    except ConfigException as exc:
-        raise UsageError(f"--kubeconfig {path}: {exc}") from None
-    chosen = next((c for c in contexts if c.get("name") == access.context), active)
-    namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
-    return KubeApi(client.ApiClient(configuration), namespace, configuration.host)
+    config = load_client_config(access.kubeconfig, access.context)
+    return KubeApi(Transport.from_config(config), config.namespace)
 
 
 def _connect_in_cluster() -> KubeApi:
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    from steps.kubehttp import TokenFile, Transport
 
-    configuration = client.Configuration()
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        raise UsageError(
+            "--in-cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set "
+            "(not running in a pod?)"
+        )
+    account = SERVICE_ACCOUNT_NAMESPACE.parent
+    token, ca = account / "token", account / "ca.crt"
+    if not token.is_file():
+        raise UsageError(f"--in-cluster: no service account token at {token}")
     try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except ConfigException as exc:
-        raise UsageError(f"--in-cluster: {exc}") from None
+        ca_pem = ca.read_text()
+    except OSError as exc:
+        raise UsageError(f"--in-cluster: cannot read the cluster CA {ca}: {exc}") from None
     try:
         namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
     except OSError:
         namespace = "default"
-    return KubeApi(client.ApiClient(configuration), namespace, configuration.host)
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    transport = Transport(server, TokenFile(token, "--in-cluster"), ca_pem=ca_pem,
+                          where="--in-cluster")  # fmt: skip
+    return KubeApi(transport, namespace)
 
 
 def _connect_gke(access: Access, name: ClusterName) -> KubeApi:
     import google.auth
     import google.auth.exceptions
-    from google.auth.transport.requests import AuthorizedSession, Request
-    from kubernetes import client
+
+    from steps.kubehttp import CallbackToken, Transport, google_request
 
     try:
         credentials, _ = google.auth.default(scopes=GOOGLE_SCOPES)
@@ -279,12 +283,13 @@ def _connect_gke(access: Access, name: ClusterName) -> KubeApi:
             f"--cluster {name.path}: no Application Default Credentials: {exc}"
         ) from None
     lock = threading.Lock()
+    token_request = google_request()
 
     def fresh_token() -> str:
         with lock:
             if not credentials.valid:
                 try:
-                    credentials.refresh(Request())  # type: ignore[no-untyped-call]
+                    credentials.refresh(token_request)  # type: ignore[no-untyped-call]
                 except google.auth.exceptions.RefreshError as exc:
                     raise ExternalError(
                         f"Application Default Credentials: cannot get a token: {exc}"
@@ -294,66 +299,65 @@ def _connect_gke(access: Access, name: ClusterName) -> KubeApi:
         return token
 
     url = f"{access.container_api_url}/v1/{name.path}"
-    session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
-    cluster = _get_cluster(session, url, name)
+    cluster = _get_cluster(fresh_token, url, name)
     endpoint = gke_endpoint(cluster, access.endpoint, name.path)
     say(f"cluster {name.path}: endpoint {endpoint.host}")
-
-    configuration = client.Configuration()
-    configuration.host = endpoint.host
-    if endpoint.ca_pem:
-        configuration.ca_cert_data = endpoint.ca_pem
-    configuration.api_key_prefix["authorization"] = "Bearer"
-    configuration.api_key["authorization"] = fresh_token()
-
-    def refresh(conf: Any) -> None:
-        conf.api_key["authorization"] = fresh_token()
-
-    configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]
-    return KubeApi(client.ApiClient(configuration), "default", endpoint.host)
+    transport = Transport(
+        endpoint.host, CallbackToken(fresh_token), ca_pem=endpoint.ca_pem,
+        where=f"--cluster {name.path}",
+    )  # fmt: skip
+    return KubeApi(transport, "default")
 
 
-def _get_cluster(session: Any, url: str, name: ClusterName) -> dict[str, Any]:
-    import google.auth.exceptions
-    import requests
+def _get_cluster(token: Callable[[], str], url: str, name: ClusterName) -> dict[str, Any]:
+    import ssl
 
+    import urllib3
+
+    pool = urllib3.PoolManager(ssl_context=ssl.create_default_context(), retries=False)
     last = ""
     for attempt in range(1, RETRY_ATTEMPTS + 1):
         try:
-            response = session.get(url, timeout=REQUEST_TIMEOUT)
-        except (requests.RequestException, google.auth.exceptions.TransportError) as exc:
+            response = pool.request(
+                "GET",
+                url,
+                headers={"Authorization": f"Bearer {token()}", "Accept": "application/json"},
+                timeout=urllib3.Timeout(total=REQUEST_TIMEOUT),
+                redirect=False,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             last = f"{type(exc).__name__}: {exc}"
-        except google.auth.exceptions.RefreshError as exc:
-            raise ExternalError(
-                f"Application Default Credentials: cannot get a token: {exc}"
-            ) from None
         else:
-            if response.status_code == 200:
-                body = response.json()
+            if response.status == 200:
+                try:
+                    body = json.loads(response.data)
+                except ValueError:
+                    body = None
                 if not isinstance(body, dict):
-                    raise ExternalError(f"GKE API {url}: not a cluster: {response.text[:200]}")
+                    raise ExternalError(f"GKE API {url}: not a cluster: {response.data[:200]!r}")
                 return body
             message = _google_error(response)
-            if response.status_code == 404:
+            if response.status == 404:
                 raise UsageError(f"--cluster {name.path}: not found ({message})")
-            if response.status_code in (401, 403):
+            if response.status in (401, 403):
                 raise UsageError(
                     f"--cluster {name.path}: permission denied ({message}); the build's "
                     "service account needs roles/container.developer on the project"
                 )
-            if response.status_code not in TRANSIENT_STATUSES:
-                raise ExternalError(f"GKE API {url}: HTTP {response.status_code}: {message}")
-            last = f"HTTP {response.status_code}: {message}"
+            if response.status not in TRANSIENT_STATUSES:
+                raise ExternalError(f"GKE API {url}: HTTP {response.status}: {message}")
+            last = f"HTTP {response.status}: {message}"
         if attempt < RETRY_ATTEMPTS:
             time.sleep(backoff_delay(attempt, policy=API_BACKOFF))
     raise ExternalError(f"GKE API {url}: {last} (after {RETRY_ATTEMPTS} attempts)")
 
 
 def _google_error(response: Any) -> str:
+    text = bytes(response.data).decode("utf-8", "replace")
     try:
-        return str(response.json()["error"]["message"])
+        return str(json.loads(text)["error"]["message"])
     except (ValueError, KeyError, TypeError):
-        return str(response.text[:200]).strip() or str(response.reason)
+        return text[:200].strip() or str(response.reason)
 
 
 # --------------------------------------------------------------------------- the API
@@ -410,16 +414,15 @@ class KubeApi:
 
     def __init__(
         self,
-        api_client: Any,
+        transport: Transport,
         default_namespace: str = "default",
-        host: str = "",
         *,
         attempts: int = RETRY_ATTEMPTS,
         sleep: Sleep = time.sleep,
     ) -> None:
-        self.client = api_client
+        self.transport = transport
         self.default_namespace = default_namespace
-        self.host = host or str(getattr(api_client.configuration, "host", ""))
+        self.host = transport.server
         self.attempts = attempts
         self.sleep = sleep
         self._discovery: dict[str, dict[str, Resource] | None] = {}
@@ -436,27 +439,26 @@ class KubeApi:
         content_type: str | None = None,
         timeout: Any = REQUEST_TIMEOUT,
     ) -> Any:
-        """One request; the raw urllib3 response (not read) or ApiError."""
-        import urllib3
-        from kubernetes.client.exceptions import ApiException
+        """One request; the response (a watch's body not read yet) or ApiError."""
+        import http.client
 
         headers = {"Accept": "application/json"}
-        payload: Any = None
+        payload: bytes | None = None
         if body is not None:
-            # The client serialises dicts itself, for JSON and for apply-patch+yaml.
+            # JSON is YAML too: apply-patch+yaml bodies are sent as JSON.
             headers["Content-Type"] = content_type or "application/json"
-            payload = json.loads(json.dumps(body))
+            payload = json.dumps(body).encode()
         url_path = path + ("?" + urlencode(list(query)) if query else "")
         try:
-            method_, url, all_headers, _, _ = self.client.param_serialize(
-                method, url_path, header_params=headers, auth_settings=["BearerToken"]
+            response = self.transport.request(
+                method,
+                url_path,
+                headers=headers,
+                body=payload,
+                timeout=timeout,
+                preload=("watch", "true") not in query,
             )
-            response = self.client.call_api(
-                method_, url, all_headers, payload, _request_timeout=timeout
-            ).response
-        except ApiException as exc:  # the client's wrapper for TLS errors
-            raise ApiError(0, f"{exc.reason}".strip()) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (http.client.HTTPException, OSError) as exc:
             raise ApiError(0, f"{type(exc).__name__}: {exc}") from None
         if 200 <= response.status < 300:
             return response
@@ -712,9 +714,7 @@ def transport_errors() -> tuple[type[BaseException], ...]:
     """What a dropped connection raises below us: transient, unlike any other exception."""
     import http.client
 
-    import urllib3
-
-    return (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+    return (http.client.HTTPException, OSError)  # all steps.kubehttp's transport raises
 
 
 # --------------------------------------------------------------------------- list + watch

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -86,6 +85,8 @@ def fit_to_limit(result: Mapping[str, Any], limit: int = BUILDER_OUTPUT_LIMIT) -
 def write_atomic(path: Path, content: str) -> None:
     """Write ``content`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # only when writing a file: it pulls in shutil, random, bz2, lzma
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

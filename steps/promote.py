@@ -13,7 +13,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_step, version_text
+from steps.cli import (
+    Provenance,
+    StepParser,
+    StepRun,
+    add_common_options,
+    run_step,
+    settle_imports,
+    version_text,
+)
 from steps.errors import CheckFailed, UsageError
 from steps.gitrepo import (
     DEFAULT_COMMITTER,
@@ -447,6 +455,7 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    settle_imports(argv)
     return run_step(STEP, lambda step_run: run(argv, step_run))
 
 

@@ -27,7 +27,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from steps import rollout_rules as rules
-from steps.cli import StepParser, StepRun, add_common_options, run_step, version_text
+from steps.cli import (
+    StepParser,
+    StepRun,
+    add_common_options,
+    run_step,
+    settle_imports,
+    version_text,
+)
 from steps.errors import CheckFailed, ExternalError, ManifestError, StepError, UsageError
 from steps.live_record import (
     InventoryItem,
@@ -348,8 +355,15 @@ class Target:
 
 def scopes_for(api: KubeApi, manifests: Sequence[Manifest]) -> dict[tuple[str, str], Scope]:
     """Ask discovery about each kind; fall back to CRDs among the manifests."""
+    from steps.parallel import run_all
+
     defined = crd_scopes(manifests)
     scopes: dict[tuple[str, str], Scope] = {}
+    # Discovery of each group version at once; the loop below reads the cache.
+    versions = sorted({manifest.api_version for manifest in manifests})
+    for outcome in run_all(api.resources, versions):
+        if isinstance(outcome, BaseException):
+            raise outcome
     for manifest in manifests:
         key = (manifest.api_version, manifest.kind)
         if key in scopes:
@@ -371,16 +385,22 @@ def missing_namespaces(api: KubeApi, planned: Sequence[Planned]) -> set[str]:
 def server_dry_run(api: KubeApi, planned: Sequence[Planned]) -> None:
     """Dry-run every object; ManifestError naming each refused one (nothing changed)."""
     from steps.kube import ApiError
+    from steps.parallel import run_all
 
+    # Dry runs change nothing and do not depend on each other: all at once.
+    resources = [_resource(api, item) for item in planned]
+    answers = run_all(
+        lambda index: api.apply(resources[index], planned[index].obj, dry_run=True),
+        range(len(planned)),
+    )
     refused: list[ManifestError] = []
-    for item in planned:
-        resource = _resource(api, item)
-        try:
-            api.apply(resource, item.obj, dry_run=True)
-        except ApiError as exc:
-            error = item.manifest.error(f"refused by the server (dry run): {_message(exc)}")
+    for item, answer in zip(planned, answers, strict=True):
+        if isinstance(answer, ApiError):
+            error = item.manifest.error(f"refused by the server (dry run): {_message(answer)}")
             say(f"error: {error.message}")
             refused.append(error)
+        elif isinstance(answer, BaseException):
+            raise answer
     if refused:
         first = refused[0]
         more = f" (and {len(refused) - 1} more, above)" if len(refused) > 1 else ""
@@ -1363,6 +1383,7 @@ def _lock_lost(api: KubeApi, lock: LeaseLock | None, config: Config) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    settle_imports(argv)
     return run_step(STEP, lambda step_run: run(argv, step_run))
 
 

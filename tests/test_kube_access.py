@@ -344,7 +344,7 @@ def test_kubeconfig_context_and_namespace(tmp_path: Path) -> None:
         assert connect(Access(kubeconfig=str(kubeconfig))).default_namespace == "default"
         with pytest.raises(UsageError, match="no such file"):
             connect(Access(kubeconfig=str(tmp_path / "absent")))
-        with pytest.raises(UsageError, match="--kubeconfig"):
+        with pytest.raises(UsageError, match=r"--context nope: no such context \(contexts: a, b\)"):
             connect(Access(kubeconfig=str(kubeconfig), context="nope"))
     finally:
         api_server.close()

@@ -18,7 +18,7 @@ STAGES = {
     if not target.endswith("__main__:main")
     and (REPO / (target.split(":")[0].replace(".", "/") + ".py")).exists()
 }
-HEAVY = ("git", "kubernetes", "google")
+HEAVY = ("git", "kubernetes", "google", "urllib3")
 
 
 def test_update_manifest_is_among_the_stages() -> None:

@@ -1,0 +1,44 @@
+"""run_all: every item once, results in input order, exceptions handed back, bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from steps.parallel import run_all
+
+
+def test_results_in_order_with_exceptions_in_place() -> None:
+    def call(n: int) -> int:
+        time.sleep(0.01 * (5 - n))  # later items finish first
+        if n == 2:
+            raise ValueError("two")
+        return n * 10
+
+    results = run_all(call, [0, 1, 2, 3, 4])
+    assert results[:2] == [0, 10] and results[3:] == [30, 40]
+    assert isinstance(results[2], ValueError) and str(results[2]) == "two"
+
+
+def test_at_most_limit_at_once_and_each_item_once() -> None:
+    running = 0
+    peak = 0
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def call(n: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            seen.append(n)
+        time.sleep(0.005)
+        with lock:
+            running -= 1
+        return n
+
+    assert run_all(call, list(range(20)), limit=3) == list(range(20))
+    assert peak == 3
+    assert sorted(seen) == list(range(20))
+    assert run_all(call, []) == []
+    assert run_all(call, [7]) == [7]
