@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from steps.errors import ExternalError, StepError, UsageError
+from steps.errors import ExternalError, InternalError, StepError, UsageError
 from steps.sandbox.gcp import DEFAULT_CLUSTER
 from steps.sandbox.registry import free_port
 
@@ -268,11 +268,9 @@ def provide_python_base(timeout: float = 900.0) -> str:
     """Make ``FROM python:3.12-slim`` build here: tag the local Debian base (made by
     ``scripts/build-images --base-only`` if missing) with that name, in the image
     storage gitops-cloudbuild's docker builder uses. Returns the base's name."""
-    from steps.cloudbuild.engine import containers_environ
-
     if shutil.which("buildah") is None:
         raise UsageError("building the app image needs buildah (run scripts/setup as root)")
-    env = containers_environ(_child_env())
+    env = containers_env()
 
     def present(image: str) -> bool:
         argv = ["buildah", "inspect", "--type", "image", image]
@@ -282,17 +280,37 @@ def provide_python_base(timeout: float = 900.0) -> str:
     if present(PYTHON_BASE):
         return PYTHON_BASE
     if not present(LOCAL_BASE):
-        say(f"making {LOCAL_BASE} (scripts/build-images --base-only; a minute, once)")
+        say(f"making {LOCAL_BASE} (scripts/build-images --base-only; about a minute, once)")
         script = str(REPO / "scripts" / "build-images")
         done = subprocess.run([script, "--base-only"], env=env, check=False, timeout=timeout)
         if done.returncode != 0:
-            raise ExternalError(f"scripts/build-images --base-only exited {done.returncode}")
+            raise build_images_error(done.returncode)
     say(f"{PYTHON_BASE} is {LOCAL_BASE} here (no image can be pulled)")
     argv = ["buildah", "tag", LOCAL_BASE, PYTHON_BASE]
     tagged = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=60)
     if tagged.returncode != 0:
         raise ExternalError(f"buildah tag {LOCAL_BASE} {PYTHON_BASE}: {tagged.stderr.strip()}")
     return PYTHON_BASE
+
+
+def containers_env() -> dict[str, str]:
+    """The environment for buildah and scripts/build-images: ours (HOME, PATH, proxies,
+    the cache location...) minus what a developer's Git could leak in, plus the one
+    image storage every entry point shares."""
+    from steps import containers
+
+    env = _child_env()
+    return {**env, **containers.environ(env)}
+
+
+def build_images_error(code: int) -> StepError:
+    """scripts/build-images' exit code as ours: only 3 (the Debian mirror) is outside."""
+    message = f"scripts/build-images --base-only exited {code}"
+    if code == 3:
+        return ExternalError(message + " (the Debian mirror; see the lines above)")
+    if code == 2:
+        return UsageError(message + " (see the lines above)")
+    return InternalError(message + ": a bug in gitops-steps; please report it")
 
 
 # -- repositories ----------------------------------------------------------------------
