@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.cloudbuild.demo import Pipeline, running_sandbox
+from steps.cloudbuild.demo import Pipeline, crashing_release, greeting_release, running_sandbox
 from steps.sandbox.up import provide_python_base
 
 TOOLS = ("buildah", "git")
@@ -53,14 +53,6 @@ def deploy(pipeline: Pipeline, commit: str, builds_before: int) -> dict[str, obj
     assert build.status == "SUCCESS", "\n".join(lines[-30:])
     records = pipeline.wait_env_builds(builds_before + 1, TIMEOUT)
     return records[-1]
-
-
-def greeting_change(pipeline: Pipeline, name: str) -> str:
-    """A new release of the app (its tests follow); pushed to main."""
-    before = re.compile(r"Hello(?: from \w+)?, ")
-    app = before.sub(f"Hello from {name}, ", pipeline.app_file("app.py"))
-    test = before.sub(f"Hello from {name}, ", pipeline.app_file("test_app.py"))
-    return pipeline.app_commit({"app.py": app, "test_app.py": test}, f"Greet from {name}")
 
 
 def image_trailer(pipeline: Pipeline, ref: str) -> str:
@@ -120,13 +112,7 @@ def test_a_crashing_image_fails_the_env_build_and_rolls_back(pipeline: Pipeline)
     assert good["status"] == "SUCCESS"
     production = pipeline.tip("production")
     production_image = pipeline.cluster()["image"]
-    template = pipeline.app_file("k8s/deployment.yaml.tpl").replace(
-        "      labels:\n        app: hello\n    spec:",
-        "      labels:\n        app: hello\n      annotations:\n"
-        "        sandbox.gitops-steps.dev/behavior: crash\n    spec:",
-    )
-    assert "behavior: crash" in template
-    commit = pipeline.app_commit({"k8s/deployment.yaml.tpl": template}, "A release that crashes")
+    commit = crashing_release(pipeline)
 
     bad = deploy(pipeline, commit, 1)
 
@@ -145,7 +131,7 @@ def test_a_crashing_image_fails_the_env_build_and_rolls_back(pipeline: Pipeline)
 def test_rerunning_an_old_env_build_rolls_back(pipeline: Pipeline) -> None:
     v1 = deploy(pipeline, pipeline.values["APP_FIRST_COMMIT"], 0)
     v1_image = pipeline.cluster()["image"]
-    v2 = deploy(pipeline, greeting_change(pipeline, "v2"), 1)
+    v2 = deploy(pipeline, greeting_release(pipeline, "v2"), 1)
     assert (v1["status"], v2["status"]) == ("SUCCESS", "SUCCESS")
     assert pipeline.cluster()["image"] != v1_image
 
@@ -160,9 +146,9 @@ def test_rerunning_an_old_env_build_rolls_back(pipeline: Pipeline) -> None:
 
 
 def test_three_commits_at_once_end_with_one_agreed_truth(pipeline: Pipeline) -> None:
-    first = greeting_change(pipeline, "one")
-    second = greeting_change(pipeline, "two")
-    third = greeting_change(pipeline, "three")
+    first = greeting_release(pipeline, "one")
+    second = greeting_release(pipeline, "two")
+    third = greeting_release(pipeline, "three")
 
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(pipeline.app_build, [first, second, third]))
@@ -227,16 +213,39 @@ def test_rerunning_any_build_is_harmless(
     assert pipeline.registry_tags() == [commit[:7]]
 
 
-def test_the_demo_runs_the_pipeline_and_prints_both_histories(
+def test_the_demo_tells_the_whole_story_and_keeps_the_page(
     python_base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from steps.cloudbuild.__main__ import main as cloudbuild
 
+    page = tmp_path / "page" / "history.html"
     started = time.monotonic()
-    assert cloudbuild(["demo", "--dir", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
+    code = cloudbuild(["demo", "--dir", str(tmp_path / "demo"), "--page", str(page)])
+    captured = capsys.readouterr()
     print(f"\ndemo: {time.monotonic() - started:.1f}s")
-    assert "== candidate" in out and "== production" in out
-    assert "Promote " in out and "promoted" in out
-    assert "== cluster: Deployment/hello runs 127.0.0.1:" in out
+    assert code == 0, captured.err[-3000:]
+    out, err = captured.out, captured.err
+    # A healthy release, a crashing one failing fast with the reason and rolled
+    # back, a rollback by re-running the first env build, recorded as one.
+    assert re.search(r"release 1: env build \S+: SUCCESS", err)
+    assert re.search(r"release 2: env build \S+: FAILURE", err)
+    assert "CrashLoopBackOff" in err and "rollback complete" in err
+    assert "gcloud builds triggers run env-candidate --sha=" in err
+    production = out.split("== production", 1)[1].split("== gitops-history", 1)[0]
+    subjects = [line.split(None, 1)[1] for line in production.strip().splitlines()]
+    assert subjects[0].startswith("Rollback to ")
+    assert sum(s.startswith("Promote ") for s in subjects) == 2
+    assert "failed" in out and "promoted" in out  # the history table
+    # The page is kept, and its path is the last line a user reads.
+    assert out.rstrip().splitlines()[-1] == f"history page: {page}"
+    html = page.read_text()
+    assert "failed" in html and "rolled back" in html
     assert not list((tmp_path / "demo" / "run").glob("*.pid"))  # stopped
+
+
+def test_the_demo_keeps_its_page_inside_the_checkout() -> None:
+    from steps.cloudbuild.demo import PAGE
+
+    repo = Path(__file__).resolve().parent.parent
+    assert repo / "out" / "demo" / "history.html" == PAGE
+    assert "/out/" in (repo / ".gitignore").read_text().split()
