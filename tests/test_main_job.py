@@ -168,3 +168,26 @@ def test_rendered_manifests_get_the_users_normal_mode(tmp_path: Path, umask_027:
     source = REPO / "examples" / "app" / "k8s" / "deployment.yaml.tpl"
     rendered = out / "deployment.yaml"
     assert stat.S_IMODE(rendered.stat().st_mode) == stat.S_IMODE(source.stat().st_mode)
+
+
+# -- the image cache does not grow with every build
+
+
+def test_prune_picks_this_sandboxs_app_images_and_old_leftovers() -> None:
+    now = 1_800_000_000.0
+    images = [
+        {"names": ["127.0.0.1:5000/sandbox-project/apps/hello:abc1234"], "created": now - 5},
+        {"names": ["127.0.0.1:6000/sandbox-project/apps/hello:def5678"], "created": now - 5},
+        {"names": ["127.0.0.1:7000/sandbox-project/apps/hello:0123456"], "created": now - 7200},
+        {"names": ["localhost/gitops-steps-base:bookworm"], "created": now - 7200},
+        {"names": ["localhost/gitops-steps/promote:dev"], "created": now - 7200},
+        {"names": ["127.0.0.1:7000/elsewhere/app:1"], "created": now - 7200},
+        {"names": None, "created": now - 7200},  # a layer cache image: kept for speed
+    ]
+
+    pruned = up.stale_app_images(images, "127.0.0.1:5000", now)
+
+    assert pruned == [
+        "127.0.0.1:5000/sandbox-project/apps/hello:abc1234",  # this sandbox's
+        "127.0.0.1:7000/sandbox-project/apps/hello:0123456",  # a leftover
+    ]  # another sandbox's fresh image may still be on its way to its registry

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from steps.cloudbuild.demo import Pipeline, crashing_release, greeting_release, running_sandbox
-from steps.sandbox.up import provide_python_base
+from steps.sandbox.up import containers_env, provide_python_base
 
 TOOLS = ("buildah", "git")
 pytestmark = pytest.mark.skipif(
@@ -241,6 +242,14 @@ def test_the_demo_tells_the_whole_story_and_keeps_the_page(
     html = page.read_text()
     assert "failed" in html and "rolled back" in html
     assert not list((tmp_path / "demo" / "run").glob("*.pid"))  # stopped
+    # Its app images went with the sandbox: the image cache does not grow per run.
+    registry = re.search(r"runs (127\.0\.0\.1:\d+)/", out)
+    assert registry is not None
+    listed = subprocess.run(
+        ["buildah", "images", "--format", "{{.Name}}"],
+        env=containers_env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert registry.group(1) not in listed.stdout
 
 
 def test_the_demo_keeps_its_page_inside_the_checkout() -> None:

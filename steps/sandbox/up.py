@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import shlex
@@ -37,6 +38,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from steps.errors import ExternalError, InternalError, StepError, UsageError
 from steps.sandbox.gcp import DEFAULT_CLUSTER
@@ -460,8 +462,60 @@ def up(options: Options) -> dict[str, str]:
     return values
 
 
+# -- the image cache -----------------------------------------------------------------------
+
+STALE_IMAGE_AGE = 3600.0
+"""An app image of another sandbox older than this is a leftover (builds take seconds)."""
+
+
+def stale_app_images(
+    images: Sequence[Mapping[str, Any]], registry: str | None, now: float
+) -> list[str]:
+    """Names of app images built for a sandbox registry (``127.0.0.1:PORT/sandbox-project/``)
+    that nothing needs any more: this sandbox's (``registry``), or any older than
+    ``STALE_IMAGE_AGE`` (another sandbox's, which may still be building, is left alone).
+    ``images`` as ``buildah images --json`` lists them (pure)."""
+    names: list[str] = []
+    for image in images:
+        created = image.get("created")
+        old = isinstance(created, int | float) and now - created > STALE_IMAGE_AGE
+        for name in image.get("names") or ():
+            host, _, rest = str(name).partition("/")
+            if not host.startswith(f"{HOST}:") or not rest.startswith(f"{PROJECT_ID}/"):
+                continue
+            if host == registry or old:
+                names.append(str(name))
+    return names
+
+
+def prune_app_images(registry: str | None) -> list[str]:
+    """Untag (and so free) the app images ``stale_app_images`` picks; their names.
+
+    Every app build leaves an image behind (its label names the commit, so no
+    two are alike): without this the image cache grows by one image per build."""
+    from steps import containers
+
+    if shutil.which("buildah") is None or not (containers.cache_dir() / "storage.conf").exists():
+        return []
+    env = containers_env()
+    try:
+        listed = subprocess.run(
+            ["buildah", "images", "--json"], env=env, capture_output=True, text=True,
+            check=False, timeout=60,
+        )  # fmt: skip
+        images = json.loads(listed.stdout or "[]") if listed.returncode == 0 else []
+        names = stale_app_images(images if isinstance(images, list) else [], registry, time.time())
+        if names:
+            argv = ["buildah", "rmi", *names]
+            subprocess.run(argv, env=env, capture_output=True, check=False, timeout=300)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return []
+    return names
+
+
 def down(root: Path, *, quiet: bool = False) -> list[str]:
-    """Stop every process of the sandbox in ``root`` (builds first); what was running."""
+    """Stop every process of the sandbox in ``root`` (builds first), and prune the app
+    images built for it; what was running."""
     layout = Layout(Path(root).resolve())
     stopped: list[str] = []
     pid_files = sorted(layout.run.glob("build-*.pid")) if layout.run.is_dir() else []
@@ -471,6 +525,12 @@ def down(root: Path, *, quiet: bool = False) -> list[str]:
         if pid is not None and stop_pid(pid, layout.root):
             stopped.append(pid_file.stem)
         pid_file.unlink(missing_ok=True)
+    registry = None
+    with contextlib.suppress(OSError, StepError):
+        registry = read_env(layout.root).get("REGISTRY")
+    pruned = prune_app_images(registry)
+    if pruned and not quiet:
+        say(f"pruned {len(pruned)} app image(s) from the image cache")
     if not quiet:
         say(f"stopped {', '.join(stopped)}" if stopped else f"nothing running in {layout.root}")
     return stopped
