@@ -97,12 +97,17 @@ def test_build_images_reads_its_settings_from_the_one_module() -> None:
 # -- the environment our own scripts get
 
 
-def test_build_images_gets_our_whole_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_images_gets_our_whole_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # The bug: it got CONTAINERS_* alone, so bash died on "HOME: unbound variable".
     monkeypatch.setenv("GIT_DIR", "/somewhere/else")
+    monkeypatch.setenv("GITOPS_CACHE_DIR", str(tmp_path))
     env = up.containers_env()
-    for name in ("HOME", "PATH"):
+    for name in ("HOME", "PATH", "GITOPS_CACHE_DIR"):
         assert env[name] == os.environ[name]
+    # The same storage as gitops-cloudbuild's docker builder, which reads os.environ.
+    assert env["CONTAINERS_STORAGE_CONF"] == str(tmp_path / "storage.conf")
     assert "CONTAINERS_STORAGE_CONF" in env and "CONTAINERS_CONF" in env
     assert "GIT_DIR" not in env
 

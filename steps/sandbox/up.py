@@ -100,6 +100,10 @@ class Layout:
         return self.root / "sandbox.env"
 
     @property
+    def registries_conf(self) -> Path:
+        return self.root / "registries.conf"
+
+    @property
     def secrets(self) -> Path:
         return self.root / "secrets.env"
 
@@ -175,10 +179,14 @@ def _python() -> str:
     return sys.executable
 
 
+KEEP = ("GITOPS_CACHE_DIR",)
+"""Not a stage's flag but where the image storage is: every child must agree on it."""
+
+
 def _child_env() -> dict[str, str]:
     """Our environment minus anything a developer's Git or a build could leak in."""
     drop = ("GIT_", "GITOPS_", "BUILDER_", "GCE_METADATA_")
-    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return {k: v for k, v in os.environ.items() if k in KEEP or not k.startswith(drop)}
 
 
 def spawn(layout: Layout, name: str, argv: Sequence[str], env: Mapping[str, str]) -> int:
@@ -372,6 +380,38 @@ def seed_repositories(layout: Layout) -> dict[str, str]:
     return shas
 
 
+# -- what a user's own commands need ------------------------------------------------------
+
+SYSTEM_REGISTRIES_CONF = Path("/etc/containers/registries.conf")
+
+
+def registries_conf(system: str, registry: str) -> str:
+    """The system's registries.conf with the sandbox registry marked plain HTTP (pure)."""
+    return (
+        system.rstrip("\n")
+        + f"\n\n# gitops-sandbox: its registry speaks plain HTTP on loopback.\n[[registry]]\n"
+        f'location = "{registry}"\ninsecure = true\n'
+    ).lstrip("\n")
+
+
+def playground_environ(layout: Layout, registry: str) -> dict[str, str]:
+    """What lets a user's own commands reach the sandbox with no extra flags: our stages
+    (``GITOPS_INSECURE_REGISTRY``), buildah and podman (the registry as plain HTTP, and
+    the image storage the sandbox's builds use)."""
+    try:
+        system = SYSTEM_REGISTRIES_CONF.read_text()
+    except OSError:
+        system = ""
+    layout.registries_conf.write_text(registries_conf(system, registry))
+    from steps import containers
+
+    return {
+        "GITOPS_INSECURE_REGISTRY": registry,
+        "CONTAINERS_REGISTRIES_CONF": str(layout.registries_conf),
+        **containers.environ(_child_env()),
+    }
+
+
 # -- up and down ---------------------------------------------------------------------------
 
 
@@ -457,6 +497,7 @@ def up(options: Options) -> dict[str, str]:
         TRIGGERS_DIR=str(layout.triggers),
         ENGINE=options.engine,
     )
+    values.update(playground_environ(layout, registry))
     _write_private(layout.env_file, render_env(values))
     say(f"ready: set -a; . {layout.env_file}; set +a")
     return values
