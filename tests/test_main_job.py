@@ -3,12 +3,14 @@ exit codes for our own failures, and files written with the user's permissions."
 
 from __future__ import annotations
 
+import argparse
 import os
 import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
@@ -180,7 +182,7 @@ def test_rendered_manifests_get_the_users_normal_mode(tmp_path: Path, umask_027:
 
 def test_prune_picks_this_sandboxs_app_images_and_old_leftovers() -> None:
     now = 1_800_000_000.0
-    images = [
+    images: list[dict[str, Any]] = [
         {"names": ["127.0.0.1:5000/sandbox-project/apps/hello:abc1234"], "created": now - 5},
         {"names": ["127.0.0.1:6000/sandbox-project/apps/hello:def5678"], "created": now - 5},
         {"names": ["127.0.0.1:7000/sandbox-project/apps/hello:0123456"], "created": now - 7200},
@@ -196,3 +198,31 @@ def test_prune_picks_this_sandboxs_app_images_and_old_leftovers() -> None:
         "127.0.0.1:5000/sandbox-project/apps/hello:abc1234",  # this sandbox's
         "127.0.0.1:7000/sandbox-project/apps/hello:0123456",  # a leftover
     ]  # another sandbox's fresh image may still be on its way to its registry
+
+
+# -- help for every option a user types
+
+
+def _without_help(parser: argparse.ArgumentParser) -> list[str]:
+    return ["/".join(a.option_strings) or a.dest for a in parser._actions if not a.help]
+
+
+def test_every_gitops_cloudbuild_run_option_has_help() -> None:
+    from steps.cloudbuild import run
+
+    assert _without_help(run.parser()) == []
+
+
+def test_every_gitops_cloudbuild_demo_option_has_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steps.cloudbuild import demo
+
+    seen: list[argparse.ArgumentParser] = []
+
+    def stop(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        seen.append(self)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
+    with pytest.raises(SystemExit):
+        demo.main([])
+    assert seen and _without_help(seen[0]) == []

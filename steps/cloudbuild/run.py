@@ -754,10 +754,35 @@ def _write(record: BuildRecord) -> None:
 
 
 def add_run_options(p: StepParser) -> None:
-    p.add_argument("--engine", choices=ENGINES, default="process", help="how steps run")
-    p.add_argument("--only", nargs="+", action="extend", default=[], metavar="ID")
-    p.add_argument("--skip", nargs="+", action="extend", default=[], metavar="ID")
-    p.add_argument("--map-image", action="append", default=[], metavar="IMAGE=COMMAND_OR_IMAGE")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="process",
+        help="how steps run: process (our images as local commands, Google's builders "
+        "mapped to git/buildah), or each step in its image with podman or docker "
+        "(default process)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="ID",
+        help="run only these step ids; steps they wait for count as done (no images pushed)",
+    )
+    p.add_argument(
+        "--skip",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="ID",
+        help="leave these step ids out; they count as done for steps waiting (no images pushed)",
+    )
+    p.add_argument(
+        "--map-image", action="append", default=[], metavar="IMAGE=COMMAND_OR_IMAGE",
+        help="run steps whose image matches IMAGE (glob) as COMMAND, or in another image "
+        "(repeatable)",
+    )  # fmt: skip
     p.add_argument("--secret-env-file", metavar="FILE", help="KEY=VALUE lines for secretEnv")
     p.add_argument("--records", metavar="DIR", help="where build records go")
     p.add_argument("--project-id", metavar="ID", help=f"PROJECT_ID (default {DEFAULT_PROJECT})")
@@ -771,9 +796,15 @@ def add_run_options(p: StepParser) -> None:
 
 def parser() -> StepParser:
     p = StepParser(PROG, "Run a cloudbuild.yaml locally, as Cloud Build would.")
-    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("config", metavar="CONFIG", help="the build config (YAML or JSON)")
     p.add_argument("--source", default=".", metavar="DIR", help="the source (copied to /workspace)")
-    p.add_argument("--substitutions", default="", metavar="K=V,...")
+    p.add_argument(
+        "--substitutions",
+        default="",
+        metavar="K=V,...",
+        help="substitutions, as a trigger gives them; built-ins such as COMMIT_SHA override "
+        "the values read from the source's Git state",
+    )
     p.add_argument("--write-workspace", metavar="DIR", help="use (and keep) DIR as /workspace")
     add_run_options(p)
     add_common_options(p)
