@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -258,3 +259,46 @@ def test_the_demo_keeps_its_page_inside_the_checkout() -> None:
     repo = Path(__file__).resolve().parent.parent
     assert repo / "out" / "demo" / "history.html" == PAGE
     assert "/out/" in (repo / ".gitignore").read_text().split()
+
+
+def test_the_sandbox_is_a_playground_for_your_own_app(pipeline: Pipeline, tmp_path: Path) -> None:
+    """One command deploys your app; then sandbox.env alone lets your own commands in."""
+    from steps.sandbox.__main__ import main as sandbox_main
+
+    app = tmp_path / "myapp"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "app", app)
+    template = app / "k8s" / "deployment.yaml.tpl"
+    template.write_text(template.read_text().replace("/apps/hello:", "/apps/myapp:"))
+
+    code = sandbox_main(
+        ["deploy", "--dir", str(pipeline.layout.root), str(app), "--image", "myapp"]
+    )
+
+    assert code == 0
+    registry = pipeline.values["REGISTRY"]
+    image = pipeline.cluster()["image"]
+    assert image.startswith(f"{registry}/sandbox-project/apps/myapp@sha256:")
+    # Only what sandbox.env says, plus PATH: kubectl, our stages and buildah all reach it.
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], **pipeline.values}
+    kubectl = subprocess.run(
+        ["/usr/bin/kubectl", "get", "deployment", "hello", "-o",
+         "jsonpath={.spec.template.spec.containers[0].image}"],
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert (kubectl.returncode, kubectl.stdout) == (0, image), kubectl.stderr
+    manifest = tmp_path / "pod.yaml"
+    tag = pipeline.registry_tags("sandbox-project/apps/myapp")[0]
+    reference = f"{registry}/sandbox-project/apps/myapp:{tag}"
+    manifest.write_text(f"kind: Pod\nspec:\n  containers:\n    - image: {reference}\n")
+    pinned = subprocess.run(
+        [str(Path(sys.executable).parent / "gitops-update-manifest"), "--in-place", str(manifest),
+         "--image", reference, "--resolve-digests"],
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert pinned.returncode == 0, pinned.stderr
+    assert image.split("@", 1)[1] in manifest.read_text()
+    listed = subprocess.run(
+        ["buildah", "pull", "--quiet", reference],
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr  # plain HTTP, no --tls-verify needed

@@ -78,11 +78,11 @@ class Pipeline:
     def app_file(self, name: str, ref: str = "main") -> str:
         return sandbox.git("--git-dir", self.values["APP_REPO_DIR"], "show", f"{ref}:{name}")
 
-    def app_build(self, commit: str) -> tuple[Any, list[str]]:
-        """Run the app repo's cloudbuild.yaml at ``commit``, as its trigger would.
-
-        The build record and the build's output lines.
-        """
+    def app_build(
+        self, commit: str, extra: Mapping[str, str] | None = None
+    ) -> tuple[Any, list[str]]:
+        """Run the app repo's cloudbuild.yaml at ``commit``, as its trigger would, with
+        ``extra`` substitutions. The build record and the build's output lines."""
         from steps.cloudbuild.run import run_build
 
         source = self._scratch("app-build") / "source"
@@ -93,6 +93,7 @@ class Pipeline:
             "COMMIT_SHA": commit,
             "BRANCH_NAME": "main",
             "REPO_NAME": "app",
+            **(extra or {}),
         }
         lines: list[str] = []
         build = run_build(
