@@ -2,7 +2,8 @@
 
 - every flag a step passes to one of our stages is one its parser accepts;
 - every ``$_VAR`` used is defined (with a default, or checked as required by
-  the first step) and every one defined is used; other ``$VAR`` are Cloud Build built-ins; ``$$`` is an escape;
+  the first step) and every one defined is used; other ``$VAR`` are Cloud
+  Build built-ins; ``$$`` is an escape;
 - step ids are unique and ``waitFor`` names earlier steps;
 - secrets come from ``availableSecrets``;
 - the step images the pipelines run are the ones cloudbuild/steps.yaml pushes,
