@@ -226,3 +226,16 @@ def test_every_gitops_cloudbuild_demo_option_has_help(monkeypatch: pytest.Monkey
     with pytest.raises(SystemExit):
         demo.main([])
     assert seen and _without_help(seen[0]) == []
+
+
+def test_a_bug_in_the_demo_is_exit_70_not_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from steps.cloudbuild import demo
+
+    def broken() -> str:
+        raise KeyError("ENV_REPO")  # a bug of ours, e.g. a missing sandbox.env key
+
+    monkeypatch.setattr(demo.sandbox, "provide_python_base", broken)
+    assert demo.main([]) == 70
+    assert "internal error" in capsys.readouterr().err

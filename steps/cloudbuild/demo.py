@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -376,6 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StepError as exc:
         print(f"gitops-cloudbuild demo: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except Exception:
+        # Not the outside world's fault as far as we know: a bug, never exit 3.
+        traceback.print_exc()
+        print("gitops-cloudbuild demo: internal error: a bug; please report it", file=sys.stderr)
+        return InternalError.exit_code
     say(f"done in {time.monotonic() - started:.1f}s")
     print(f"\nhistory page: {page}", flush=True)
     return 0

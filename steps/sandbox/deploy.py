@@ -21,10 +21,11 @@ import argparse
 import shutil
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from steps.errors import CheckFailed, StepError, UsageError
+from steps.errors import CheckFailed, InternalError, StepError, UsageError
 from steps.sandbox import up as sandbox
 
 SKIP = (".git", ".venv", "__pycache__", ".pytest_cache", "test-results", "out", "*.pyc")
@@ -105,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StepError as exc:
         print(f"gitops-sandbox deploy: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except Exception:
+        traceback.print_exc()
+        print("gitops-sandbox deploy: internal error: a bug; please report it", file=sys.stderr)
+        return InternalError.exit_code
 
 
 if __name__ == "__main__":
