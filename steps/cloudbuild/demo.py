@@ -26,12 +26,11 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steps.errors import CheckFailed, InternalError, StepError
+from steps.errors import CheckFailed, InternalError
 from steps.sandbox import triggers
 from steps.sandbox import up as sandbox
 
@@ -366,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     page = args.page.resolve()
-    try:
+
+    def body() -> int:
         sandbox.provide_python_base()
         with running_sandbox(Path(args.dir) if args.dir else None, keep=args.keep) as pipeline:
             tell(Story(pipeline, args.timeout))
@@ -374,17 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster = pipeline.cluster()
             print(f"\n== cluster: Deployment/hello runs {cluster['image']}", flush=True)
             write_page(pipeline, page)
-    except StepError as exc:
-        print(f"gitops-cloudbuild demo: error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
-    except Exception:
-        # Not the outside world's fault as far as we know: a bug, never exit 3.
-        traceback.print_exc()
-        print("gitops-cloudbuild demo: internal error: a bug; please report it", file=sys.stderr)
-        return InternalError.exit_code
-    say(f"done in {time.monotonic() - started:.1f}s")
-    print(f"\nhistory page: {page}", flush=True)
-    return 0
+        # After the sandbox stopped: the page's path is the last line a user reads.
+        say(f"done in {time.monotonic() - started:.1f}s")
+        print(f"\nhistory page: {page}", flush=True)
+        return 0
+
+    return sandbox.run_command_body("gitops-cloudbuild demo", body)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,10 @@ import argparse
 import shutil
 import sys
 import tempfile
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from steps.errors import CheckFailed, InternalError, StepError, UsageError
+from steps.errors import CheckFailed, UsageError
 from steps.sandbox import up as sandbox
 
 SKIP = (".git", ".venv", "__pycache__", ".pytest_cache", "test-results", "out", "*.pyc")
@@ -98,18 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timeout", type=float, default=BUILD_TIMEOUT, help="seconds to wait for the env build"
     )
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         if not args.app.is_dir():
             raise UsageError(f"{args.app}: not a directory")
         sandbox.provide_python_base()
         return deploy(Path(args.dir), args.app.resolve(), args.image, args.timeout)
-    except StepError as exc:
-        print(f"gitops-sandbox deploy: error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
-    except Exception:
-        traceback.print_exc()
-        print("gitops-sandbox deploy: internal error: a bug; please report it", file=sys.stderr)
-        return InternalError.exit_code
+
+    return sandbox.run_command_body("gitops-sandbox deploy", body)
 
 
 if __name__ == "__main__":

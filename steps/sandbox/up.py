@@ -35,7 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -577,6 +578,23 @@ def down(root: Path, *, quiet: bool = False) -> list[str]:
     return stopped
 
 
+# -- commands ------------------------------------------------------------------------------
+
+
+def run_command_body(prog: str, body: Callable[[], int]) -> int:
+    """``body()``, with our errors as one line and their exit code, and anything else
+    as a bug (traceback, exit 70): never reported as an outside system's failure."""
+    try:
+        return body()
+    except StepError as exc:
+        print(f"{prog}: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except Exception:
+        traceback.print_exc()
+        print(f"{prog}: internal error: a bug in gitops-steps; please report it", file=sys.stderr)
+        return InternalError.exit_code
+
+
 # -- gitops-sandbox up ---------------------------------------------------------------------
 
 
@@ -612,12 +630,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = Options(
         Path(args.dir), ports, fast=args.fast, trigger=not args.no_trigger, engine=args.engine
     )
-    try:
+
+    def body() -> int:
         up(options)
-    except StepError as exc:
-        print(f"gitops-sandbox up: error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+        return 0
+
+    return run_command_body("gitops-sandbox up", body)
 
 
 if __name__ == "__main__":
