@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shlex
 import shutil
@@ -194,7 +195,7 @@ def containers_environ(environ: Mapping[str, str] | None = None) -> dict[str, st
     """CONTAINERS_CONF/CONTAINERS_STORAGE_CONF: the storage every entry point shares."""
     from steps import containers
 
-    return containers.environ(environ)
+    return containers.environ(os.environ if environ is None else environ)
 
 
 def container_command(
