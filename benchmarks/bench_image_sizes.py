@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from steps import containers
+
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote")
 BUDGET_MB = {"verify-rollout": 180.0}
@@ -26,20 +28,9 @@ DEFAULT_BUDGET_MB = 60.0
 MB = 1_000_000
 
 
-def cache_dir() -> Path:
-    explicit = os.environ.get("GITOPS_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gitops-steps"
-
-
 def podman_env() -> dict[str, str]:
-    cache = cache_dir()
-    return {
-        **os.environ,
-        "CONTAINERS_CONF": str(cache / "containers.conf"),
-        "CONTAINERS_STORAGE_CONF": str(cache / "storage.conf"),
-    }
+    """The image storage every entry point shares (steps/containers.py)."""
+    return {**os.environ, **containers.environ()}
 
 
 def image_size(name: str) -> int:

@@ -47,6 +47,7 @@ class StepParser(argparse.ArgumentParser):
         self._env_options: list[tuple[argparse.Action, str]] = []
         self._required: set[str] = set()
         self._defaults: dict[str, Any] = {}
+        self._exclusive: list[tuple[frozenset[str], ...]] = []
 
     def add_option(self, *flags: str, env: bool = True, **kwargs: Any) -> argparse.Action:
         """Add an option that also reads ``GITOPS_<FLAG>`` when not given."""
@@ -71,6 +72,30 @@ class StepParser(argparse.ArgumentParser):
             action.required = True
         return action
 
+    def exclusive(self, *ways: Sequence[str]) -> None:
+        """Declare ``ways`` (each a list of long flags) as excluding each other.
+
+        A flag given on the command line wins over every variable, including the
+        variables of another way: ``--kubeconfig`` given while ``GITOPS_CLUSTER``
+        is set means the kubeconfig, not a conflict. Flags that contradict each
+        other on the command line itself are still the stage's to refuse."""
+        dests = []
+        for way in ways:
+            found = {a.dest for a in self._actions if set(a.option_strings) & set(way)}
+            if len(found) != len(way):
+                raise ValueError(f"exclusive: unknown flag in {list(way)}")
+            dests.append(frozenset(found))
+        self._exclusive.append(tuple(dests))
+
+    def _outranked(self, given: set[str]) -> set[str]:
+        """Options whose variables a command-line flag of another way overrides."""
+        ignored: set[str] = set()
+        for ways in self._exclusive:
+            chosen = [way for way in ways if way & given]
+            if chosen:
+                ignored.update(d for way in ways if way not in chosen for d in way)
+        return ignored
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
@@ -80,9 +105,11 @@ class StepParser(argparse.ArgumentParser):
         """Parse flags, then fill what was not given from the environment."""
         env = os.environ if environ is None else environ
         args = self.parse_args(argv)
+        given = {a.dest for a, _ in self._env_options if not _is_unset(a, getattr(args, a.dest))}
+        outranked = self._outranked(given)
         for action, variable in self._env_options:
             current = getattr(args, action.dest)
-            if _is_unset(action, current) and variable in env:
+            if _is_unset(action, current) and variable in env and action.dest not in outranked:
                 setattr(args, action.dest, _from_env(action, variable, env[variable]))
             if action.dest in self._defaults and _is_unset(action, getattr(args, action.dest)):
                 setattr(args, action.dest, self._defaults[action.dest])

@@ -45,3 +45,10 @@ class ExternalError(StepError):
     """An outside system (registry, Git server, API server) failed after retries."""
 
     exit_code = 3
+
+
+class InternalError(StepError):
+    """Our own code failed (a script of ours, a broken invariant): a bug, never the
+    outside world's fault, so never exit 3. Exit 70, as for an uncaught exception."""
+
+    exit_code = 70

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -433,6 +434,8 @@ class AttemptRow:
             "reason": self.verdict.reason,
             "detail": self.verdict.message,
             "verdict_build_id": latest.build_id if latest else None,
+            # The first env build's verdict: with the candidate's time, its duration.
+            "first_verdict_time": min((v.time for v in c.verdicts if v.time), default=None),
             "promoted_at": iso(self.promoted_at) if self.promoted_at is not None else None,
             "production_commit": self.production_commit,
             "candidate_to_production_s": (
@@ -919,7 +922,14 @@ def render(
         from steps.history_html import render_html
 
         title = f"{config.location.url} {config.subdir}".strip()
-        return render_html(attempts, summary, [d.as_dict() for d in deployments], title=title)
+        # Cloud Build's built-ins (automapSubstitutions) name the env build's trigger.
+        trigger = {
+            "name": os.environ.get("TRIGGER_NAME"),
+            "region": os.environ.get("LOCATION"),
+            "project": config.project,
+        }
+        deployed = [d.as_dict() for d in deployments]
+        return render_html(attempts, summary, deployed, title=title, trigger=trigger)
     return render_table(attempts, summary)
 
 

@@ -32,7 +32,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24p
 background:#fff}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
 .sub{color:#5f6368;margin:0 0 16px;font-size:13px}
-.cards{display:flex;flex-wrap:wrap;gap:12px}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:12px}
 .card{border:1px solid #dadce0;border-radius:8px;padding:10px 14px;min-width:140px}
 .card .v{font-size:22px;font-weight:600}.card .k{font-size:12px;color:#5f6368}
 .card .n{font-size:11px;color:#5f6368}
@@ -127,6 +127,63 @@ def cards(summary: Mapping[str, Any]) -> str:
     return "".join(
         f'<div class="card"><div class="k">{escape(k)}</div>'
         f'<div class="v">{v if k == "Production now" else escape(v)}</div>'
+        f'<div class="n">{escape(n)}</div></div>'
+        for k, v, n in items
+    )
+
+
+DEFAULT_TRIGGER = "env-candidate"
+
+
+def rollback_command(commit: str, trigger: Mapping[str, str | None] | None = None) -> str:
+    """The command that re-runs the env build of ``commit``: the rollback to it (pure)."""
+    given = trigger or {}
+    argv = ["gcloud", "builds", "triggers", "run", given.get("name") or DEFAULT_TRIGGER]
+    argv.append(f"--sha={commit}")
+    region = given.get("region")
+    if region and region != "global":
+        argv.append(f"--region={region}")
+    if given.get("project"):
+        argv.append(f"--project={given['project']}")
+    return " ".join(argv)
+
+
+def env_build_seconds(attempts: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Per attempt with a verdict: candidate pushed (the trigger) to the first verdict."""
+    seconds = []
+    for r in attempts:
+        start, verdict = _epoch(r.get("time")), _epoch(r.get("first_verdict_time"))
+        if start is not None and verdict is not None and verdict >= start:
+            seconds.append(verdict - start)
+    return seconds
+
+
+def glance(attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
+    """What the Cloud Build dashboard shows at a glance: latest status, average env
+    build duration, pass/fail rate. ``attempts`` newest first."""
+    if attempts:
+        latest = attempts[0]
+        colour = OUTCOME_COLOURS.get(latest["outcome"], "#000")
+        status = (
+            f'<span class="pill" style="background:{colour}">{escape(latest["outcome"])}</span>'
+        )
+        where = f"{latest['commit'][:12]} at {latest['time']}"
+    else:
+        status, where = "-", "no attempts yet"
+    durations = env_build_seconds(attempts)
+    average = sum(durations) / len(durations) if durations else None
+    outcomes = summary["outcomes"]
+    passed = outcomes["promoted"] + outcomes["superseded"]
+    failed = outcomes["failed"]
+    rate = passed / (passed + failed) if passed + failed else None
+    items = [
+        ("Latest status", status, where),
+        ("Env build (average)", escape(_duration(average)),
+         f"candidate push to verdict, {_count(len(durations), 'build')}"),
+        ("Pass / fail", escape(f"{passed} / {failed}"), f"{_percent(rate)} passed"),
+    ]  # fmt: skip
+    return "".join(
+        f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{v}</div>'
         f'<div class="n">{escape(n)}</div></div>'
         for k, v, n in items
     )
@@ -238,11 +295,13 @@ def _link(text: str, url: str | None) -> str:
     return f'<a href="{escape(url)}">{escape(text)}</a>' if url else escape(text)
 
 
-def table(attempts: Sequence[Mapping[str, Any]]) -> str:
+def table(
+    attempts: Sequence[Mapping[str, Any]], trigger: Mapping[str, str | None] | None = None
+) -> str:
     head = "".join(
         f"<th>{h}</th>"
         for h in ("Time (UTC)", "Commit", "Source", "Build", "Images", "Outcome", "Rollback",
-                  "To production", "Detail")
+                  "To production", "Detail", "Roll back to it")
     )  # fmt: skip
     rows = []
     for r in attempts:
@@ -267,7 +326,11 @@ def table(attempts: Sequence[Mapping[str, Any]]) -> str:
         ]
         body = "".join(f"<td>{c}</td>" for c in cells)
         detail = f'<td class="detail">{escape(r.get("detail") or "")}</td>'
-        rows.append(f'<tr class="{escape(r["outcome"])}">{body}{detail}</tr>')
+        command = rollback_command(r["commit"], trigger) if r["outcome"] == "promoted" else ""
+        back = (
+            f'<td class="rollback"><code>{escape(command)}</code></td>' if command else "<td>-</td>"
+        )
+        rows.append(f'<tr class="{escape(r["outcome"])}">{body}{detail}{back}</tr>')
     return (
         f'<div class="scroll"><table id="attempts"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
@@ -280,6 +343,7 @@ def render_html(
     deployments: Sequence[Mapping[str, Any]],
     *,
     title: str,
+    trigger: Mapping[str, str | None] | None = None,
 ) -> str:
     """The whole page. ``attempts`` newest first, as ``gitops-history --format json`` has them."""
     period = summary["period"]
@@ -308,10 +372,11 @@ def render_html(
         f'<h1>Deployment history</h1><p class="sub">{escape(title)} · '
         f"{escape(period['since'])} .. {escape(period['until'])} · "
         f"{summary['attempts']} attempts</p>"
+        f'<section class="cards" id="glance">{glance(attempts, summary)}</section>'
         f'<section class="cards" id="figures">{cards(summary)}</section>'
         f'<h2>Attempts over time</h2><div class="legend">{legend}</div>'
         f"{timeline(attempts, shown, scale)}"
         f"<h2>Lead time to production</h2>{lead_chart(attempts, summary, scale)}"
-        f"<h2>Attempts</h2>{table(attempts)}"
+        f"<h2>Attempts</h2>{table(attempts, trigger)}"
         "</body></html>\n"
     )

@@ -144,6 +144,11 @@ def add_access_options(parser: StepParser) -> None:
     parser.add_option(
         "--in-cluster", action="store_true", help="use the pod's service account (in a cluster)"
     )
+    parser.exclusive(
+        ("--cluster", "--private-endpoint", "--dns-endpoint", "--container-api-url"),
+        ("--kubeconfig", "--context"),
+        ("--in-cluster",),
+    )
 
 
 def access_from_args(args: argparse.Namespace) -> Access:

@@ -82,15 +82,40 @@ def fit_to_limit(result: Mapping[str, Any], limit: int = BUILDER_OUTPUT_LIMIT) -
     return text
 
 
+def umask() -> int:
+    """This process's umask, read without changing it (Linux), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def normal_mode(directory: bool = False) -> int:
+    """The mode ``open``/``mkdir`` would give a new file or directory: 0666/0777 less
+    the umask. ``mkstemp``/``mkdtemp`` make 0600/0700, right for secrets only."""
+    return (0o777 if directory else 0o666) & ~umask()
+
+
 def write_atomic(path: Path, content: str) -> None:
-    """Write ``content`` to ``path`` through a temporary file and a rename."""
+    """Write ``content`` to ``path`` through a temporary file and a rename, with the
+    mode the file had, or else the user's normal one (not ``mkstemp``'s 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     import tempfile  # only when writing a file: it pulls in shutil, random, bz2, lzma
 
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = normal_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(content)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

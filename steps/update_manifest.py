@@ -36,7 +36,7 @@ from steps.manifest_edit import (
     plan_file,
     verify_plan,
 )
-from steps.output import say, warn
+from steps.output import normal_mode, say, warn
 from steps.templates import parse_assignments, render_template
 
 STEP = "update-manifest"
@@ -415,6 +415,7 @@ def write_render(files: Sequence[FileOutcome], destination: Path, clean: bool) -
         raise UsageError(f"--to {destination}: not empty (pass --clean to replace its contents)")
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
+    staging.chmod(normal_mode(directory=True))  # it becomes --to: not mkdtemp's 0700
     try:
         for outcome in files:
             assert outcome.new is not None and outcome.output_name is not None

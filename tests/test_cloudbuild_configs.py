@@ -1,8 +1,9 @@
 """The Cloud Build configs users copy: they parse, and every part lines up.
 
 - every flag a step passes to one of our stages is one its parser accepts;
-- every ``$_VAR`` used is defined (with a default) and every one defined is
-  used; other ``$VAR`` are Cloud Build built-ins; ``$$`` is an escape;
+- every ``$_VAR`` used is defined (with a default, or checked as required by
+  the first step) and every one defined is used; other ``$VAR`` are Cloud
+  Build built-ins; ``$$`` is an escape;
 - step ids are unique and ``waitFor`` names earlier steps;
 - secrets come from ``availableSecrets``;
 - the step images the pipelines run are the ones cloudbuild/steps.yaml pushes,
@@ -124,7 +125,10 @@ def test_substitutions_are_defined_and_used(name: str) -> None:
     defined = config.get("substitutions", {})
     for key, value in defined.items():
         assert re.fullmatch(r"_[A-Z0-9_]+", key), f"{name}: {key} is not a user substitution"
-        assert isinstance(value, str) and value, f"{name}: {key} has no default"
+        assert isinstance(value, str), f"{name}: {key} is not a string"
+        if not value:  # no default: the trigger must set it, and the first step checks
+            check = next(s for s in config["steps"] if s["id"] == "check-substitutions")
+            assert f'"{key}=${{{key}}}"' in check["args"][1], f"{name}: {key} has no default"
     body = {k: v for k, v in config.items() if k != "substitutions"}
     used = names_used(body) | names_used(defined)
     user = {n for n in used if n.startswith("_")}
@@ -243,3 +247,77 @@ def test_app_build_steps_work_on_the_example(tmp_path: Path) -> None:
     assert "us-docker.pkg.dev/demo-project/apps/hello:abc1234" in rendered
     result = json.loads((workspace / "out" / "test.json").read_text())
     assert result["passed"] == 2
+
+
+# -- configs cannot silently deploy to the wrong place
+
+
+def run_env_build(
+    tmp_path: Path, substitutions: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """gitops-cloudbuild run cloudbuild/env.yaml on an env checkout, as a trigger would."""
+    source = tmp_path / "env"
+    source.mkdir(exist_ok=True)
+    shutil.copyfile(CLOUDBUILD / "env.yaml", source / "cloudbuild.yaml")
+    (source / "hello").mkdir(exist_ok=True)
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("GIT_TOKEN=not-a-real-token\n")
+    argv = [sys.executable, "-m", "steps.cloudbuild", "run", str(source / "cloudbuild.yaml")]
+    argv += ["--source", str(source), "--substitutions", substitutions]
+    argv += ["--secret-env-file", str(secrets), "--records", str(tmp_path / "records"), *extra]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+
+
+RIGHT = "_ENV_REPO=http://127.0.0.1:1/env.git,_CLUSTER=prod,_CLUSTER_LOCATION=europe-west1"
+
+
+def test_a_misspelt_trigger_substitution_stops_the_env_build_before_anything(
+    tmp_path: Path,
+) -> None:
+    wrong = RIGHT.replace("_CLUSTER=", "_CLUSTR=")
+
+    done = run_env_build(tmp_path, wrong)
+
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "substitution _CLUSTR: this config has no such substitution (misspelt?)" in output
+    assert "substitution _CLUSTER is empty: set it on the trigger" in output
+    assert 'Finished Step #0 - "check-substitutions": FAILURE' in output
+    assert "Starting Step #1" not in output  # nothing fetched, nothing applied
+
+
+def test_a_missing_required_substitution_stops_it_too(tmp_path: Path) -> None:
+    done = run_env_build(tmp_path, "_ENV_REPO=http://127.0.0.1:1/env.git")
+
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    for name in ("_CLUSTER", "_CLUSTER_LOCATION"):
+        assert f"substitution {name} is empty" in output
+    assert "Starting Step #1" not in output
+
+
+def test_right_substitutions_pass_the_check_and_name_the_target(tmp_path: Path) -> None:
+    done = run_env_build(tmp_path, RIGHT, "--only", "check-substitutions")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "target cluster projects/sandbox-project/locations/europe-west1/clusters/prod" in (
+        done.stdout + done.stderr
+    )
+
+
+@pytest.mark.parametrize("name", ["app.yaml", "env.yaml"])
+def test_the_check_knows_exactly_the_configs_substitutions(name: str) -> None:
+    config = load(name)
+    step = next(s for s in config["steps"] if s["id"] == "check-substitutions")
+    assert config["steps"][0] is step  # before anything else
+    known = re.search(r'known=" ([^"]*) "', step["args"][1])
+    assert known is not None
+    assert known.group(1).split() == list(config["substitutions"])
+    others = [s for s in config["steps"][1:] if not s.get("waitFor")]
+    assert others == []  # every other step waits, directly or not, for the check
+
+
+def test_no_config_defaults_the_target() -> None:
+    env = load("env.yaml")["substitutions"]
+    assert env["_CLUSTER"] == env["_CLUSTER_LOCATION"] == env["_ENV_REPO"] == ""
+    assert load("app.yaml")["substitutions"]["_ENV_REPO"] == ""

@@ -27,7 +27,14 @@ import pytest
 from test_history import UNTIL, Built, built  # noqa: F401  (the module-scoped story)
 
 from steps.history import main
-from steps.history_html import LEAD_COLOUR, OUTCOME_COLOURS, ROLLBACK_COLOUR
+from steps.history_html import (
+    LEAD_COLOUR,
+    OUTCOME_COLOURS,
+    ROLLBACK_COLOUR,
+    env_build_seconds,
+    glance,
+    rollback_command,
+)
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -281,6 +288,9 @@ def test_history_page_in_chromium(
     counts = browser.evaluate(
         "JSON.stringify({"
         "cards: document.querySelectorAll('#figures .card').length,"
+        "glance: document.querySelector('#glance').innerText,"
+        "commands: [...document.querySelectorAll('#attempts td.rollback code')]"
+        ".map(c => c.innerText),"
         "rows: document.querySelectorAll('#attempts tbody tr').length,"
         "rollbacks: document.querySelectorAll('#timeline g.rollback').length,"
         "bars: document.querySelectorAll('#leadtime rect.lead').length,"
@@ -301,6 +311,13 @@ def test_history_page_in_chromium(
         "?project=my-proj"
     )
     assert a1_build in seen["links"]
+    # The dashboard's glance, and the command that rolls back to each promoted attempt.
+    assert "Latest status" in seen["glance"] and "Pass / fail" in seen["glance"]
+    assert len(seen["commands"]) == 3
+    assert (
+        f"gcloud builds triggers run env-candidate --sha={built.shas['A3']} --project=my-proj"
+        in seen["commands"]
+    )
     for text in ("4.00", "50%", "20m 00s", "p90 30m 00s", "1h 20m", built.shas["A3"][:12]):
         assert text in seen["figures"], text
 
@@ -319,3 +336,34 @@ def test_history_page_in_chromium(
         assert count_colour(rows, timeline, colour) >= 60, outcome
     assert count_colour(rows, timeline, ROLLBACK_COLOUR) >= 50  # the rollback marker
     assert count_colour(rows, lead, LEAD_COLOUR) >= 3 * 6 * 10  # three bars
+
+
+def test_rollback_command_names_the_trigger_region_and_project() -> None:
+    sha = "a" * 40
+    assert rollback_command(sha) == f"gcloud builds triggers run env-candidate --sha={sha}"
+    trigger = {"name": "env-prod", "region": "europe-west1", "project": "p"}
+    assert rollback_command(sha, trigger) == (
+        f"gcloud builds triggers run env-prod --sha={sha} --region=europe-west1 --project=p"
+    )
+    # 1st-gen triggers live in "global", where gcloud takes no --region.
+    assert "--region" not in rollback_command(sha, {"region": "global"})
+
+
+def test_the_glance_figures() -> None:
+    attempts = [  # newest first
+        {"commit": "c" * 40, "time": "2026-03-01T10:20:00Z", "outcome": "failed",
+         "first_verdict_time": "2026-03-01T10:22:30Z"},   # 150 s
+        {"commit": "b" * 40, "time": "2026-03-01T10:10:00Z", "outcome": "superseded",
+         "first_verdict_time": "2026-03-01T10:11:00Z"},   # 60 s
+        {"commit": "a" * 40, "time": "2026-03-01T10:00:00Z", "outcome": "promoted",
+         "first_verdict_time": "2026-03-01T10:01:30Z"},   # 90 s
+        {"commit": "9" * 40, "time": "2026-03-01T09:00:00Z", "outcome": "not-promoted"},
+    ]  # fmt: skip
+    summary = {"outcomes": {"promoted": 1, "superseded": 1, "failed": 1, "pending": 0}}
+
+    assert env_build_seconds(attempts) == [150.0, 60.0, 90.0]
+    text = glance(attempts, summary)
+
+    assert ">failed</span>" in text and "cccccccccccc at 2026-03-01T10:20:00Z" in text
+    assert "1m 40s" in text  # (150 + 60 + 90) / 3 = 100 s
+    assert "2 / 1" in text and "67% passed" in text  # promoted + superseded pass: 2 of 3

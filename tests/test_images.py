@@ -17,15 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from steps import containers
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "app"
 TARGETS = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote")
 PREFIX = "localhost/gitops-steps"
 TAG = "dev"
-CACHE = Path(
-    os.environ.get("GITOPS_CACHE_DIR")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gitops-steps"
-)
 TOOLS = ("buildah", "podman", "runc", "debootstrap")
 
 pytestmark = [
@@ -43,11 +41,7 @@ def image(target: str) -> str:
 
 def podman_env() -> dict[str, str]:
     """The image storage and settings scripts/build-images uses."""
-    return {
-        **os.environ,
-        "CONTAINERS_CONF": str(CACHE / "containers.conf"),
-        "CONTAINERS_STORAGE_CONF": str(CACHE / "storage.conf"),
-    }
+    return {**os.environ, **containers.environ()}
 
 
 def podman(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

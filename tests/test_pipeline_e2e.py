@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from steps.cloudbuild.demo import Pipeline, running_sandbox
-from steps.sandbox.up import provide_python_base
+from steps.cloudbuild.demo import Pipeline, crashing_release, greeting_release, running_sandbox
+from steps.sandbox.up import containers_env, provide_python_base
 
 TOOLS = ("buildah", "git")
 pytestmark = pytest.mark.skipif(
@@ -53,14 +55,6 @@ def deploy(pipeline: Pipeline, commit: str, builds_before: int) -> dict[str, obj
     assert build.status == "SUCCESS", "\n".join(lines[-30:])
     records = pipeline.wait_env_builds(builds_before + 1, TIMEOUT)
     return records[-1]
-
-
-def greeting_change(pipeline: Pipeline, name: str) -> str:
-    """A new release of the app (its tests follow); pushed to main."""
-    before = re.compile(r"Hello(?: from \w+)?, ")
-    app = before.sub(f"Hello from {name}, ", pipeline.app_file("app.py"))
-    test = before.sub(f"Hello from {name}, ", pipeline.app_file("test_app.py"))
-    return pipeline.app_commit({"app.py": app, "test_app.py": test}, f"Greet from {name}")
 
 
 def image_trailer(pipeline: Pipeline, ref: str) -> str:
@@ -120,13 +114,7 @@ def test_a_crashing_image_fails_the_env_build_and_rolls_back(pipeline: Pipeline)
     assert good["status"] == "SUCCESS"
     production = pipeline.tip("production")
     production_image = pipeline.cluster()["image"]
-    template = pipeline.app_file("k8s/deployment.yaml.tpl").replace(
-        "      labels:\n        app: hello\n    spec:",
-        "      labels:\n        app: hello\n      annotations:\n"
-        "        sandbox.gitops-steps.dev/behavior: crash\n    spec:",
-    )
-    assert "behavior: crash" in template
-    commit = pipeline.app_commit({"k8s/deployment.yaml.tpl": template}, "A release that crashes")
+    commit = crashing_release(pipeline)
 
     bad = deploy(pipeline, commit, 1)
 
@@ -135,6 +123,11 @@ def test_a_crashing_image_fails_the_env_build_and_rolls_back(pipeline: Pipeline)
     assert "behavior: crash" in pipeline.show("candidate", "hello/deployment.yaml")
     log = Path(str(bad["log"])).read_text()
     assert "CrashLoopBackOff" in log
+    # The history page is still made (failures belong on it), nothing is
+    # promoted, and the build still ends FAILURE, on its last step.
+    assert 'Finished Step #4 - "history": SUCCESS' in log
+    assert "verify-rollout did not succeed (exit 1): nothing to promote" in log
+    assert 'Finished Step #6 - "verdict": FAILURE (exit status 1)' in log
     assert pipeline.tip("production") == production
     cluster = pipeline.cluster()
     assert cluster["image"] == production_image
@@ -145,7 +138,7 @@ def test_a_crashing_image_fails_the_env_build_and_rolls_back(pipeline: Pipeline)
 def test_rerunning_an_old_env_build_rolls_back(pipeline: Pipeline) -> None:
     v1 = deploy(pipeline, pipeline.values["APP_FIRST_COMMIT"], 0)
     v1_image = pipeline.cluster()["image"]
-    v2 = deploy(pipeline, greeting_change(pipeline, "v2"), 1)
+    v2 = deploy(pipeline, greeting_release(pipeline, "v2"), 1)
     assert (v1["status"], v2["status"]) == ("SUCCESS", "SUCCESS")
     assert pipeline.cluster()["image"] != v1_image
 
@@ -160,9 +153,9 @@ def test_rerunning_an_old_env_build_rolls_back(pipeline: Pipeline) -> None:
 
 
 def test_three_commits_at_once_end_with_one_agreed_truth(pipeline: Pipeline) -> None:
-    first = greeting_change(pipeline, "one")
-    second = greeting_change(pipeline, "two")
-    third = greeting_change(pipeline, "three")
+    first = greeting_release(pipeline, "one")
+    second = greeting_release(pipeline, "two")
+    third = greeting_release(pipeline, "three")
 
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(pipeline.app_build, [first, second, third]))
@@ -227,16 +220,90 @@ def test_rerunning_any_build_is_harmless(
     assert pipeline.registry_tags() == [commit[:7]]
 
 
-def test_the_demo_runs_the_pipeline_and_prints_both_histories(
+def test_the_demo_tells_the_whole_story_and_keeps_the_page(
     python_base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from steps.cloudbuild.__main__ import main as cloudbuild
 
+    page = tmp_path / "page" / "history.html"
     started = time.monotonic()
-    assert cloudbuild(["demo", "--dir", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
+    code = cloudbuild(["demo", "--dir", str(tmp_path / "demo"), "--page", str(page)])
+    captured = capsys.readouterr()
     print(f"\ndemo: {time.monotonic() - started:.1f}s")
-    assert "== candidate" in out and "== production" in out
-    assert "Promote " in out and "promoted" in out
-    assert "== cluster: Deployment/hello runs 127.0.0.1:" in out
+    assert code == 0, captured.err[-3000:]
+    out, err = captured.out, captured.err
+    # A healthy release, a crashing one failing fast with the reason and rolled
+    # back, a rollback by re-running the first env build, recorded as one.
+    assert re.search(r"release 1: env build \S+: SUCCESS", err)
+    assert re.search(r"release 2: env build \S+: FAILURE", err)
+    assert "CrashLoopBackOff" in err and "rollback complete" in err
+    assert "gcloud builds triggers run env-candidate --sha=" in err
+    production = out.split("== production", 1)[1].split("== gitops-history", 1)[0]
+    subjects = [line.split(None, 1)[1] for line in production.strip().splitlines()]
+    assert subjects[0].startswith("Rollback to ")
+    assert sum(s.startswith("Promote ") for s in subjects) == 2
+    assert "failed" in out and "promoted" in out  # the history table
+    # The page is kept, and its path is the last line a user reads.
+    assert out.rstrip().splitlines()[-1] == f"history page: {page}"
+    html = page.read_text()
+    assert "failed" in html and "rolled back" in html
     assert not list((tmp_path / "demo" / "run").glob("*.pid"))  # stopped
+    # Its app images went with the sandbox: the image cache does not grow per run.
+    registry = re.search(r"runs (127\.0\.0\.1:\d+)/", out)
+    assert registry is not None
+    listed = subprocess.run(
+        ["buildah", "images", "--format", "{{.Name}}"],
+        env=containers_env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert registry.group(1) not in listed.stdout
+
+
+def test_the_demo_keeps_its_page_inside_the_checkout() -> None:
+    from steps.cloudbuild.demo import PAGE
+
+    repo = Path(__file__).resolve().parent.parent
+    assert repo / "out" / "demo" / "history.html" == PAGE
+    assert "/out/" in (repo / ".gitignore").read_text().split()
+
+
+def test_the_sandbox_is_a_playground_for_your_own_app(pipeline: Pipeline, tmp_path: Path) -> None:
+    """One command deploys your app; then sandbox.env alone lets your own commands in."""
+    from steps.sandbox.__main__ import main as sandbox_main
+
+    app = tmp_path / "myapp"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "app", app)
+    template = app / "k8s" / "deployment.yaml.tpl"
+    template.write_text(template.read_text().replace("/apps/hello:", "/apps/myapp:"))
+
+    code = sandbox_main(
+        ["deploy", "--dir", str(pipeline.layout.root), str(app), "--image", "myapp"]
+    )
+
+    assert code == 0
+    registry = pipeline.values["REGISTRY"]
+    image = pipeline.cluster()["image"]
+    assert image.startswith(f"{registry}/sandbox-project/apps/myapp@sha256:")
+    # Only what sandbox.env says, plus PATH: kubectl, our stages and buildah all reach it.
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], **pipeline.values}
+    kubectl = subprocess.run(
+        ["/usr/bin/kubectl", "get", "deployment", "hello", "-o",
+         "jsonpath={.spec.template.spec.containers[0].image}"],
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert (kubectl.returncode, kubectl.stdout) == (0, image), kubectl.stderr
+    manifest = tmp_path / "pod.yaml"
+    tag = pipeline.registry_tags("sandbox-project/apps/myapp")[0]
+    reference = f"{registry}/sandbox-project/apps/myapp:{tag}"
+    manifest.write_text(f"kind: Pod\nspec:\n  containers:\n    - image: {reference}\n")
+    pinned = subprocess.run(
+        [str(Path(sys.executable).parent / "gitops-update-manifest"), "--in-place", str(manifest),
+         "--image", reference, "--resolve-digests"],
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert pinned.returncode == 0, pinned.stderr
+    assert image.split("@", 1)[1] in manifest.read_text()
+    listed = subprocess.run(
+        ["buildah", "pull", "--quiet", reference],
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr  # plain HTTP, no --tls-verify needed

@@ -1,11 +1,15 @@
 """``gitops-cloudbuild demo``: the whole pipeline, for real, in the local sandbox.
 
-Starts the sandbox (``gitops-sandbox up``) in a temporary or given directory,
-runs the app repo's ``cloudbuild.yaml`` for its first commit (tests, image
-build and push, manifests pinned by digest, push to ``candidate``), lets that
-push trigger the env repo's ``cloudbuild.yaml`` (apply, wait, judge,
-promote), waits for it, then prints both histories and the image the cluster
-runs. The sandbox is stopped at the end unless ``--keep``.
+Starts the sandbox (``gitops-sandbox up``) in a temporary or given directory
+and tells the story the product exists for, each release going through the
+app repo's ``cloudbuild.yaml`` (tests, image build and push, manifests pinned
+by digest, push to ``candidate``) and the env build that push triggers (apply,
+wait, judge, promote): release 1 reaches ``production``; release 2's pods
+crash, so its env build fails fast with the reason and rolls back; release 3
+is healthy; re-running release 1's env build rolls back to it, and
+``production`` records a rollback. Then both histories, gitops-history's
+table, and the history page, kept in ``out/demo/history.html`` (its path is
+the last line). The sandbox is stopped at the end unless ``--keep``.
 
 ``Pipeline`` is the same machinery for the end-to-end tests: commits to the
 app repo, app builds, the triggered env builds, and what the env repo and the
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import shutil
 import sys
 import tempfile
@@ -25,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steps.errors import StepError
+from steps.errors import CheckFailed, InternalError
 from steps.sandbox import triggers
 from steps.sandbox import up as sandbox
 
@@ -73,11 +78,11 @@ class Pipeline:
     def app_file(self, name: str, ref: str = "main") -> str:
         return sandbox.git("--git-dir", self.values["APP_REPO_DIR"], "show", f"{ref}:{name}")
 
-    def app_build(self, commit: str) -> tuple[Any, list[str]]:
-        """Run the app repo's cloudbuild.yaml at ``commit``, as its trigger would.
-
-        The build record and the build's output lines.
-        """
+    def app_build(
+        self, commit: str, extra: Mapping[str, str] | None = None
+    ) -> tuple[Any, list[str]]:
+        """Run the app repo's cloudbuild.yaml at ``commit``, as its trigger would, with
+        ``extra`` substitutions. The build record and the build's output lines."""
         from steps.cloudbuild.run import run_build
 
         source = self._scratch("app-build") / "source"
@@ -88,6 +93,7 @@ class Pipeline:
             "COMMIT_SHA": commit,
             "BRANCH_NAME": "main",
             "REPO_NAME": "app",
+            **(extra or {}),
         }
         lines: list[str] = []
         build = run_build(
@@ -208,52 +214,172 @@ def running_sandbox(
                 shutil.rmtree(directory, ignore_errors=True)
 
 
+CRASH = "sandbox.gitops-steps.dev/behavior"
+PAGE = sandbox.REPO / "out" / "demo" / "history.html"
+
+
 def _print_history(pipeline: Pipeline) -> None:
     from steps.history import main as history
 
     for branch in ("candidate", "production"):
         print(f"\n== {branch}")
-        for entry in pipeline.log(branch, "%h %ad %s"):
+        for entry in pipeline.log(branch, "%h %s"):
             print(f"  {entry}")
     print("\n== gitops-history", flush=True)
     history(["--repo", pipeline.values["ENV_REPO_DIR"], "--path", sandbox.ENV_PATH])
     sys.stdout.flush()
 
 
+def greeting_release(pipeline: Pipeline, name: str, also: Mapping[str, str] | None = None) -> str:
+    """A new release of the app: it greets from ``name`` (its test follows), with the
+    files in ``also`` (path -> text); the commit, pushed to main."""
+    old = re.compile(r"Hello(?: from \w+)?, ")
+    app = old.sub(f"Hello from {name}, ", pipeline.app_file("app.py"))
+    test = old.sub(f"Hello from {name}, ", pipeline.app_file("test_app.py"))
+    files = {"app.py": app, "test_app.py": test, **(also or {})}
+    return pipeline.app_commit(files, f"Greet from {name}")
+
+
+def crashing_release(pipeline: Pipeline) -> str:
+    """A release whose pods crash at start; the commit.
+
+    The emulator runs no code, so the crash is asked for: its fake kubelet reads
+    the pod annotation ``sandbox.gitops-steps.dev/behavior: crash`` and reports
+    the container exiting 1 on each start, as a real kubelet would (CrashLoopBackOff).
+    """
+    template = pipeline.app_file("k8s/deployment.yaml.tpl")
+    crashing = template.replace(
+        "      labels:\n        app: hello\n    spec:",
+        f"      labels:\n        app: hello\n      annotations:\n        {CRASH}: crash\n    spec:",
+    )
+    if crashing == template:
+        raise InternalError("examples/app/k8s/deployment.yaml.tpl: no pod template labels to edit")
+    return pipeline.app_commit(
+        {"k8s/deployment.yaml.tpl": crashing}, "Release 2: its pods crash at start"
+    )
+
+
+class Story:
+    """The demo's chapters, each an app build or an env build, checked as it goes."""
+
+    def __init__(self, pipeline: Pipeline, timeout: float) -> None:
+        self.pipeline = pipeline
+        self.timeout = timeout
+        self.env_builds = 0
+
+    def release(self, commit: str, title: str) -> dict[str, Any]:
+        """App build for ``commit``, then the env build its push triggered; that record."""
+        say(f"{title}: app build for {commit[:12]} (the app repo's cloudbuild.yaml)")
+        build, lines = self.pipeline.app_build(commit)
+        if build.status != "SUCCESS":
+            for line in lines[-40:]:
+                print(line, file=sys.stderr)
+            raise CheckFailed(f"{title}: app build {build.build_id}: {build.status}")
+        say(f"{title}: pushed to candidate; the trigger runs the env repo's cloudbuild.yaml")
+        return self.wait(title)
+
+    def rerun(self, commit: str, title: str) -> dict[str, Any]:
+        say(f"{title}: gcloud builds triggers run env-candidate --sha={commit[:12]} (here: re-run)")
+        self.pipeline.rerun_env_build(commit)
+        return self.wait(title)
+
+    def wait(self, title: str) -> dict[str, Any]:
+        self.env_builds += 1
+        try:
+            record = self.pipeline.wait_env_builds(self.env_builds, self.timeout)[-1]
+        except TimeoutError as exc:
+            raise CheckFailed(f"{title}: {exc}") from None
+        say(f"{title}: env build {record.get('build_id')}: {record['status']}")
+        return record
+
+    def outline(self, record: Mapping[str, Any], pattern: str) -> list[str]:
+        """The env build's log lines that tell what happened (matching ``pattern``)."""
+        text = Path(str(record["log"])).read_text(errors="replace")
+        return [line for line in text.splitlines() if re.search(pattern, line)]
+
+
+def tell(story: Story) -> None:
+    """Healthy release, crashing release rolled back, rollback by re-run; or CheckFailed."""
+    pipeline = story.pipeline
+    first = pipeline.values["APP_FIRST_COMMIT"]
+    one = story.release(first, "release 1")
+    _expect(one["status"] == "SUCCESS", "release 1 did not reach production", one)
+    image_one = pipeline.cluster()["image"]
+    say(f"release 1 is live: {image_one}")
+
+    two = story.release(crashing_release(pipeline), "release 2")
+    _expect(two["status"] == "FAILURE", "release 2 crashes, yet its env build passed", two)
+    for line in story.outline(two, r"rollout failed|ERROR |rolling back|rollback complete")[:6]:
+        print(f"  {line.strip()}", file=sys.stderr)
+    _expect(pipeline.cluster()["image"] == image_one, "release 2 was not rolled back", two)
+    say("release 2 failed fast and was rolled back: the cluster runs release 1 again")
+
+    fixed = {"k8s/deployment.yaml.tpl": pipeline.app_file("k8s/deployment.yaml.tpl", first)}
+    three = story.release(greeting_release(pipeline, "release3", fixed), "release 3")
+    _expect(three["status"] == "SUCCESS", "release 3 did not reach production", three)
+
+    back = story.rerun(str(one["commit"]), "rollback to release 1")
+    _expect(back["status"] == "SUCCESS", "re-running release 1's env build failed", back)
+    subject = pipeline.log("production", "%s")[0]
+    _expect(subject.startswith("Rollback to "), f"production says {subject!r}", back)
+    _expect(pipeline.cluster()["image"] == image_one, "the cluster does not run release 1", back)
+    say(f"production records it: {subject}")
+
+
+def _expect(holds: bool, problem: str, record: Mapping[str, Any]) -> None:
+    if not holds:
+        log = (
+            Path(str(record.get("log") or "")).read_text(errors="replace")
+            if record.get("log")
+            else ""
+        )
+        sys.stderr.write(log[-4000:])
+        raise CheckFailed(f"the story went wrong: {problem}")
+
+
+def write_page(pipeline: Pipeline, page: Path) -> None:
+    """The history page, as env.yaml's history step makes it; kept after the demo."""
+    from steps.history import main as history
+
+    argv = ["--repo", pipeline.values["ENV_REPO_DIR"], "--path", sandbox.ENV_PATH]
+    argv += ["--format", "html", "--output", str(page)]
+    if history(argv) != 0:
+        raise InternalError(f"gitops-history could not write {page}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gitops-cloudbuild demo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="gitops-cloudbuild demo", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--dir", help="run the sandbox here (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="leave the sandbox running")
-    parser.add_argument("--timeout", type=float, default=APP_TIMEOUT, help="seconds per build")
+    parser.add_argument(
+        "--timeout", type=float, default=APP_TIMEOUT, help="seconds to wait for each env build"
+    )
+    parser.add_argument(
+        "--page",
+        type=Path,
+        default=PAGE,
+        help="where the history page goes (default out/demo/history.html in this checkout)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
-    try:
+    page = args.page.resolve()
+
+    def body() -> int:
         sandbox.provide_python_base()
         with running_sandbox(Path(args.dir) if args.dir else None, keep=args.keep) as pipeline:
-            commit = pipeline.values["APP_FIRST_COMMIT"]
-            say(f"app build for {commit[:12]} (app repo's cloudbuild.yaml)")
-            build, lines = pipeline.app_build(commit)
-            for line in lines:
-                print(line, file=sys.stderr)
-            if build.status != "SUCCESS":
-                say(f"app build {build.build_id}: {build.status}")
-                return 1
-            say("push to candidate: waiting for the triggered env build")
-            records = pipeline.wait_env_builds(1, args.timeout)
-            env_log = Path(records[-1]["log"]).read_text(errors="replace")
-            sys.stderr.write(env_log)
+            tell(Story(pipeline, args.timeout))
             _print_history(pipeline)
             cluster = pipeline.cluster()
-            print(f"\n== cluster: Deployment/hello runs {cluster['image']}")
-            for image_id in cluster["running"]:
-                print(f"  ready pods run {image_id}")
-            status = records[-1]["status"]
-            say(f"env build {records[-1].get('build_id')}: {status}")
-            say(f"done in {time.monotonic() - started:.1f}s")
-            return 0 if status == "SUCCESS" else 1
-    except StepError as exc:
-        print(f"gitops-cloudbuild demo: error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
+            print(f"\n== cluster: Deployment/hello runs {cluster['image']}", flush=True)
+            write_page(pipeline, page)
+        # After the sandbox stopped: the page's path is the last line a user reads.
+        say(f"done in {time.monotonic() - started:.1f}s")
+        print(f"\nhistory page: {page}", flush=True)
+        return 0
+
+    return sandbox.run_command_body("gitops-cloudbuild demo", body)
 
 
 if __name__ == "__main__":

@@ -301,23 +301,10 @@ def container_image(image: str, maps: Sequence[Mapping_]) -> str:
 
 
 def containers_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """CONTAINERS_CONF/CONTAINERS_STORAGE_CONF as scripts/build-images sets them up."""
-    env = dict(os.environ if environ is None else environ)
-    cache = Path(
-        env.get("GITOPS_CACHE_DIR")
-        or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gitops-steps"
-    )
-    cache.mkdir(parents=True, exist_ok=True)
-    conf = cache / "containers.conf"
-    storage = cache / "storage.conf"
-    if not conf.exists():
-        conf.write_text("[containers]\ndefault_ulimits = []\n", encoding="utf-8")
-    if not storage.exists():
-        storage.write_text(
-            f'[storage]\ndriver = "vfs"\ngraphroot = "{cache}/storage"\nrunroot = "{cache}/run"\n',
-            encoding="utf-8",
-        )
-    return {"CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage)}
+    """CONTAINERS_CONF/CONTAINERS_STORAGE_CONF: the storage every entry point shares."""
+    from steps import containers
+
+    return containers.environ(os.environ if environ is None else environ)
 
 
 def container_command(

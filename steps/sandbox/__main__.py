@@ -15,6 +15,7 @@ SERVICES = {
     "gcp": ("steps.sandbox.gcp", "a GCE metadata server and a GKE Container API stand-in"),
     "demo": ("steps.sandbox.demo", "update-manifest on the bundled example, with a registry"),
     "up": ("steps.sandbox.up", "all of them in the background, with app and env repos"),
+    "deploy": ("steps.sandbox.deploy", "your app through the whole pipeline, in a sandbox up runs"),
     "down": ("steps.sandbox.down", "stop what up started"),
 }
 

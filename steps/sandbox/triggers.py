@@ -72,7 +72,8 @@ def pushed_commits(lines: Sequence[str], branch: str = BRANCH) -> list[str]:
 
 def _clean_env() -> dict[str, str]:
     """The environment without the hook's Git variables (GIT_DIR, GIT_CONFIG_*, ...)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITOPS_"))}
+    drop = ("GIT_", "GITOPS_")
+    return {k: v for k, v in os.environ.items() if k in sandbox.KEEP or not k.startswith(drop)}
 
 
 def _new_record(layout: sandbox.Layout, record: Mapping[str, Any]) -> int:

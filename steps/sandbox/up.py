@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import shlex
@@ -34,11 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from steps.errors import ExternalError, StepError, UsageError
+from steps.errors import ExternalError, InternalError, StepError, UsageError
 from steps.sandbox.gcp import DEFAULT_CLUSTER
 from steps.sandbox.registry import free_port
 
@@ -96,6 +99,10 @@ class Layout:
     @property
     def env_file(self) -> Path:
         return self.root / "sandbox.env"
+
+    @property
+    def registries_conf(self) -> Path:
+        return self.root / "registries.conf"
 
     @property
     def secrets(self) -> Path:
@@ -173,10 +180,14 @@ def _python() -> str:
     return sys.executable
 
 
+KEEP = ("GITOPS_CACHE_DIR",)
+"""Not a stage's flag but where the image storage is: every child must agree on it."""
+
+
 def _child_env() -> dict[str, str]:
     """Our environment minus anything a developer's Git or a build could leak in."""
     drop = ("GIT_", "GITOPS_", "BUILDER_", "GCE_METADATA_")
-    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return {k: v for k, v in os.environ.items() if k in KEEP or not k.startswith(drop)}
 
 
 def spawn(layout: Layout, name: str, argv: Sequence[str], env: Mapping[str, str]) -> int:
@@ -268,11 +279,9 @@ def provide_python_base(timeout: float = 900.0) -> str:
     """Make ``FROM python:3.12-slim`` build here: tag the local Debian base (made by
     ``scripts/build-images --base-only`` if missing) with that name, in the image
     storage gitops-cloudbuild's docker builder uses. Returns the base's name."""
-    from steps.cloudbuild.engine import containers_environ
-
     if shutil.which("buildah") is None:
         raise UsageError("building the app image needs buildah (run scripts/setup as root)")
-    env = containers_environ(_child_env())
+    env = containers_env()
 
     def present(image: str) -> bool:
         argv = ["buildah", "inspect", "--type", "image", image]
@@ -282,17 +291,37 @@ def provide_python_base(timeout: float = 900.0) -> str:
     if present(PYTHON_BASE):
         return PYTHON_BASE
     if not present(LOCAL_BASE):
-        say(f"making {LOCAL_BASE} (scripts/build-images --base-only; a minute, once)")
+        say(f"making {LOCAL_BASE} (scripts/build-images --base-only; about a minute, once)")
         script = str(REPO / "scripts" / "build-images")
         done = subprocess.run([script, "--base-only"], env=env, check=False, timeout=timeout)
         if done.returncode != 0:
-            raise ExternalError(f"scripts/build-images --base-only exited {done.returncode}")
+            raise build_images_error(done.returncode)
     say(f"{PYTHON_BASE} is {LOCAL_BASE} here (no image can be pulled)")
     argv = ["buildah", "tag", LOCAL_BASE, PYTHON_BASE]
     tagged = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=60)
     if tagged.returncode != 0:
         raise ExternalError(f"buildah tag {LOCAL_BASE} {PYTHON_BASE}: {tagged.stderr.strip()}")
     return PYTHON_BASE
+
+
+def containers_env() -> dict[str, str]:
+    """The environment for buildah and scripts/build-images: ours (HOME, PATH, proxies,
+    the cache location...) minus what a developer's Git could leak in, plus the one
+    image storage every entry point shares."""
+    from steps import containers
+
+    env = _child_env()
+    return {**env, **containers.environ(env)}
+
+
+def build_images_error(code: int) -> StepError:
+    """scripts/build-images' exit code as ours: only 3 (the Debian mirror) is outside."""
+    message = f"scripts/build-images --base-only exited {code}"
+    if code == 3:
+        return ExternalError(message + " (the Debian mirror; see the lines above)")
+    if code == 2:
+        return UsageError(message + " (see the lines above)")
+    return InternalError(message + ": a bug in gitops-steps; please report it")
 
 
 # -- repositories ----------------------------------------------------------------------
@@ -350,6 +379,38 @@ def seed_repositories(layout: Layout) -> dict[str, str]:
             git("push", "--quiet", str(bare), *refspecs, cwd=work)
             shas[name] = git("rev-parse", "HEAD", cwd=work).strip()
     return shas
+
+
+# -- what a user's own commands need ------------------------------------------------------
+
+SYSTEM_REGISTRIES_CONF = Path("/etc/containers/registries.conf")
+
+
+def registries_conf(system: str, registry: str) -> str:
+    """The system's registries.conf with the sandbox registry marked plain HTTP (pure)."""
+    return (
+        system.rstrip("\n")
+        + f"\n\n# gitops-sandbox: its registry speaks plain HTTP on loopback.\n[[registry]]\n"
+        f'location = "{registry}"\ninsecure = true\n'
+    ).lstrip("\n")
+
+
+def playground_environ(layout: Layout, registry: str) -> dict[str, str]:
+    """What lets a user's own commands reach the sandbox with no extra flags: our stages
+    (``GITOPS_INSECURE_REGISTRY``), buildah and podman (the registry as plain HTTP, and
+    the image storage the sandbox's builds use)."""
+    try:
+        system = SYSTEM_REGISTRIES_CONF.read_text()
+    except OSError:
+        system = ""
+    layout.registries_conf.write_text(registries_conf(system, registry))
+    from steps import containers
+
+    return {
+        "GITOPS_INSECURE_REGISTRY": registry,
+        "CONTAINERS_REGISTRIES_CONF": str(layout.registries_conf),
+        **containers.environ(_child_env()),
+    }
 
 
 # -- up and down ---------------------------------------------------------------------------
@@ -437,13 +498,66 @@ def up(options: Options) -> dict[str, str]:
         TRIGGERS_DIR=str(layout.triggers),
         ENGINE=options.engine,
     )
+    values.update(playground_environ(layout, registry))
     _write_private(layout.env_file, render_env(values))
     say(f"ready: set -a; . {layout.env_file}; set +a")
     return values
 
 
+# -- the image cache -----------------------------------------------------------------------
+
+STALE_IMAGE_AGE = 3600.0
+"""An app image of another sandbox older than this is a leftover (builds take seconds)."""
+
+
+def stale_app_images(
+    images: Sequence[Mapping[str, Any]], registry: str | None, now: float
+) -> list[str]:
+    """Names of app images built for a sandbox registry (``127.0.0.1:PORT/sandbox-project/``)
+    that nothing needs any more: this sandbox's (``registry``), or any older than
+    ``STALE_IMAGE_AGE`` (another sandbox's, which may still be building, is left alone).
+    ``images`` as ``buildah images --json`` lists them (pure)."""
+    names: list[str] = []
+    for image in images:
+        created = image.get("created")
+        old = isinstance(created, int | float) and now - created > STALE_IMAGE_AGE
+        for name in image.get("names") or ():
+            host, _, rest = str(name).partition("/")
+            if not host.startswith(f"{HOST}:") or not rest.startswith(f"{PROJECT_ID}/"):
+                continue
+            if host == registry or old:
+                names.append(str(name))
+    return names
+
+
+def prune_app_images(registry: str | None) -> list[str]:
+    """Untag (and so free) the app images ``stale_app_images`` picks; their names.
+
+    Every app build leaves an image behind (its label names the commit, so no
+    two are alike): without this the image cache grows by one image per build."""
+    from steps import containers
+
+    if shutil.which("buildah") is None or not (containers.cache_dir() / "storage.conf").exists():
+        return []
+    env = containers_env()
+    try:
+        listed = subprocess.run(
+            ["buildah", "images", "--json"], env=env, capture_output=True, text=True,
+            check=False, timeout=60,
+        )  # fmt: skip
+        images = json.loads(listed.stdout or "[]") if listed.returncode == 0 else []
+        names = stale_app_images(images if isinstance(images, list) else [], registry, time.time())
+        if names:
+            argv = ["buildah", "rmi", *names]
+            subprocess.run(argv, env=env, capture_output=True, check=False, timeout=300)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return []
+    return names
+
+
 def down(root: Path, *, quiet: bool = False) -> list[str]:
-    """Stop every process of the sandbox in ``root`` (builds first); what was running."""
+    """Stop every process of the sandbox in ``root`` (builds first), and prune the app
+    images built for it; what was running."""
     layout = Layout(Path(root).resolve())
     stopped: list[str] = []
     pid_files = sorted(layout.run.glob("build-*.pid")) if layout.run.is_dir() else []
@@ -453,9 +567,32 @@ def down(root: Path, *, quiet: bool = False) -> list[str]:
         if pid is not None and stop_pid(pid, layout.root):
             stopped.append(pid_file.stem)
         pid_file.unlink(missing_ok=True)
+    registry = None
+    with contextlib.suppress(OSError, StepError):
+        registry = read_env(layout.root).get("REGISTRY")
+    pruned = prune_app_images(registry)
+    if pruned and not quiet:
+        say(f"pruned {len(pruned)} app image(s) from the image cache")
     if not quiet:
         say(f"stopped {', '.join(stopped)}" if stopped else f"nothing running in {layout.root}")
     return stopped
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def run_command_body(prog: str, body: Callable[[], int]) -> int:
+    """``body()``, with our errors as one line and their exit code, and anything else
+    as a bug (traceback, exit 70): never reported as an outside system's failure."""
+    try:
+        return body()
+    except StepError as exc:
+        print(f"{prog}: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except Exception:
+        traceback.print_exc()
+        print(f"{prog}: internal error: a bug in gitops-steps; please report it", file=sys.stderr)
+        return InternalError.exit_code
 
 
 # -- gitops-sandbox up ---------------------------------------------------------------------
@@ -493,12 +630,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = Options(
         Path(args.dir), ports, fast=args.fast, trigger=not args.no_trigger, engine=args.engine
     )
-    try:
+
+    def body() -> int:
         up(options)
-    except StepError as exc:
-        print(f"gitops-sandbox up: error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+        return 0
+
+    return run_command_body("gitops-sandbox up", body)
 
 
 if __name__ == "__main__":
