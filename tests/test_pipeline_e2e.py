@@ -291,6 +291,12 @@ def test_the_sandbox_is_a_playground_for_your_own_app(pipeline: Pipeline, tmp_pa
         env=env, capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert (kubectl.returncode, kubectl.stdout) == (0, image), kubectl.stderr
+    applied = subprocess.run(  # default flags: client-side validation against OpenAPI
+        ["/usr/bin/kubectl", "apply", "-f", "-"],
+        input="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mine}\ndata: {a: b}\n",
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert (applied.returncode, applied.stdout) == (0, "configmap/mine created\n"), applied
     manifest = tmp_path / "pod.yaml"
     tag = pipeline.registry_tags("sandbox-project/apps/myapp")[0]
     reference = f"{registry}/sandbox-project/apps/myapp:{tag}"
