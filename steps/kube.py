@@ -31,7 +31,6 @@ import base64
 import json
 import os
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -801,7 +800,7 @@ class CollectionWatch:
 
     def _run(self) -> None:
         version: str | None = None
-        delay = BACKOFF_START
+        failures = 0  # in a row: the backoff's attempt number
         while not self._stop.is_set():
             try:
                 if version is None:
@@ -812,7 +811,7 @@ class CollectionWatch:
                 opened = time.monotonic()
                 version, events = self._follow(version)
                 if events or time.monotonic() - opened > 1.0:
-                    delay = BACKOFF_START
+                    failures = 0
                     continue
                 # An empty stream that ended at once: do not spin.
                 raise ApiError(0, "watch stream closed at once")
@@ -834,9 +833,10 @@ class CollectionWatch:
                 if not error.transient or self.unreachable_for() > self.unreachable_after:
                     self.sink.put(Event(self.key, "FATAL", error=error))
                     return
-                pause = delay if error.retry_after is None else min(error.retry_after, BACKOFF_CAP)
-                self._stop.wait(pause * (0.75 + random.random() / 2))
-                delay = min(delay * 2, BACKOFF_CAP)
+                failures += 1
+                self._stop.wait(
+                    backoff_delay(failures, policy=API_BACKOFF, retry_after=error.retry_after)
+                )
 
     def _heard(self) -> None:
         self.last_ok = time.monotonic()
