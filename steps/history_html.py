@@ -56,7 +56,10 @@ def _epoch(text: str | None) -> float | None:
 
 
 def _label(epoch: float, span: float) -> str:
+    """A tick's label, as precise as the span needs (ticks an hour apart need no seconds)."""
     moment = datetime.fromtimestamp(epoch, UTC)
+    if span < 600:
+        return moment.strftime("%H:%M:%S")
     return moment.strftime("%m-%d %H:%M" if span < 3 * 86400 else "%Y-%m-%d")
 
 
@@ -158,18 +161,30 @@ def env_build_seconds(attempts: Sequence[Mapping[str, Any]]) -> list[float]:
     return seconds
 
 
+def latest_status(
+    attempts: Sequence[Mapping[str, Any]], production: Mapping[str, Any] | None
+) -> tuple[str, str]:
+    """The pill and caption for the newest env build: a rollback re-run after the newest
+    attempt is that build (the newest attempt's outcome would hide it)."""
+    newest = _epoch(attempts[0]["time"]) if attempts else None
+    since = _epoch(production.get("since")) if production else None
+    rolled_back_last = since is not None and (newest is None or since >= newest)
+    if production and production.get("rollback") and rolled_back_last:
+        target = str(production.get("candidate") or "")[:12]
+        pill = f'<span class="pill" style="background:{ROLLBACK_COLOUR}">rollback</span>'
+        return pill, f"to {target} at {production['since']}"
+    if not attempts:
+        return "-", "no attempts yet"
+    latest = attempts[0]
+    colour = OUTCOME_COLOURS.get(latest["outcome"], "#000")
+    pill = f'<span class="pill" style="background:{colour}">{escape(latest["outcome"])}</span>'
+    return pill, f"{latest['commit'][:12]} at {latest['time']}"
+
+
 def glance(attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
     """What the Cloud Build dashboard shows at a glance: latest status, average env
     build duration, pass/fail rate. ``attempts`` newest first."""
-    if attempts:
-        latest = attempts[0]
-        colour = OUTCOME_COLOURS.get(latest["outcome"], "#000")
-        status = (
-            f'<span class="pill" style="background:{colour}">{escape(latest["outcome"])}</span>'
-        )
-        where = f"{latest['commit'][:12]} at {latest['time']}"
-    else:
-        status, where = "-", "no attempts yet"
+    status, where = latest_status(attempts, summary.get("production"))
     durations = env_build_seconds(attempts)
     average = sum(durations) / len(durations) if durations else None
     outcomes = summary["outcomes"]

@@ -20,6 +20,7 @@ import time
 import urllib.request
 import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from steps.history_html import (
     LEAD_COLOUR,
     OUTCOME_COLOURS,
     ROLLBACK_COLOUR,
+    _label,
     env_build_seconds,
     glance,
     rollback_command,
@@ -367,3 +369,23 @@ def test_the_glance_figures() -> None:
     assert ">failed</span>" in text and "cccccccccccc at 2026-03-01T10:20:00Z" in text
     assert "1m 40s" in text  # (150 + 60 + 90) / 3 = 100 s
     assert "2 / 1" in text and "67% passed" in text  # promoted + superseded pass: 2 of 3
+
+
+def test_the_latest_status_is_a_rollback_re_run_after_the_newest_attempt() -> None:
+    attempts = [{"commit": "b" * 40, "time": "2026-03-01T10:10:00Z", "outcome": "promoted"}]
+    production = {"candidate": "a" * 40, "since": "2026-03-01T10:30:00Z", "rollback": True}
+    summary = {"outcomes": {"promoted": 1, "superseded": 0, "failed": 0}, "production": production}
+
+    text = glance(attempts, summary)
+
+    assert ">rollback</span>" in text and "to aaaaaaaaaaaa at 2026-03-01T10:30:00Z" in text
+    # A newer attempt than that rollback is the latest again.
+    older = {**production, "since": "2026-03-01T10:00:00Z"}
+    assert ">promoted</span>" in glance(attempts, {**summary, "production": older})
+
+
+def test_tick_labels_show_seconds_when_the_span_is_minutes() -> None:
+    start = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC).timestamp()
+    assert _label(start + 7, 20) == "10:00:07"
+    assert _label(start, 3600) == "03-01 10:00"
+    assert _label(start, 5 * 86400) == "2026-03-01"
