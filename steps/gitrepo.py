@@ -17,8 +17,9 @@
 - ``push_with_retry``: fetch the tip, let the caller compute a commit on it,
   push; when the push is rejected, do it all again on the new tip.
 
-GitPython is imported lazily (inside ``Workspace``) so that importing a stage
-or running ``--help`` stays cheap.
+Every ``git`` runs as our own subprocess (``Workspace.run``); no Git library
+is imported, so that a stage starts in the time Python does (see
+docs/ARCHITECTURE.md, "Git through the git binary alone").
 """
 
 from __future__ import annotations
@@ -35,22 +36,17 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from steps.errors import ExternalError, UsageError
 from steps.output import redact, register_secret, say
 from steps.retry import CONTENTION, FAILURE, backoff_delay
-
-if TYPE_CHECKING:
-    import git
 
 DEFAULT_COMMITTER = "gitops-steps bot <gitops-bot@gitops-steps.invalid>"
 DEFAULT_USERNAME = "x-access-token"
@@ -582,6 +578,26 @@ class GitResult:
     status: int
     stdout: str
     stderr: str
+    raw_stdout: bytes = b""
+
+
+def parse_cat_file_batch(output: bytes) -> dict[str, bytes]:
+    """``git cat-file --batch`` output -> object id: contents (missing ones left out)."""
+    contents: dict[str, bytes] = {}
+    at = 0
+    while at < len(output):
+        end = output.index(b"\n", at)
+        header = output[at:end].split()
+        at = end + 1
+        if len(header) < 3:  # "<name> missing"
+            continue
+        size = int(header[2])
+        contents[header[0].decode()] = output[at : at + size]
+        at += size + 1  # the object, then a newline
+    return contents
+
+
+_AUTHOR_LINE = re.compile(rb"^author (?P<name>[^<>]*?) ?<(?P<email>[^<>]*)> ", re.MULTILINE)
 
 
 class Workspace:
@@ -592,17 +608,18 @@ class Workspace:
     """
 
     def __init__(self, location: RepoLocation, env: Mapping[str, str]) -> None:
-        import git as gitpython
-
         self.location = location
         self.env = dict(env)
         self.directory = Path(tempfile.mkdtemp(prefix="gitops-repo-"))
-        self.repo: git.Repo = gitpython.Repo.init(self.directory, bare=True)
-        self.repo.git.update_environment(**self.env)
         self._index_dir = Path(tempfile.mkdtemp(prefix="gitops-index-"))
+        self._commits: dict[str, bytes] = {}
+        try:
+            self.check("init", "--quiet", "--bare", ".")
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
-        self.repo.close()
         shutil.rmtree(self.directory, ignore_errors=True)
         shutil.rmtree(self._index_dir, ignore_errors=True)
 
@@ -659,7 +676,7 @@ class Workspace:
         if expired:
             err += f"\nerror: git {args[0]} killed after {timeout:g} seconds".encode()
         decode = partial(bytes.decode, encoding="utf-8", errors="replace")
-        return GitResult(proc.returncode, decode(out), decode(err))
+        return GitResult(proc.returncode, decode(out), decode(err), out)
 
     def check(self, *args: str, input: str | bytes | None = None, **kw: Any) -> str:
         """Run a local ``git`` command that must succeed (else it is a bug)."""
@@ -710,7 +727,7 @@ class Workspace:
 
     def shallow_commits(self) -> set[str]:
         """The commits at the shallow boundary (their parents are not here)."""
-        path = Path(self.repo.git_dir) / "shallow"
+        path = self.directory / "shallow"
         return set(path.read_text().split()) if path.exists() else set()
 
     def history(self, tip: str, subdir: str = "") -> list[tuple[str, str]]:
@@ -883,21 +900,49 @@ class Workspace:
             args += ["-p", parent]
         return self.check(*args, "-F", "-", input=message, env=env).strip()
 
+    def _commit_object(self, commit: str) -> bytes:
+        """A commit's raw object (headers, blank line, message), read once."""
+        cached = self._commits.get(commit)
+        if cached is None:
+            result = self.run("cat-file", "commit", commit)
+            if result.status != 0:
+                raise RuntimeError(f"git cat-file failed: {redact(result.stderr.strip())}")
+            cached = self._commits[commit] = result.raw_stdout
+        return cached
+
     def message_of(self, commit: str) -> str:
-        return str(self.repo.commit(commit).message)
+        raw = self._commit_object(commit)
+        return raw.partition(b"\n\n")[2].decode("utf-8", "replace")
 
     def author_of(self, commit: str) -> Identity:
-        author = self.repo.commit(commit).author
-        return Identity(str(author.name), str(author.email))
+        headers = self._commit_object(commit).partition(b"\n\n")[0]
+        match = _AUTHOR_LINE.search(headers)
+        if match is None:
+            raise RuntimeError(f"commit {commit}: no author line")
+        return Identity(
+            match.group("name").decode("utf-8", "replace"),
+            match.group("email").decode("utf-8", "replace"),
+        )
 
     def read_blobs(self, shas: Sequence[str], limit: int = 1 << 20) -> dict[str, bytes]:
-        """Contents of the given blobs (those up to ``limit`` bytes)."""
-        contents: dict[str, bytes] = {}
-        for sha in dict.fromkeys(shas):
-            stream = self.repo.odb.stream(bytes.fromhex(sha))
-            if stream.size <= limit:
-                contents[sha] = stream.read()
-        return contents
+        """Contents of the given blobs (those up to ``limit`` bytes), one ``git``."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        # Sizes first, so that an oversized blob is never read into memory.
+        listing = "".join(f"{sha}\n" for sha in wanted)
+        sizes = self.check("cat-file", "--batch-check=%(objectname) %(objectsize)", input=listing)
+        small = [
+            sha
+            for sha, line in zip(wanted, sizes.splitlines(), strict=True)
+            if not line.endswith("missing") and int(line.split()[1]) <= limit
+        ]
+        if not small:
+            return {}
+        result = self.run("cat-file", "--batch", input="".join(f"{sha}\n" for sha in small))
+        if result.status != 0:
+            raise RuntimeError(f"git cat-file failed: {redact(result.stderr.strip())}")
+        return parse_cat_file_batch(result.raw_stdout)
 
     def checkout_subdir(self, commit: str | None, subdir: str, target: Path) -> None:
         """Write ``subdir`` at ``commit`` into ``target`` (an empty directory)."""
@@ -916,6 +961,8 @@ class Workspace:
 
 def redirect_target(location: RepoLocation, timeout: float = 10.0) -> str | None:
     """Where the server redirects ``location`` to (asked without credentials)."""
+    import urllib.error  # only after a refused redirect: http.client costs ~20 ms
+    import urllib.request
 
     class NoFollow(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:

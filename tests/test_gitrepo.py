@@ -17,6 +17,7 @@ from fixtures_git import init_bare, seed
 from steps.errors import UsageError
 from steps.gitrepo import (
     Change,
+    Identity,
     RepoLocation,
     Workspace,
     classify_failure,
@@ -289,6 +290,28 @@ def test_workspace_builds_a_commit_touching_only_the_subdirectory(
         config = (directory / "config").read_text()
     assert not directory.exists()
     assert "token" not in config.lower()
+
+
+def test_workspace_reads_commits_and_blobs_with_git_alone(
+    tmp_path: Path, git_env: dict[str, str]
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "small.yaml").write_bytes(b"a: 1\n\nb: 2")  # blank line, no final newline
+    (source / "binary").write_bytes(b"\x00\n\xff" * 3)
+    (source / "big.yaml").write_bytes(b"x" * 100)
+    location = parse_repo(str(init_bare(tmp_path / "env.git")))
+    with git_credentials(location) as env, Workspace(location, env) as ws:
+        state = ws.hash_directory(source)
+        shas = [state[name][1] for name in ("small.yaml", "binary", "big.yaml")]
+        blobs = ws.read_blobs([*shas, shas[0], "f" * 40], limit=99)
+        assert blobs == {shas[0]: b"a: 1\n\nb: 2", shas[1]: b"\x00\n\xff" * 3}
+        tree = ws.write_tree(None, "", {}, state)
+        message = "Deploy \u00e9t\u00e9\n\nbody\n\nGitops-Step: test\n"
+        author = Identity("Ada L\u00f6vel\u00e4ce", "ada@example.test")
+        commit = ws.commit_tree(tree, None, message, author, Identity("bot", "bot@x.test"))
+        assert ws.message_of(commit) == message
+        assert ws.author_of(commit) == author
 
 
 def test_help_does_not_import_gitpython() -> None:
