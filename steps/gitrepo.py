@@ -51,6 +51,10 @@ from steps.retry import CONTENTION, FAILURE, backoff_delay
 DEFAULT_COMMITTER = "gitops-steps bot <gitops-bot@gitops-steps.invalid>"
 DEFAULT_USERNAME = "x-access-token"
 DEFAULT_MAX_ATTEMPTS = 10
+"""Failed attempts (network, server) before a git stage gives up."""
+CONTENTION_BUDGET = 300.0
+"""Seconds after its first attempt during which a writer that keeps losing the
+race for a branch (others pushing first) still starts a new attempt."""
 NETWORK_TIMEOUT = 300.0
 """Seconds after which one ``git`` network command is killed."""
 
@@ -62,6 +66,7 @@ ZERO_SHA = "0" * 40
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _SCP_LIKE = re.compile(r"^(?:[A-Za-z0-9._~-]+@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?!//)")
+_PLAIN_BRANCH = re.compile(r"[A-Za-z0-9_-]+")
 _IDENTITY = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]*)>\s*$")
 
 
@@ -132,6 +137,8 @@ def validate_branch(name: str | None, flag: str) -> str:
         raise UsageError(f"{flag} {name!r}: a branch name must not start with '-'")
     if name.startswith("refs/") or name == "HEAD" or _CONTROL.search(name):
         raise UsageError(f"{flag} {name!r}: not a valid branch name")
+    if _PLAIN_BRANCH.fullmatch(name):
+        return name  # one component of letters, digits, '_' and '-': always valid
     check = subprocess.run(
         ["git", "check-ref-format", f"refs/heads/{name}"],
         capture_output=True,
@@ -613,11 +620,19 @@ class Workspace:
         self.directory = Path(tempfile.mkdtemp(prefix="gitops-repo-"))
         self._index_dir = Path(tempfile.mkdtemp(prefix="gitops-index-"))
         self._commits: dict[str, bytes] = {}
-        try:
-            self.check("init", "--quiet", "--bare", ".")
-        except BaseException:
-            self.close()
-            raise
+        self._init_bare()
+
+    def _init_bare(self) -> None:
+        """What ``git init --bare`` leaves that git needs, without running it.
+
+        One process less per run; no template (hooks, description, info/).
+        """
+        for name in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+            (self.directory / name).mkdir(parents=True)
+        (self.directory / "HEAD").write_text("ref: refs/heads/main\n")
+        (self.directory / "config").write_text(
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+        )
 
     def close(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -804,7 +819,8 @@ class Workspace:
         """The files under ``subdir`` at ``commit`` (empty for no commit)."""
         if commit is None:
             return {}
-        self.check_directory(commit, subdir)
+        if "/" in subdir:  # a file named ``subdir`` itself shows in ls-tree below
+            self.check_directory(commit, subdir)
         args = ["ls-tree", "-r", "-z", "--full-tree", commit]
         if subdir:
             args += ["--", subdir]
@@ -1053,16 +1069,21 @@ def push_with_retry(
     prepare: Callable[[int], Attempt],
     *,
     max_attempts: int,
+    contention_budget: float = CONTENTION_BUDGET,
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> PushReport:
     """Prepare a commit on the current tip and push it, until it lands.
 
     ``prepare(attempt)`` fetches what it needs, decides and builds the commit
     (raising ``CheckFailed`` on a real conflict). A rejected push or a
     network failure leads to a jittered backoff and a fresh ``prepare`` on
-    the new tip; after ``max_attempts`` it is an ``ExternalError``. When a
-    push failed without an answer, the next attempt first asks whether that
+    the new tip. ``max_attempts`` bounds the attempts that *failed* (network,
+    server); an attempt that lost the race to another writer is not a
+    failure (someone made progress), so those are bounded by time instead:
+    no new attempt starts ``contention_budget`` seconds after the first. When
+    a push failed without an answer, the next attempt first asks whether that
     commit landed after all (before judging anything on the new tip, which
     may hold others' work on top of ours), so a change never lands twice and
     a landed change is never reported as a conflict.
@@ -1070,7 +1091,10 @@ def push_with_retry(
     rng = rng or random.Random()
     uncertain: dict[str, Attempt] = {}
     last_problem = "no attempt made"
-    for attempt in range(1, max_attempts + 1):
+    started = clock()
+    failures = lost = attempt = 0
+    while True:
+        attempt += 1
         lost_race = False
         try:
             landed = find_landed(workspace, branch, list(uncertain)) if uncertain else None
@@ -1080,7 +1104,8 @@ def push_with_retry(
             prepared = prepare(attempt)
             if prepared.commit is None:
                 return PushReport(prepared.outcome or "unchanged", attempt, prepared)
-            say(f"push: {prepared.commit[:12]} -> {branch} (attempt {attempt}/{max_attempts})")
+            failed = f", {failures}/{max_attempts} failed" if failures else ""
+            say(f"push: {prepared.commit[:12]} -> {branch} (attempt {attempt}{failed})")
             outcome = workspace.push(prepared.commit, branch)
             if outcome.kind == "ok":
                 return PushReport("pushed", attempt, prepared)
@@ -1097,12 +1122,24 @@ def push_with_retry(
         except TransientGitError as exc:
             last_problem = str(exc)
             say(f"push: {redact(last_problem)}")
-        if attempt < max_attempts:
-            sleep(backoff_delay(attempt, rng, CONTENTION if lost_race else FAILURE))
-    raise ExternalError(
-        f"gave up on {branch} of {workspace.location.url} after {max_attempts} attempts: "
-        f"{redact(last_problem)}"
-    )
+        if lost_race:
+            lost += 1
+            delay = backoff_delay(lost, rng, CONTENTION)
+            if clock() + delay - started > contention_budget:
+                raise ExternalError(
+                    f"gave up on {branch} of {workspace.location.url} after {attempt} attempts: "
+                    f"other writers kept moving it for {contention_budget:g} s "
+                    f"({redact(last_problem)})"
+                )
+        else:
+            failures += 1
+            if failures >= max_attempts:
+                raise ExternalError(
+                    f"gave up on {branch} of {workspace.location.url} after {attempt} attempts: "
+                    f"{redact(last_problem)}"
+                )
+            delay = backoff_delay(failures, rng, FAILURE)
+        sleep(delay)
 
 
 def find_landed(workspace: Workspace, branch: str, commits: Sequence[str]) -> str | None:

@@ -20,6 +20,7 @@ from typing import Any
 from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_step, version_text
 from steps.errors import CheckFailed, UsageError
 from steps.gitrepo import (
+    CONTENTION_BUDGET,
     DEFAULT_COMMITTER,
     DEFAULT_MAX_ATTEMPTS,
     Attempt,
@@ -111,7 +112,9 @@ def build_parser() -> StepParser:
         "--max-attempts",
         type=int,
         metavar="N",
-        help=f"push attempts before giving up (default: {DEFAULT_MAX_ATTEMPTS})",
+        help="failed push attempts (network, server) before giving up; pushes that lose "
+        f"the race to other writers are retried for up to {CONTENTION_BUDGET:g} s "
+        f"(default: {DEFAULT_MAX_ATTEMPTS})",
     )
     parser.add_option("--author", metavar="'NAME <EMAIL>'", help="commit author")
     parser.add_option(
