@@ -28,6 +28,13 @@ def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return base
 
 
+def run_quietly(argv: list[str], env: dict[str, str]) -> None:
+    """Run a setup command; its output only when it fails (pip warns about mirrors)."""
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])}... failed:\n{done.stdout}{done.stderr}")
+
+
 @contextmanager
 def plain_install(extras: str = "all") -> Iterator[Path]:
     """The ``bin`` directory of a temporary venv holding this checkout, installed."""
@@ -35,24 +42,14 @@ def plain_install(extras: str = "all") -> Iterator[Path]:
         root = Path(tmp)
         env = child_env()
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-        subprocess.run(
-            [*pip, "wheel", "--no-deps", "-w", str(root / "wheels"), str(REPO)],
-            check=True,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
+        run_quietly([*pip, "wheel", "--no-deps", "-w", str(root / "wheels"), str(REPO)], env)
         (wheel,) = (root / "wheels").glob("*.whl")
         venv = root / "venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
         python = venv / "bin" / "python"
         requirement = f"{wheel}[{extras}]" if extras else str(wheel)
-        subprocess.run(
-            [*pip, "--python", str(python), "install", "-c", str(REPO / "constraints-image.txt"),
-             requirement],
-            check=True,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        constraints = str(REPO / "constraints-image.txt")
+        run_quietly([*pip, "--python", str(python), "install", "-c", constraints, requirement], env)
         where = "import steps, pathlib; print(pathlib.Path(steps.__file__).parent)"
         site = subprocess.run(
             [str(python), "-c", where],
