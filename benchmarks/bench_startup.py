@@ -188,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     global BIN
     with ExitStack() as stack:
-        plain = None if args.dev_venv_only else stack.enter_context(plain_install())
+        image_like = plain_install("all", "pip", "pytest")  # the test image has pip, pytest
+        plain = None if args.dev_venv_only else stack.enter_context(image_like)
         if plain is not None:
             BIN = plain
             print_help_times("plain install", args.runs, env)

@@ -36,8 +36,11 @@ def run_quietly(argv: list[str], env: dict[str, str]) -> None:
 
 
 @contextmanager
-def plain_install(extras: str = "all") -> Iterator[Path]:
-    """The ``bin`` directory of a temporary venv holding this checkout, installed."""
+def plain_install(extras: str = "all", *packages: str) -> Iterator[Path]:
+    """The ``bin`` directory of a temporary venv holding this checkout, installed.
+
+    ``packages``: more to install beside it (the test image has pip and pytest).
+    """
     with tempfile.TemporaryDirectory(prefix="bench-plain-") as tmp:
         root = Path(tmp)
         env = child_env()
@@ -49,7 +52,8 @@ def plain_install(extras: str = "all") -> Iterator[Path]:
         python = venv / "bin" / "python"
         requirement = f"{wheel}[{extras}]" if extras else str(wheel)
         constraints = str(REPO / "constraints-image.txt")
-        run_quietly([*pip, "--python", str(python), "install", "-c", constraints, requirement], env)
+        install = [*pip, "--python", str(python), "install", "-c", constraints]
+        run_quietly([*install, requirement, *packages], env)
         where = "import steps, pathlib; print(pathlib.Path(steps.__file__).parent)"
         site = subprocess.run(
             [str(python), "-c", where],
