@@ -2,7 +2,10 @@
 
 1. ``--help``: each stage's console script, N runs alternated with the
    baseline ``python -c pass`` (the same interpreter); median each, ratio
-   printed (target <= 3x).
+   printed (target <= 3x). Twice: from a plain install of this checkout in a
+   temporary venv (a wheel, byte-compiled, as in the images) and from this
+   interpreter's environment (the dev ``.venv``: an editable install, whose
+   import hook also slows ``python -c pass``).
 2. First outside call: one loopback HTTP server stands in for everything a
    stage talks to (the Kubernetes API in a kubeconfig, the env repo's Git URL,
    the registry, the package index). It timestamps the first request of each
@@ -13,7 +16,7 @@
 Children run with bytecode caching on (``PYTHONDONTWRITEBYTECODE`` removed) and
 one unmeasured warm-up each, as an installed image has its ``.pyc`` files.
 
-    .venv/bin/python benchmarks/bench_startup.py [--runs 9]
+    .venv/bin/python benchmarks/bench_startup.py [--runs 9] [--dev-venv-only]
 """
 
 from __future__ import annotations
@@ -29,16 +32,23 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from plain_install import plain_install
 
 STAGES = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote", "history")
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 
 
+BIN = Path(sys.executable).parent
+"""The environment whose console scripts are measured (main sets it)."""
+
+
 def script(stage: str) -> str:
-    return str(Path(sys.executable).with_name(f"gitops-{stage}"))
+    return str(BIN / f"gitops-{stage}")
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -60,7 +70,7 @@ def help_times(runs: int, env: dict[str, str]) -> tuple[list[tuple[float, float]
     stages: Times = {stage: [] for stage in STAGES}
     for _ in range(runs):
         for stage in STAGES:
-            baseline.append(timed([sys.executable, "-c", "pass"], env))
+            baseline.append(timed([str(BIN / "python"), "-c", "pass"], env))
             stages[stage].append(timed([script(stage), "--help"], env))
     return baseline, stages
 
@@ -167,29 +177,53 @@ def first_call_commands(url: str, work: Path) -> dict[str, list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument(
+        "--dev-venv-only", action="store_true", help="skip the plain install (no wheel built)"
+    )
     args = parser.parse_args(argv)
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("GITOPS_", "KUBECONFIG", "PYTHONDONTWRITEBYTECODE"))
     }
+    global BIN
+    with ExitStack() as stack:
+        image_like = plain_install("all", "pip", "pytest")  # the test image has pip, pytest
+        plain = None if args.dev_venv_only else stack.enter_context(image_like)
+        if plain is not None:
+            BIN = plain
+            print_help_times("plain install", args.runs, env)
+        BIN = Path(sys.executable).parent
+        print_help_times("dev .venv", args.runs, env)
+        BIN = plain or BIN
+        first_calls(args.runs, env)
+    return 0
+
+
+def print_help_times(label: str, runs: int, env: dict[str, str]) -> float:
+    """Print each stage's --help against python -c pass; the worst wall ratio."""
     for stage in STAGES:  # warm-up: .pyc files written, page cache filled
         timed([script(stage), "--help"], env)
-
-    baseline, stages = help_times(args.runs, env)
+    baseline, stages = help_times(runs, env)
     base, base_cpu = mid(baseline, 0), mid(baseline, 1)
-    print(f"python -c pass: median {base * 1000:.1f} ms wall, {base_cpu * 1000:.1f} ms CPU "
-          f"({sys.executable}; load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+    print(f"{label}: python -c pass: median {base * 1000:.1f} ms wall, {base_cpu * 1000:.1f} ms "
+          f"CPU ({BIN / 'python'}; load average {os.getloadavg()[0]:.1f})")  # fmt: skip
     worst = worst_cpu = 0.0
     for stage, times in stages.items():
         ratio, ratio_cpu = mid(times, 0) / base, mid(times, 1) / base_cpu
         worst, worst_cpu = max(worst, ratio), max(worst_cpu, ratio_cpu)
         wall, cpu = mid(times, 0) * 1000, mid(times, 1) * 1000
-        print(f"gitops-{stage:<16} --help  median {wall:6.1f} ms wall (ratio {ratio:.2f}), "
+        print(f"  gitops-{stage:<16} --help  median {wall:6.1f} ms wall (ratio {ratio:.2f}), "
               f"{cpu:6.1f} ms CPU (ratio {ratio_cpu:.2f})")  # fmt: skip
-    print(f"--help: worst ratio to python -c pass {worst:.2f} wall, {worst_cpu:.2f} CPU "
+    print(f"{label}: --help worst ratio to python -c pass {worst:.2f} wall, {worst_cpu:.2f} CPU "
           "(target <= 3.0)")  # fmt: skip
+    return worst
 
+
+def first_calls(runs: int, env: dict[str, str]) -> None:
+    base = statistics.median(
+        timed([str(BIN / "python"), "-c", "pass"], env)[0] for _ in range(runs)
+    )
     server = FirstCall()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -201,20 +235,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths: dict[str, str] = {}
             for command in commands.values():
                 server.measure(command, call_env, work)  # warm-up
-            for _ in range(args.runs):
+            for _ in range(runs):
                 for name, command in commands.items():
                     seconds, path = server.measure(command, call_env, work)
                     results[name].append(seconds)
                     paths[name] = path
     finally:
         server.close()
-    print("time from spawn to the first outside request (median):")
+    print(f"time from spawn to the first outside request (median; {BIN}):")
     for name, times in results.items():
         label = name if name.startswith("(") else f"gitops-{name}"
         median = statistics.median(times)
         print(f"  {label:<26} {median * 1000:7.1f} ms  ({median / base:.1f}x python -c pass)  "
               f"first: {paths[name]}")  # fmt: skip
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import argparse
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NoReturn
@@ -231,6 +230,8 @@ def run_step(step: str, body: Callable[[StepRun], dict[str, Any]]) -> int:
         say(f"{step}: interrupted")
         return 130
     except Exception:
+        import traceback  # only for a bug: linecache, tokenize
+
         say(traceback.format_exc().rstrip())
         say(f"{step}: internal error: a bug in gitops-steps; please report it with the above")
         return 70

@@ -17,8 +17,9 @@
 - ``push_with_retry``: fetch the tip, let the caller compute a commit on it,
   push; when the push is rejected, do it all again on the new tip.
 
-GitPython is imported lazily (inside ``Workspace``) so that importing a stage
-or running ``--help`` stays cheap.
+Every ``git`` runs as our own subprocess (``Workspace.run``); no Git library
+is imported, so that a stage starts in the time Python does (see
+docs/ARCHITECTURE.md, "Git through the git binary alone").
 """
 
 from __future__ import annotations
@@ -35,26 +36,25 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from steps.errors import ExternalError, UsageError
 from steps.output import redact, register_secret, say
 from steps.retry import CONTENTION, FAILURE, backoff_delay
 
-if TYPE_CHECKING:
-    import git
-
 DEFAULT_COMMITTER = "gitops-steps bot <gitops-bot@gitops-steps.invalid>"
 DEFAULT_USERNAME = "x-access-token"
 DEFAULT_MAX_ATTEMPTS = 10
+"""Failed attempts (network, server) before a git stage gives up."""
+CONTENTION_BUDGET = 300.0
+"""Seconds after its first attempt during which a writer that keeps losing the
+race for a branch (others pushing first) still starts a new attempt."""
 NETWORK_TIMEOUT = 300.0
 """Seconds after which one ``git`` network command is killed."""
 
@@ -66,6 +66,7 @@ ZERO_SHA = "0" * 40
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _SCP_LIKE = re.compile(r"^(?:[A-Za-z0-9._~-]+@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?!//)")
+_PLAIN_BRANCH = re.compile(r"[A-Za-z0-9_-]+")
 _IDENTITY = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]*)>\s*$")
 
 
@@ -136,6 +137,8 @@ def validate_branch(name: str | None, flag: str) -> str:
         raise UsageError(f"{flag} {name!r}: a branch name must not start with '-'")
     if name.startswith("refs/") or name == "HEAD" or _CONTROL.search(name):
         raise UsageError(f"{flag} {name!r}: not a valid branch name")
+    if _PLAIN_BRANCH.fullmatch(name):
+        return name  # one component of letters, digits, '_' and '-': always valid
     check = subprocess.run(
         ["git", "check-ref-format", f"refs/heads/{name}"],
         capture_output=True,
@@ -582,6 +585,26 @@ class GitResult:
     status: int
     stdout: str
     stderr: str
+    raw_stdout: bytes = b""
+
+
+def parse_cat_file_batch(output: bytes) -> dict[str, bytes]:
+    """``git cat-file --batch`` output -> object id: contents (missing ones left out)."""
+    contents: dict[str, bytes] = {}
+    at = 0
+    while at < len(output):
+        end = output.index(b"\n", at)
+        header = output[at:end].split()
+        at = end + 1
+        if len(header) < 3:  # "<name> missing"
+            continue
+        size = int(header[2])
+        contents[header[0].decode()] = output[at : at + size]
+        at += size + 1  # the object, then a newline
+    return contents
+
+
+_AUTHOR_LINE = re.compile(rb"^author (?P<name>[^<>]*?) ?<(?P<email>[^<>]*)> ", re.MULTILINE)
 
 
 class Workspace:
@@ -592,17 +615,26 @@ class Workspace:
     """
 
     def __init__(self, location: RepoLocation, env: Mapping[str, str]) -> None:
-        import git as gitpython
-
         self.location = location
         self.env = dict(env)
         self.directory = Path(tempfile.mkdtemp(prefix="gitops-repo-"))
-        self.repo: git.Repo = gitpython.Repo.init(self.directory, bare=True)
-        self.repo.git.update_environment(**self.env)
         self._index_dir = Path(tempfile.mkdtemp(prefix="gitops-index-"))
+        self._commits: dict[str, bytes] = {}
+        self._init_bare()
+
+    def _init_bare(self) -> None:
+        """What ``git init --bare`` leaves that git needs, without running it.
+
+        One process less per run; no template (hooks, description, info/).
+        """
+        for name in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+            (self.directory / name).mkdir(parents=True)
+        (self.directory / "HEAD").write_text("ref: refs/heads/main\n")
+        (self.directory / "config").write_text(
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+        )
 
     def close(self) -> None:
-        self.repo.close()
         shutil.rmtree(self.directory, ignore_errors=True)
         shutil.rmtree(self._index_dir, ignore_errors=True)
 
@@ -659,7 +691,7 @@ class Workspace:
         if expired:
             err += f"\nerror: git {args[0]} killed after {timeout:g} seconds".encode()
         decode = partial(bytes.decode, encoding="utf-8", errors="replace")
-        return GitResult(proc.returncode, decode(out), decode(err))
+        return GitResult(proc.returncode, decode(out), decode(err), out)
 
     def check(self, *args: str, input: str | bytes | None = None, **kw: Any) -> str:
         """Run a local ``git`` command that must succeed (else it is a bug)."""
@@ -710,7 +742,7 @@ class Workspace:
 
     def shallow_commits(self) -> set[str]:
         """The commits at the shallow boundary (their parents are not here)."""
-        path = Path(self.repo.git_dir) / "shallow"
+        path = self.directory / "shallow"
         return set(path.read_text().split()) if path.exists() else set()
 
     def history(self, tip: str, subdir: str = "") -> list[tuple[str, str]]:
@@ -787,7 +819,8 @@ class Workspace:
         """The files under ``subdir`` at ``commit`` (empty for no commit)."""
         if commit is None:
             return {}
-        self.check_directory(commit, subdir)
+        if "/" in subdir:  # a file named ``subdir`` itself shows in ls-tree below
+            self.check_directory(commit, subdir)
         args = ["ls-tree", "-r", "-z", "--full-tree", commit]
         if subdir:
             args += ["--", subdir]
@@ -883,21 +916,49 @@ class Workspace:
             args += ["-p", parent]
         return self.check(*args, "-F", "-", input=message, env=env).strip()
 
+    def _commit_object(self, commit: str) -> bytes:
+        """A commit's raw object (headers, blank line, message), read once."""
+        cached = self._commits.get(commit)
+        if cached is None:
+            result = self.run("cat-file", "commit", commit)
+            if result.status != 0:
+                raise RuntimeError(f"git cat-file failed: {redact(result.stderr.strip())}")
+            cached = self._commits[commit] = result.raw_stdout
+        return cached
+
     def message_of(self, commit: str) -> str:
-        return str(self.repo.commit(commit).message)
+        raw = self._commit_object(commit)
+        return raw.partition(b"\n\n")[2].decode("utf-8", "replace")
 
     def author_of(self, commit: str) -> Identity:
-        author = self.repo.commit(commit).author
-        return Identity(str(author.name), str(author.email))
+        headers = self._commit_object(commit).partition(b"\n\n")[0]
+        match = _AUTHOR_LINE.search(headers)
+        if match is None:
+            raise RuntimeError(f"commit {commit}: no author line")
+        return Identity(
+            match.group("name").decode("utf-8", "replace"),
+            match.group("email").decode("utf-8", "replace"),
+        )
 
     def read_blobs(self, shas: Sequence[str], limit: int = 1 << 20) -> dict[str, bytes]:
-        """Contents of the given blobs (those up to ``limit`` bytes)."""
-        contents: dict[str, bytes] = {}
-        for sha in dict.fromkeys(shas):
-            stream = self.repo.odb.stream(bytes.fromhex(sha))
-            if stream.size <= limit:
-                contents[sha] = stream.read()
-        return contents
+        """Contents of the given blobs (those up to ``limit`` bytes), one ``git``."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        # Sizes first, so that an oversized blob is never read into memory.
+        listing = "".join(f"{sha}\n" for sha in wanted)
+        sizes = self.check("cat-file", "--batch-check=%(objectname) %(objectsize)", input=listing)
+        small = [
+            sha
+            for sha, line in zip(wanted, sizes.splitlines(), strict=True)
+            if not line.endswith("missing") and int(line.split()[1]) <= limit
+        ]
+        if not small:
+            return {}
+        result = self.run("cat-file", "--batch", input="".join(f"{sha}\n" for sha in small))
+        if result.status != 0:
+            raise RuntimeError(f"git cat-file failed: {redact(result.stderr.strip())}")
+        return parse_cat_file_batch(result.raw_stdout)
 
     def checkout_subdir(self, commit: str | None, subdir: str, target: Path) -> None:
         """Write ``subdir`` at ``commit`` into ``target`` (an empty directory)."""
@@ -916,6 +977,8 @@ class Workspace:
 
 def redirect_target(location: RepoLocation, timeout: float = 10.0) -> str | None:
     """Where the server redirects ``location`` to (asked without credentials)."""
+    import urllib.error  # only after a refused redirect: http.client costs ~20 ms
+    import urllib.request
 
     class NoFollow(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
@@ -1006,16 +1069,21 @@ def push_with_retry(
     prepare: Callable[[int], Attempt],
     *,
     max_attempts: int,
+    contention_budget: float = CONTENTION_BUDGET,
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> PushReport:
     """Prepare a commit on the current tip and push it, until it lands.
 
     ``prepare(attempt)`` fetches what it needs, decides and builds the commit
     (raising ``CheckFailed`` on a real conflict). A rejected push or a
     network failure leads to a jittered backoff and a fresh ``prepare`` on
-    the new tip; after ``max_attempts`` it is an ``ExternalError``. When a
-    push failed without an answer, the next attempt first asks whether that
+    the new tip. ``max_attempts`` bounds the attempts that *failed* (network,
+    server); an attempt that lost the race to another writer is not a
+    failure (someone made progress), so those are bounded by time instead:
+    no new attempt starts ``contention_budget`` seconds after the first. When
+    a push failed without an answer, the next attempt first asks whether that
     commit landed after all (before judging anything on the new tip, which
     may hold others' work on top of ours), so a change never lands twice and
     a landed change is never reported as a conflict.
@@ -1023,7 +1091,10 @@ def push_with_retry(
     rng = rng or random.Random()
     uncertain: dict[str, Attempt] = {}
     last_problem = "no attempt made"
-    for attempt in range(1, max_attempts + 1):
+    started = clock()
+    failures = lost = attempt = 0
+    while True:
+        attempt += 1
         lost_race = False
         try:
             landed = find_landed(workspace, branch, list(uncertain)) if uncertain else None
@@ -1033,7 +1104,8 @@ def push_with_retry(
             prepared = prepare(attempt)
             if prepared.commit is None:
                 return PushReport(prepared.outcome or "unchanged", attempt, prepared)
-            say(f"push: {prepared.commit[:12]} -> {branch} (attempt {attempt}/{max_attempts})")
+            failed = f", {failures}/{max_attempts} failed" if failures else ""
+            say(f"push: {prepared.commit[:12]} -> {branch} (attempt {attempt}{failed})")
             outcome = workspace.push(prepared.commit, branch)
             if outcome.kind == "ok":
                 return PushReport("pushed", attempt, prepared)
@@ -1050,12 +1122,24 @@ def push_with_retry(
         except TransientGitError as exc:
             last_problem = str(exc)
             say(f"push: {redact(last_problem)}")
-        if attempt < max_attempts:
-            sleep(backoff_delay(attempt, rng, CONTENTION if lost_race else FAILURE))
-    raise ExternalError(
-        f"gave up on {branch} of {workspace.location.url} after {max_attempts} attempts: "
-        f"{redact(last_problem)}"
-    )
+        if lost_race:
+            lost += 1
+            delay = backoff_delay(lost, rng, CONTENTION)
+            if clock() + delay - started > contention_budget:
+                raise ExternalError(
+                    f"gave up on {branch} of {workspace.location.url} after {attempt} attempts: "
+                    f"other writers kept moving it for {contention_budget:g} s "
+                    f"({redact(last_problem)})"
+                )
+        else:
+            failures += 1
+            if failures >= max_attempts:
+                raise ExternalError(
+                    f"gave up on {branch} of {workspace.location.url} after {attempt} attempts: "
+                    f"{redact(last_problem)}"
+                )
+            delay = backoff_delay(failures, rng, FAILURE)
+        sleep(delay)
 
 
 def find_landed(workspace: Workspace, branch: str, commits: Sequence[str]) -> str | None:

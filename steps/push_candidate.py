@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_step, version_text
 from steps.errors import CheckFailed, UsageError
 from steps.gitrepo import (
+    CONTENTION_BUDGET,
     DEFAULT_COMMITTER,
     DEFAULT_MAX_ATTEMPTS,
     Attempt,
@@ -111,7 +112,9 @@ def build_parser() -> StepParser:
         "--max-attempts",
         type=int,
         metavar="N",
-        help=f"push attempts before giving up (default: {DEFAULT_MAX_ATTEMPTS})",
+        help="failed push attempts (network, server) before giving up; pushes that lose "
+        f"the race to other writers are retried for up to {CONTENTION_BUDGET:g} s "
+        f"(default: {DEFAULT_MAX_ATTEMPTS})",
     )
     parser.add_option("--author", metavar="'NAME <EMAIL>'", help="commit author")
     parser.add_option(
@@ -263,10 +266,14 @@ def source_author(source: Path | None, commit: str | None) -> Identity | None:
     return Identity(name, email)
 
 
-def scan_images(workspace: Workspace, state: State) -> list[str]:
-    """Images referenced by digest in the manifests of ``state``."""
+def manifest_blobs(workspace: Workspace, state: State) -> dict[str, bytes]:
+    """The contents of the manifests in ``state``, read with one ``git``."""
     shas = [sha for path, (mode, sha) in state.items() if is_manifest(path) and mode != "160000"]
-    blobs = workspace.read_blobs(shas)
+    return workspace.read_blobs(shas)
+
+
+def scan_images(state: State, blobs: Mapping[str, bytes]) -> list[str]:
+    """Images referenced by digest in the manifests of ``state`` (contents in ``blobs``)."""
     found: dict[str, None] = {}
     for path in sorted(state):
         content = blobs.get(state[path][1])
@@ -379,9 +386,10 @@ class CandidateWriter:
         if not changes and not created and not config.allow_empty:
             say(f"{STEP}: {config.subdir or '/'} on {config.branch} already matches; nothing to do")
             return Attempt(None, parent, details)
-        images = scan_images(ws, merged)
+        blobs = manifest_blobs(ws, merged)
+        images = scan_images(merged, blobs)
         changed_paths = {c.path for c in changes if c.kind != "D"}
-        changed_images = scan_images(ws, {p: merged[p] for p in changed_paths})
+        changed_images = scan_images({p: merged[p] for p in changed_paths}, blobs)
         details["images"] = images
         tree = ws.write_tree(parent, config.subdir, theirs, merged)
         message = candidate_message(config, changes, images, changed_images)

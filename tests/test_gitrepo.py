@@ -14,10 +14,15 @@ from pathlib import Path
 import pytest
 from fixtures_git import init_bare, seed
 
-from steps.errors import UsageError
+from steps.errors import ExternalError, UsageError
 from steps.gitrepo import (
+    Attempt,
     Change,
+    Identity,
+    PushOutcome,
+    PushReport,
     RepoLocation,
+    TransientGitError,
     Workspace,
     classify_failure,
     classify_push,
@@ -29,6 +34,7 @@ from steps.gitrepo import (
     parse_identity,
     parse_repo,
     parse_trailers,
+    push_with_retry,
     validate_branch,
     validate_subpath,
 )
@@ -291,6 +297,28 @@ def test_workspace_builds_a_commit_touching_only_the_subdirectory(
     assert "token" not in config.lower()
 
 
+def test_workspace_reads_commits_and_blobs_with_git_alone(
+    tmp_path: Path, git_env: dict[str, str]
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "small.yaml").write_bytes(b"a: 1\n\nb: 2")  # blank line, no final newline
+    (source / "binary").write_bytes(b"\x00\n\xff" * 3)
+    (source / "big.yaml").write_bytes(b"x" * 100)
+    location = parse_repo(str(init_bare(tmp_path / "env.git")))
+    with git_credentials(location) as env, Workspace(location, env) as ws:
+        state = ws.hash_directory(source)
+        shas = [state[name][1] for name in ("small.yaml", "binary", "big.yaml")]
+        blobs = ws.read_blobs([*shas, shas[0], "f" * 40], limit=99)
+        assert blobs == {shas[0]: b"a: 1\n\nb: 2", shas[1]: b"\x00\n\xff" * 3}
+        tree = ws.write_tree(None, "", {}, state)
+        message = "Deploy \u00e9t\u00e9\n\nbody\n\nGitops-Step: test\n"
+        author = Identity("Ada L\u00f6vel\u00e4ce", "ada@example.test")
+        commit = ws.commit_tree(tree, None, message, author, Identity("bot", "bot@x.test"))
+        assert ws.message_of(commit) == message
+        assert ws.author_of(commit) == author
+
+
 def test_help_does_not_import_gitpython() -> None:
     code = (
         "import sys\n"
@@ -327,3 +355,68 @@ def test_git_credentials_leave_a_callers_sigterm_handler_alone() -> None:
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class RacingRemote:
+    """A remote where every push but the ``lands_on``-th loses the race."""
+
+    def __init__(self, lands_on: int) -> None:
+        self.location = parse_repo("https://git.example.test/env.git")
+        self.lands_on, self.pushes = lands_on, 0
+
+    def push(self, commit: str, branch: str) -> PushOutcome:
+        self.pushes += 1
+        return PushOutcome("ok" if self.pushes == self.lands_on else "moved", "fetch first")
+
+
+def retry_loop(remote: RacingRemote, budget: float, max_attempts: int) -> PushReport:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def prepare(attempt: int) -> Attempt:
+        now[0] += 0.2  # fetch, build the commit
+        return Attempt(f"{attempt:040x}", None)
+
+    return push_with_retry(
+        remote,  # type: ignore[arg-type]
+        "candidate",
+        prepare,
+        max_attempts=max_attempts,
+        contention_budget=budget,
+        rng=random.Random(1),
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
+
+
+def test_lost_races_do_not_use_up_the_failure_budget() -> None:
+    remote = RacingRemote(lands_on=30)
+    report = retry_loop(remote, budget=300, max_attempts=2)
+    assert (report.status, report.attempts) == ("pushed", 30)
+
+
+def test_lost_races_stop_when_the_time_budget_is_spent() -> None:
+    remote = RacingRemote(lands_on=1000)
+    with pytest.raises(ExternalError, match="other writers kept moving it for 20 s"):
+        retry_loop(remote, budget=20, max_attempts=2)
+    assert 5 < remote.pushes < 100
+
+
+def test_failures_still_stop_after_max_attempts() -> None:
+    tried: list[int] = []
+
+    def prepare(attempt: int) -> Attempt:
+        tried.append(attempt)
+        raise TransientGitError("fetch: connection reset")
+
+    with pytest.raises(ExternalError, match="after 3 attempts: fetch: connection reset"):
+        push_with_retry(
+            RacingRemote(lands_on=1),  # type: ignore[arg-type]
+            "candidate",
+            prepare,
+            max_attempts=3,
+            sleep=lambda seconds: None,
+        )
+    assert tried == [1, 2, 3]

@@ -113,7 +113,7 @@ def test_each_image_holds_only_its_stage(
         "git": git_stage,
         "pip": target == "test",
         "kubernetes": False,  # steps.kubeconfig + steps.kubehttp instead
-        "gitpython": git_stage,
+        "gitpython": False,  # steps.gitrepo runs the git binary itself
         "google_auth": target in ("update-manifest", "verify-rollout", "promote"),
         "pytest": target == "test",
         "caches": [],
