@@ -41,12 +41,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from steps.errors import ExternalError, UsageError
 from steps.output import redact, register_secret, say
 from steps.retry import CONTENTION, FAILURE, backoff_delay
+
+T = TypeVar("T")
 
 DEFAULT_COMMITTER = "gitops-steps bot <gitops-bot@gitops-steps.invalid>"
 DEFAULT_USERNAME = "x-access-token"
@@ -576,8 +578,26 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-class TransientGitError(Exception):
-    """A network operation failed in a way worth retrying."""
+class TransientGitError(ExternalError):
+    """A network operation failed in a way worth retrying; one that escapes every
+    retry is still an outside failure (exit 3), never a bug."""
+
+
+FETCH_ATTEMPTS = 3
+
+
+def with_retries(action: Callable[[], T], what: str, step: str) -> T:
+    """Run a network ``action`` outside ``push_with_retry``'s loop: retry transient
+    failures with the one backoff policy, then ExternalError."""
+    for attempt in range(1, FETCH_ATTEMPTS + 1):
+        try:
+            return action()
+        except TransientGitError as exc:
+            say(f"{step}: {exc}")
+            if attempt == FETCH_ATTEMPTS:
+                raise ExternalError(f"{what}: gave up after {attempt} attempts ({exc})") from None
+            time.sleep(backoff_delay(attempt))
+    raise AssertionError("unreachable")
 
 
 @dataclass

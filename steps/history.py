@@ -57,19 +57,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_step, version_text
 from steps.deploy_notes import MAX_NOTE, NOTES_REF, OutcomeNote, latest_verdict, parse_note
-from steps.errors import ExternalError, UsageError
+from steps.errors import UsageError
 from steps.gitrepo import (
     NETWORK_TIMEOUT,
     RepoLocation,
-    TransientGitError,
     classify_failure,
     git_credentials,
     hardened_env,
@@ -79,9 +78,9 @@ from steps.gitrepo import (
     trailer_values,
     validate_branch,
     validate_subpath,
+    with_retries,
 )
 from steps.output import say, write_atomic
-from steps.retry import backoff_delay
 
 if TYPE_CHECKING:
     from steps.gitrepo import Workspace
@@ -93,7 +92,6 @@ DEFAULT_BUILD_URL = (
     "https://console.cloud.google.com/cloud-build/builds;region=global/{build_id}?project={project}"
 )
 URL_FIELDS = ("build_id", "project", "commit", "short_commit", "source_commit", "source_repo")
-FETCH_ATTEMPTS = 3
 DAY = 86400.0
 
 DESCRIPTION = """\
@@ -735,21 +733,6 @@ def render_json(attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, Any
 
 # --------------------------------------------------------------------------- I/O
 
-T = TypeVar("T")
-
-
-def with_retries(action: Callable[[], T], what: str) -> T:
-    """Run a network ``action``; retry transient failures, then ExternalError."""
-    for attempt in range(1, FETCH_ATTEMPTS + 1):
-        try:
-            return action()
-        except TransientGitError as exc:
-            say(f"{STEP}: {exc}")
-            if attempt == FETCH_ATTEMPTS:
-                raise ExternalError(f"{what}: gave up after {attempt} attempts ({exc})") from None
-            time.sleep(backoff_delay(attempt))
-    raise AssertionError("unreachable")
-
 
 @dataclass
 class Fetched:
@@ -791,7 +774,7 @@ class HistoryReader:
             f"refs/heads/{config.production}": f"refs/remotes/origin/{config.production}",
         }
         listed = with_retries(
-            lambda: self._ls_remote([*wanted, NOTES_REF]), f"ls-remote {config.location.url}"
+            lambda: self._ls_remote([*wanted, NOTES_REF]), f"ls-remote {config.location.url}", STEP
         )
         specs = [f"+{remote}:{local}" for remote, local in wanted.items() if remote in listed]
         if specs and config.since is not None:
@@ -800,11 +783,11 @@ class HistoryReader:
             for spec in specs:
                 self._fetch_recent(spec, f"--shallow-since={iso(config.since)}")
         elif specs:
-            with_retries(lambda: self._git_fetch(specs), "fetch")
+            with_retries(lambda: self._git_fetch(specs), "fetch", STEP)
         notes = NOTES_REF in listed
         if notes:
             with_retries(
-                lambda: self._git_fetch([f"+{NOTES_REF}:{NOTES_REF}"], "--depth=1"), "fetch"
+                lambda: self._git_fetch([f"+{NOTES_REF}:{NOTES_REF}"], "--depth=1"), "fetch", STEP
             )
         shallow_now = self.ws.is_shallow() if specs else False
         return Fetched(
@@ -820,8 +803,8 @@ class HistoryReader:
         )
 
     def _fetch_recent(self, spec: str, shallow_since: str) -> None:
-        if with_retries(lambda: self._git_fetch([spec], shallow_since), "fetch"):
-            with_retries(lambda: self._git_fetch([spec], "--depth=1"), "fetch")
+        if with_retries(lambda: self._git_fetch([spec], shallow_since), "fetch", STEP):
+            with_retries(lambda: self._git_fetch([spec], "--depth=1"), "fetch", STEP)
 
     def _ls_remote(self, refs: Sequence[str]) -> set[str]:
         result = self.ws.run("ls-remote", self.config.location.url, *refs, timeout=NETWORK_TIMEOUT)

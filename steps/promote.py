@@ -24,6 +24,7 @@ from steps.cli import (
 )
 from steps.errors import CheckFailed, UsageError
 from steps.gitrepo import (
+    CONTENTION_BUDGET,
     DEFAULT_COMMITTER,
     DEFAULT_MAX_ATTEMPTS,
     Attempt,
@@ -40,6 +41,7 @@ from steps.gitrepo import (
     trailer_values,
     validate_branch,
     validate_subpath,
+    with_retries,
 )
 from steps.kube import Access, access_from_args, add_access_options, connect
 from steps.live_record import LiveRecord, check_record_name, read_live_record
@@ -111,7 +113,9 @@ def build_parser() -> StepParser:
         "--max-attempts",
         type=int,
         metavar="N",
-        help=f"push attempts before giving up (default: {DEFAULT_MAX_ATTEMPTS})",
+        help="failed push attempts (network, server) before giving up; pushes that lose "
+        f"the race to other writers are retried for up to {CONTENTION_BUDGET:g} s "
+        f"(default: {DEFAULT_MAX_ATTEMPTS})",
     )
     parser.add_option(
         "--committer",
@@ -410,7 +414,11 @@ def promote(config: Config) -> dict[str, Any]:
         f"{config.target_branch}:{config.subdir or '/'}"
     )
     with git_credentials(config.location) as env, Workspace(config.location, env) as ws:
-        commit = find_on_branch(ws, config.source_branch, config.commit)
+        commit = with_retries(
+            lambda: find_on_branch(ws, config.source_branch, config.commit),
+            f"fetch {config.location.url} {config.source_branch}",
+            STEP,
+        )
         if commit is None:
             raise UsageError(
                 f"--commit {config.commit}: not on branch {config.source_branch} of "

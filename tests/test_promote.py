@@ -231,3 +231,25 @@ def test_promote_with_a_token_never_leaks_it(
     for text in texts:
         assert GIT_PASSWORD not in text and encoded not in text
     assert json.loads((workspace / "promote.json").read_text())["exit_code"] == 2
+
+
+def test_a_fetch_the_server_fails_once_is_retried_and_persistent_failure_is_exit_3(
+    tmp_path: Path,
+    git_server: GitServer,
+    git_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """promote's first fetch (finding --commit on --from) was not retried: a server
+    that stumbled once made it exit 70 with a traceback, as if it were a bug."""
+    env = Env(git_server.repo_url("env.git"), tmp_path, monkeypatch)
+    sha = env.candidate("web", {"a": "1"})
+    git_server.fail_fetches = 1
+    code, result = env.promote(sha, "--path", "web")
+    assert (code, result["kind"], git_server.fail_fetches) == (0, "promote", 0)
+
+    second = env.candidate("web", {"a": "2"})
+    git_server.fail_fetches = 1000
+    code, result = env.promote(second, "--path", "web")
+    assert code == 3, result
+    assert "gave up after 3 attempts" in result["error"]
+    git_server.fail_fetches = 0

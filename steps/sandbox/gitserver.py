@@ -124,6 +124,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if "git-upload-pack" in self.path and service.take_fetch_failure():
+            self.send_response(503)  # a fetch the server could not serve this time
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if not self._authorised():
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="gitops-sandbox"')
@@ -232,6 +237,7 @@ class GitServer(Service):
         delay_receive_pack: float = 0.0,
         redirect_to: str | None = None,
         drop_answers: int = 0,
+        fail_fetches: int = 0,
         reject_pushes: str | None = None,
         before_push: Callable[[int], None] | None = None,
         after_push: Callable[[int], None] | None = None,
@@ -244,6 +250,9 @@ class GitServer(Service):
         """Answer every request with a 302 to this base URL (another origin)."""
         self.drop_answers = drop_answers
         """Handle the first N pushes but close the connection without answering."""
+        self.fail_fetches = fail_fetches
+        """Answer the first N fetch requests (upload-pack) with 503."""
+        self._fetch_lock = threading.Lock()
         self.reject_pushes = reject_pushes
         """Refuse every push from a pre-receive hook printing this message."""
         self.before_push = before_push
@@ -251,6 +260,14 @@ class GitServer(Service):
         """Called (in the server's thread) with the push's number, around receive-pack."""
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    def take_fetch_failure(self) -> bool:
+        """Whether this fetch request is one of the ``fail_fetches`` to refuse."""
+        with self._fetch_lock:
+            if self.fail_fetches <= 0:
+                return False
+            self.fail_fetches -= 1
+            return True
 
     @property
     def url(self) -> str:
