@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from fixtures_git import git
+from test_images import images  # noqa: F401  (the stage images, built once per module)
 
 from steps.cloudbuild import engine, rerun, run
 from steps.cloudbuild.config import Step
@@ -591,18 +592,16 @@ def test_records_default_under_the_source(build: Build, source: Path) -> None:
 STEP_IMAGE = "localhost/gitops-steps/update-manifest:dev"
 
 
-def _podman_has(image: str) -> bool:
-    if os.geteuid() != 0 or shutil.which("podman") is None or shutil.which("runc") is None:
-        return False
-    env = {**os.environ, **engine.containers_environ()}
-    argv = ["podman", *engine.PODMAN_FLAGS, "image", "inspect", image]
-    return subprocess.run(argv, env=env, capture_output=True, check=False).returncode == 0
+needs_podman = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("podman") is None or shutil.which("runc") is None,
+    reason="needs root, podman and runc (scripts/setup)",
+)
 
 
 @pytest.mark.slow
+@needs_podman
+@pytest.mark.usefixtures("images")  # built from this checkout, as CI has none yet
 def test_podman_engine_runs_steps_in_their_images(build: Build, tmp_path: Path) -> None:
-    if not _podman_has(STEP_IMAGE):
-        pytest.skip(f"needs root, podman, runc and {STEP_IMAGE} (scripts/build-images)")
     ws = tmp_path / "ws"
     cache = [{"name": "cache", "path": "/cache"}]
     data = {
@@ -640,9 +639,9 @@ def test_podman_engine_runs_steps_in_their_images(build: Build, tmp_path: Path) 
 
 
 @pytest.mark.slow
+@needs_podman
+@pytest.mark.usefixtures("images")  # built from this checkout, as CI has none yet
 def test_a_missing_stage_image_is_an_error_under_podman(build: Build) -> None:
-    if not _podman_has(STEP_IMAGE):
-        pytest.skip(f"needs root, podman, runc and {STEP_IMAGE} (scripts/build-images)")
     missing = "localhost/gitops-steps/update-manifest:never-built"
     record = build.run({"steps": [{"name": missing, "args": ["--help"]}]}, engine="podman")
     assert record.status == "FAILURE"
@@ -651,10 +650,10 @@ def test_a_missing_stage_image_is_an_error_under_podman(build: Build) -> None:
 
 
 @pytest.mark.slow
+@needs_podman
+@pytest.mark.usefixtures("images")
 def test_the_process_engine_runs_a_third_party_image_in_podman(build: Build) -> None:
     base = "docker.io/library/python:3.12-slim"  # scripts/build-images tags its base so
-    if not _podman_has(base):
-        pytest.skip(f"needs root, podman, runc and {base} (scripts/build-images)")
     step = {"name": base, "entrypoint": "sh", "args": ["-c", "test ! -e /work && echo inside"]}
     record = build.run({"steps": [step]}, map_images=[])
     assert record.status == "SUCCESS", build.log()

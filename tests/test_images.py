@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from steps import containers
+from steps.sandbox.gcp import GcpSandbox
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "app"
@@ -143,6 +144,28 @@ def test_the_cluster_stages_import_their_client_without_kubernetes(
     )
     proc = run_step(target, tmp_path, "-c", probe, entrypoint="/opt/gitops-steps/bin/python")
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("target", ["update-manifest", "verify-rollout", "promote"])
+def test_application_default_credentials_come_from_the_metadata_server_in_the_image(
+    images: Sequence[str], target: str
+) -> None:
+    """On Cloud Build, ADC is the metadata server: google-auth's Compute Engine
+    credentials need its ``requests`` extra, which the host's dev venv has anyway."""
+    probe = (
+        "import google.auth\n"
+        "from steps.kubehttp import google_request\n"
+        "credentials, project = google.auth.default(request=google_request())\n"
+        "credentials.refresh(google_request())\n"
+        "print(project, bool(credentials.token))\n"
+    )
+    with GcpSandbox() as gcp:
+        env = [arg for key, value in gcp.environ().items() for arg in ("-e", f"{key}={value}")]
+        proc = podman(
+            "run", "--rm", "--network", "host", *env,
+            "--entrypoint", "/opt/gitops-steps/bin/python", image(target), "-c", probe,
+        )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (0, "sandbox-project True\n"), proc.stderr
 
 
 def test_update_manifest_renders_the_example(images: Sequence[str], tmp_path: Path) -> None:
