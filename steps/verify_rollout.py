@@ -31,6 +31,7 @@ from steps.cli import (
     StepParser,
     StepRun,
     add_common_options,
+    parse_duration,
     run_step,
     settle_imports,
     version_text,
@@ -340,18 +341,6 @@ def _with_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str,
         metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
     copied["metadata"] = metadata
     return copied
-
-
-def parse_duration(text: str, flag: str) -> float:
-    """``90s``, ``10m``, ``1h30m``, ``1.5m`` or plain seconds."""
-    value = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        raise UsageError(f"{flag} {text}: expected a duration like 90s, 10m or 1h30m")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    return sum(float(number) * scale[unit] for number, unit in parts)
 
 
 # --------------------------------------------------------------------------- apply
