@@ -205,6 +205,7 @@ def substitutions(
             _MANIFESTS_SUBDIR=name,
             _TO_BRANCH=name,
             _FROM_BRANCH=chain[index - 1] if index else "candidate",
+            _CHAIN=" ".join(chain),
         )
         if index:
             env["_REQUIRE_PROMOTED"] = "true"  # no soak here: the sandbox tells it in minutes
