@@ -10,6 +10,7 @@ minutes).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from test_pipeline_e2e import TIMEOUT, pytestmark, python_base  # noqa: F401
 
 from steps.cloudbuild.demo import Pipeline, crashing_release, greeting_release, running_sandbox
 from steps.gitrepo import parse_trailers
+from steps.history import main as history
 
 
 @pytest.fixture
@@ -90,10 +92,27 @@ def test_a_release_goes_through_staging_to_production_and_a_bad_one_stops_at_sta
     pipeline.rerun_env_build(staging_one, branch="staging")
     rerun = pipeline.wait_env_builds(6, TIMEOUT)[-1]
     assert outcome(rerun) == ("env-production", "SUCCESS"), failure_log([rerun])
+    # the env build's history page is the chain's
+    assert "history: wrote history/index.html" in Path(str(rerun["log"])).read_text()
     assert pipeline.log("production", "%s")[0].startswith(f"Rollback to {staging_one[:12]}")
     assert pipeline.cluster("production")["image"] == image_one
     assert pipeline.tip("staging") == staging_two
     assert pipeline.cluster("staging")["image"] == image_two
+
+    # gitops-history --chain tells the same story from Git alone.
+    page = pipeline.layout.builds / "chain.json"
+    chain_args = ["--chain", "staging", "production", "--format", "json"]
+    assert history(["--repo", pipeline.values["ENV_REPO_DIR"], "--path", "hello",
+                    *chain_args, "--output", str(page)]) == 0  # fmt: skip
+    releases = json.loads(page.read_text())["releases"]
+    assert [r["environments"]["staging"]["outcome"] for r in releases] == [
+        "failed", "promoted", "promoted"
+    ]  # fmt: skip
+    assert [r["environments"]["production"]["outcome"] for r in releases] == [
+        "not-reached", "promoted", "promoted"
+    ]  # fmt: skip
+    assert releases[1]["environments"]["production"]["rolled_back"] is True
+    assert releases[2]["environments"]["production"]["rollback_target"] is True
 
 
 def test_a_candidate_commit_run_through_productions_trigger_is_refused_before_applying(
