@@ -947,6 +947,26 @@ def render(
     return render_table(attempts, summary)
 
 
+def emit(config: Config, text: str) -> None:
+    """The rendered history to --output (atomically) or stdout."""
+    if config.output:
+        write_atomic(config.output, text)
+        say(f"{STEP}: wrote {config.output}")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def result_head(config: Config) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "repo": config.location.url,
+        "path": config.subdir,
+        "format": config.fmt,
+        "output": str(config.output) if config.output else None,
+    }
+
+
 def history(config: Config, now: float) -> dict[str, Any]:
     candidates, deployments, fetched = read_history(config)
     until = config.until if config.until is not None else int(now)
@@ -961,19 +981,9 @@ def history(config: Config, now: float) -> dict[str, Any]:
     start = config.since
     shown = [r for r in rows if (start is None or r.time >= start) and r.time <= until]
     attempts = [r.as_dict() for r in shown]
-    text = render(config, attempts, summary, deployments)
-    if config.output:
-        write_atomic(config.output, text)
-        say(f"{STEP}: wrote {config.output}")
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    emit(config, render(config, attempts, summary, deployments))
     return {
-        "status": "ok",
-        "repo": config.location.url,
-        "path": config.subdir,
-        "format": config.fmt,
-        "output": str(config.output) if config.output else None,
+        **result_head(config),
         "fetch": {
             "fetches": fetched.fetches,
             "shallow": fetched.shallow,
@@ -1155,18 +1165,9 @@ def chain_history(config: Config, now: float) -> dict[str, Any]:
         text = render_chain_html(config.chain, releases, summaries, title=title)
     else:
         text = render_chain_table(config.chain, releases, summaries)
-    if config.output:
-        write_atomic(config.output, text)
-        say(f"{STEP}: wrote {config.output}")
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    emit(config, text)
     return {
-        "status": "ok",
-        "repo": config.location.url,
-        "path": config.subdir,
-        "format": config.fmt,
-        "output": str(config.output) if config.output else None,
+        **result_head(config),
         "chain": list(config.chain),
         "releases": len(releases),
         "environments": {
