@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from steps.cli import (
@@ -361,6 +361,15 @@ def read_upstream(ws: Workspace, config: Config, commit: str, source_tip: str) -
     )
 
 
+def was_promoted_before(ws: Workspace, config: Config, commit: str) -> bool:
+    """Whether --to already recorded ``commit`` (a rollback target, then)."""
+    tip = ws.fetch_branch(config.target_branch, depth=2)
+    if tip is None:
+        return False
+    earlier = promotions(ws, config.target_branch, tip, config.subdir)
+    return any(same_commit(commit, sha) for sha in earlier)
+
+
 def check_chain(ws: Workspace, config: Config, commit: str | None, source_tip: str | None) -> None:
     """--require-promoted and --min-soak: CheckFailed (exit 1) naming what is missing."""
     if commit is None or source_tip is None:
@@ -370,6 +379,10 @@ def check_chain(ws: Workspace, config: Config, commit: str | None, source_tip: s
             f"it first); not promoting to {config.target_branch}"
         )
     upstream = read_upstream(ws, config, commit, source_tip)
+    if config.min_soak and was_promoted_before(ws, config, commit):
+        # A rollback to what ran here before: it soaked then, whatever followed it.
+        say(f"{STEP}: {commit[:12]} ran on {config.target_branch} before: no soak needed")
+        upstream = replace(upstream, next_commit=None, next_at=None, promoted_at=0)
     refusal = chain_refusal(upstream, config.target_branch, config.min_soak, time.time())
     if refusal is not None:
         raise CheckFailed(refusal)

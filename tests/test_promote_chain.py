@@ -148,6 +148,17 @@ def test_rollbacks_stay_in_their_environment(env: Env, capsys: pytest.CaptureFix
     assert not _has(env, "production")
 
 
+def test_a_rollback_to_what_production_ran_before_needs_no_new_soak(env: Env) -> None:
+    start = int(time.time()) - 3 * HOUR
+    first = to_staging(env, release(env, 1), start)
+    assert to_production(env, first)[0] == 0
+    second = to_staging(env, release(env, 2), start + 600)  # replaced after ten minutes
+    assert to_production(env, second)[0] == 0
+    # Production's build re-run for release 1's staging commit: the rollback.
+    code, result = to_production(env, first, "--min-soak", "1h")
+    assert (code, result["kind"]) == (0, "rollback")
+
+
 def test_soak_needs_require_promoted(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = env.promote("a" * 40, "--from", "staging", "--min-soak", "1h")
     assert code == 2
