@@ -23,7 +23,9 @@ from steps import containers
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote")
-BUDGET_MB = {"verify-rollout": 180.0}
+# update-manifest carries kubectl for --kustomize (the real Kustomize): its
+# binary alone is 61.9 MB, so that image's budget is 60 MB + that.
+BUDGET_MB = {"verify-rollout": 180.0, "update-manifest": 125.0}
 DEFAULT_BUDGET_MB = 60.0
 MB = 1_000_000
 

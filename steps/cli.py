@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -268,6 +269,18 @@ def run_command(
         return 2
     module = importlib.import_module(commands[name][0])
     return int(module.main(rest))
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """``90s``, ``10m``, ``1h30m``, ``1.5m`` or plain seconds."""
+    value = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise UsageError(f"{flag} {text}: expected a duration like 90s, 10m or 1h30m")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(number) * scale[unit] for number, unit in parts)
 
 
 def version_text() -> str:

@@ -58,7 +58,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,6 +127,7 @@ class Config:
     commit_url: str | None
     project: str | None
     source_repo: Path | None
+    chain: tuple[str, ...] = ()
 
 
 def build_parser() -> StepParser:
@@ -163,6 +164,13 @@ def build_parser() -> StepParser:
     )
     parser.add_option("--from", dest="candidate", metavar="BRANCH", help="default: candidate")
     parser.add_option("--to", dest="production", metavar="BRANCH", help="default: production")
+    parser.add_option(
+        "--chain",
+        nargs="+",
+        metavar="ENV",
+        help="environments' branches after --from, in order (staging production): "
+        "how far each release went",
+    )
     add_common_options(parser)
     return parser
 
@@ -207,7 +215,12 @@ def config_from_args(args: Any, provenance: Provenance, now: float) -> Config:
     if since is not None and until is not None and until < since:
         raise UsageError("--until is before --since")
     candidate = validate_branch(args.candidate or "candidate", "--from")
-    production = validate_branch(args.production or "production", "--to")
+    chain = tuple(validate_branch(env, "--chain") for env in args.chain or ())
+    if chain and args.production:
+        raise UsageError("--chain names the environments' branches: --to goes without it")
+    if len(set(chain)) != len(chain) or candidate in chain:
+        raise UsageError("--chain: each environment once, and not --from")
+    production = chain[-1] if chain else validate_branch(args.production or "production", "--to")
     if candidate == production:
         raise UsageError("--from and --to must be different branches")
     source_repo = Path(args.source_repo) if args.source_repo else None
@@ -226,6 +239,7 @@ def config_from_args(args: Any, provenance: Provenance, now: float) -> Config:
         commit_url=check_template(args.commit_url, "--commit-url") if args.commit_url else None,
         project=args.project or provenance.project_id,
         source_repo=source_repo,
+        chain=chain,
     )
 
 
@@ -770,8 +784,8 @@ class HistoryReader:
     def fetch(self) -> Fetched:
         config = self.config
         wanted = {
-            f"refs/heads/{config.candidate}": f"refs/remotes/origin/{config.candidate}",
-            f"refs/heads/{config.production}": f"refs/remotes/origin/{config.production}",
+            f"refs/heads/{branch}": f"refs/remotes/origin/{branch}"
+            for branch in (config.candidate, *config.chain, config.production)
         }
         listed = with_retries(
             lambda: self._ls_remote([*wanted, NOTES_REF]), f"ls-remote {config.location.url}", STEP
@@ -916,6 +930,26 @@ def render(
     return render_table(attempts, summary)
 
 
+def emit(config: Config, text: str) -> None:
+    """The rendered history to --output (atomically) or stdout."""
+    if config.output:
+        write_atomic(config.output, text)
+        say(f"{STEP}: wrote {config.output}")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def result_head(config: Config) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "repo": config.location.url,
+        "path": config.subdir,
+        "format": config.fmt,
+        "output": str(config.output) if config.output else None,
+    }
+
+
 def history(config: Config, now: float) -> dict[str, Any]:
     candidates, deployments, fetched = read_history(config)
     until = config.until if config.until is not None else int(now)
@@ -930,19 +964,9 @@ def history(config: Config, now: float) -> dict[str, Any]:
     start = config.since
     shown = [r for r in rows if (start is None or r.time >= start) and r.time <= until]
     attempts = [r.as_dict() for r in shown]
-    text = render(config, attempts, summary, deployments)
-    if config.output:
-        write_atomic(config.output, text)
-        say(f"{STEP}: wrote {config.output}")
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    emit(config, render(config, attempts, summary, deployments))
     return {
-        "status": "ok",
-        "repo": config.location.url,
-        "path": config.subdir,
-        "format": config.fmt,
-        "output": str(config.output) if config.output else None,
+        **result_head(config),
         "fetch": {
             "fetches": fetched.fetches,
             "shallow": fetched.shallow,
@@ -953,11 +977,201 @@ def history(config: Config, now: float) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- chains
+
+
+def release_of_entry(entry: LogEntry) -> str | None:
+    """The candidate commit an environment's commit carries (promote's ``Release``)."""
+    value = _last(tool_trailers(entry.message), "Release")
+    return value.strip().lower() if value else None
+
+
+def environment_rows(
+    candidates: Sequence[Candidate],
+    chain: Sequence[tuple[str, Sequence[LogEntry]]],
+    notes: Mapping[str, str],
+) -> list[tuple[str, list[AttemptRow], list[Deployment], set[str]]]:
+    """Per environment: the attempts as it saw them, its deployments, the releases it got.
+
+    Each environment's commits are mapped back to candidate commits (their
+    ``Release`` trailer, else through the environment before: ``Promoted-From:
+    staging@S`` and S's own release). The first environment's verdicts are the
+    notes on candidate commits (its builds run for them); a later one's, the
+    notes on the earlier environment's commits (its builds run for those).
+    A release that never reached the environment before is left out of it.
+    """
+    out: list[tuple[str, list[AttemptRow], list[Deployment], set[str]]] = []
+    previous: dict[str, str] | None = None  # earlier environment's commit -> release
+    by_sha = {c.sha: c for c in candidates}
+    for env, entries in chain:
+        mapping: dict[str, str] = {}
+        deployments: list[Deployment] = []
+        for entry in entries:
+            raw = deployment_of(entry)
+            release = release_of_entry(entry) or (
+                raw.promoted_from
+                if previous is None
+                else previous.get(raw.promoted_from or "", raw.promoted_from)
+            )
+            rollback = raw.rollback_from
+            if rollback and previous is not None:
+                rollback = previous.get(rollback, rollback)
+            mapping[entry.sha] = release or ""
+            deployments.append(replace(raw, promoted_from=release, rollback_from=rollback))
+        if previous is None:
+            seen = list(candidates)
+        else:
+            verdicts: dict[str, list[OutcomeNote]] = {}
+            for commit, release in previous.items():
+                verdicts.setdefault(release, []).extend(parse_note(notes.get(commit, "")))
+            seen = [
+                replace(by_sha[release], verdicts=tuple(verdicts.get(release, ())))
+                for release in dict.fromkeys(previous.values())
+                if release in by_sha
+            ]
+        rows = build_rows(seen, deployments)
+        out.append((env, rows, deployments, {c.sha for c in seen}))
+        previous = {sha: release for sha, release in mapping.items() if release}
+    return out
+
+
+def chain_attempts(
+    candidates: Sequence[Candidate],
+    per_env: Sequence[tuple[str, list[AttemptRow], list[Deployment], set[str]]],
+) -> list[dict[str, Any]]:
+    """One row per release (newest first): how far it went, environment by environment."""
+    rows: list[dict[str, Any]] = []
+    for candidate in sorted(candidates, key=lambda c: c.time, reverse=True):
+        environments: dict[str, Any] = {}
+        for env, env_rows, _, reached in per_env:
+            row = next((r for r in env_rows if r.candidate.sha == candidate.sha), None)
+            if candidate.sha not in reached or row is None:
+                environments[env] = {"outcome": "not-reached"}
+                continue
+            environments[env] = {
+                "outcome": row.outcome,
+                "reason": row.verdict.reason,
+                "promoted_at": iso(row.promoted_at) if row.promoted_at is not None else None,
+                "commit": row.production_commit,
+                "rolled_back": row.rolled_back,
+                "rollback_target": row.rollback_target,
+            }
+        rows.append(
+            {
+                "commit": candidate.sha,
+                "time": iso(candidate.time),
+                "subject": candidate.subject,
+                "source_commit": candidate.source_commit,
+                "images": [short_image(i) for i in candidate.images],
+                "environments": environments,
+            }
+        )
+    return rows
+
+
+def _chain_cell(cell: Mapping[str, Any]) -> str:
+    outcome = str(cell["outcome"])
+    text = outcome if outcome != "not-reached" else "-"
+    if cell.get("promoted_at"):
+        text += " " + str(cell["promoted_at"])[11:19]
+    if cell.get("rolled_back"):
+        text += ", rolled back"
+    if cell.get("rollback_target"):
+        text += ", rollback target"
+    return text
+
+
+def render_chain_table(
+    chain: Sequence[str],
+    releases: Sequence[Mapping[str, Any]],
+    summaries: Mapping[str, Mapping[str, Any]],
+) -> str:
+    widths = [max(len(_chain_cell(r["environments"][env])) for r in releases) if releases else 0
+              for env in chain]  # fmt: skip
+    widths = [max(w, len(env), 10) for w, env in zip(widths, chain, strict=True)]
+    header = f"{'RELEASE':<12}  {'TIME':<20}  " + "  ".join(
+        f"{env.upper():<{w}}" for env, w in zip(chain, widths, strict=True)
+    )
+    lines = [header + "  SUBJECT"]
+    for release in releases:
+        cells = "  ".join(
+            f"{_chain_cell(release['environments'][env]):<{w}}"
+            for env, w in zip(chain, widths, strict=True)
+        )
+        lines.append(f"{release['commit'][:12]:<12}  {release['time']:<20}  {cells}  "
+                     f"{release['subject'][:50]}")  # fmt: skip
+    for env in chain:
+        lines += ["", f"== {env}", *summary_lines(summaries[env])]
+    return "\n".join(lines) + "\n"
+
+
+def chain_history(config: Config, now: float) -> dict[str, Any]:
+    """``--chain``: each release down the environments; the figures per environment."""
+    from steps.gitrepo import Workspace
+
+    until = config.until if config.until is not None else int(now)
+    with git_credentials(config.location) as env, Workspace(config.location, env) as ws:
+        reader = HistoryReader(ws, config)
+        fetched = reader.fetch()
+        notes = reader.notes() if fetched.notes else {}
+        candidates: list[Candidate] = []
+        if fetched.candidate:
+            entries = reader.log(fetched.candidate, fetched.production, fetched.notes)
+            candidates = [c for c in map(candidate_of, entries) if c is not None]
+        chain_entries = []
+        for branch in config.chain:
+            tip = ws.resolve_commit(f"refs/remotes/origin/{branch}")
+            chain_entries.append((branch, reader.log(tip, None, False) if tip else []))
+    per_env = environment_rows(candidates, chain_entries, notes)
+    summaries = {
+        env: summarize(rows, deployments, config.since, until)
+        for env, rows, deployments, _ in per_env
+    }
+    releases = [
+        r
+        for r in chain_attempts(candidates, per_env)
+        if (config.since is None or _epoch_of(r["time"]) >= config.since)
+        and _epoch_of(r["time"]) <= until
+    ]
+    if config.fmt == "json":
+        text = (
+            json.dumps(
+                {"chain": list(config.chain), "releases": releases, "environments": summaries},
+                indent=2,
+            )
+            + "\n"
+        )
+    elif config.fmt == "html":
+        from steps.history_html import render_chain_html
+
+        title = f"{config.location.url} {config.subdir}".strip()
+        text = render_chain_html(config.chain, releases, summaries, title=title)
+    else:
+        text = render_chain_table(config.chain, releases, summaries)
+    emit(config, text)
+    return {
+        **result_head(config),
+        "chain": list(config.chain),
+        "releases": len(releases),
+        "environments": {
+            env: {k: summary[k] for k in ("deployments", "rollbacks", "change_failure_rate")}
+            for env, summary in summaries.items()
+        },
+    }
+
+
+def _epoch_of(text: str) -> int:
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+
+
 def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
     args = build_parser().parse_step_args(argv)
     step_run.result_file = args.result_file
     now = time.time()
-    return history(config_from_args(args, Provenance.from_env(), now), now)
+    config = config_from_args(args, Provenance.from_env(), now)
+    if config.chain:
+        return chain_history(config, now)
+    return history(config, now)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

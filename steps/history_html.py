@@ -395,3 +395,58 @@ def render_html(
         f"<h2>Attempts</h2>{table(attempts, trigger)}"
         "</body></html>\n"
     )
+
+
+CHAIN_COLOURS = {**OUTCOME_COLOURS, "not-reached": "#dadce0"}
+
+
+def _chain_cell(cell: Mapping[str, Any]) -> str:
+    outcome = str(cell.get("outcome"))
+    colour = CHAIN_COLOURS.get(outcome, "#9aa0a6")
+    when = str(cell.get("promoted_at") or "")[5:16].replace("T", " ")
+    marks = [m for m, on in (("rolled back", cell.get("rolled_back")),
+                             ("rollback target", cell.get("rollback_target"))) if on]  # fmt: skip
+    label = "-" if outcome == "not-reached" else outcome
+    detail = " · ".join(filter(None, [when, *marks]))
+    return (
+        f'<td class="env"><i class="sw" style="background:{colour}"></i>{escape(label)}'
+        + (f'<div class="n">{escape(detail)}</div>' if detail else "")
+        + "</td>"
+    )
+
+
+def render_chain_html(
+    chain: Sequence[str],
+    releases: Sequence[Mapping[str, Any]],
+    summaries: Mapping[str, Mapping[str, Any]],
+    *,
+    title: str,
+) -> str:
+    """The chain at a glance: one row per release, one column per environment, then
+    each environment's figures (its own deployments, rollbacks and failures)."""
+    head = "".join(f"<th>{escape(env)}</th>" for env in chain)
+    body = "".join(
+        f"<tr><td><code>{escape(str(r['commit'])[:12])}</code></td>"
+        f"<td>{escape(str(r['time']))}</td>"
+        + "".join(_chain_cell(r["environments"][env]) for env in chain)
+        + f"<td>{escape(str(r['subject']))}</td></tr>"
+        for r in releases
+    )
+    figures = "".join(
+        f"<h2>{escape(env)}</h2>"
+        f'<section class="cards" id="figures-{escape(env)}">{cards(summaries[env])}</section>'
+        for env in chain
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Deployment chain: {escape(title)}</title>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; img-src data:\">"
+        f"<style>{_CSS}</style></head><body>"
+        f'<h1>Deployment chain</h1><p class="sub">{escape(title)} · '
+        f"{escape(' → '.join(chain))} · {len(releases)} releases</p>"
+        f'<table id="chain"><thead><tr><th>release</th><th>time</th>{head}'
+        f"<th>subject</th></tr></thead><tbody>{body}</tbody></table>"
+        f"{figures}</body></html>\n"
+    )

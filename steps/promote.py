@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from steps.cli import (
@@ -18,6 +19,7 @@ from steps.cli import (
     StepParser,
     StepRun,
     add_common_options,
+    parse_duration,
     run_step,
     settle_imports,
     version_text,
@@ -90,6 +92,9 @@ class Config:
     require_live: str | None = None
     namespace: str | None = None
     access: Access | None = None
+    require_promoted: bool = False
+    min_soak: float = 0.0
+    check_only: bool = False
 
 
 def build_parser() -> StepParser:
@@ -132,6 +137,21 @@ def build_parser() -> StepParser:
         metavar="NS",
         help="namespace of the live record (default: the kubeconfig context's)",
     )
+    parser.add_option(
+        "--require-promoted",
+        action="store_true",
+        help="--from is an earlier environment: the commit must be a promotion recorded there",
+    )
+    parser.add_option(
+        "--min-soak",
+        metavar="DURATION",
+        help="with --require-promoted: time it must have been live on --from (e.g. 1h)",
+    )
+    parser.add_option(
+        "--check-only",
+        action="store_true",
+        help="only check --require-promoted and --min-soak (before applying); write nothing",
+    )
     add_access_options(parser)
     add_common_options(parser)
     return parser
@@ -147,6 +167,13 @@ def config_from_args(args: Any, provenance: Provenance) -> Config:
     target = validate_branch(args.target_branch or "production", "--to")
     if source == target:
         raise UsageError("--from and --to must be different branches")
+    min_soak = parse_duration(args.min_soak, "--min-soak") if args.min_soak else 0.0
+    if min_soak and not args.require_promoted:
+        raise UsageError("--min-soak needs --require-promoted (soaking is on an environment)")
+    if args.check_only and not args.require_promoted:
+        raise UsageError("--check-only checks --require-promoted; give it")
+    if args.check_only and args.require_live:
+        raise UsageError("--check-only runs before the rollout: --require-live goes with promote")
     max_attempts = DEFAULT_MAX_ATTEMPTS if args.max_attempts is None else args.max_attempts
     if max_attempts < 1:
         raise UsageError("--max-attempts must be at least 1")
@@ -166,6 +193,9 @@ def config_from_args(args: Any, provenance: Provenance) -> Config:
         else None,
         namespace=args.namespace,
         access=access_from_args(args) if args.require_live else None,
+        require_promoted=bool(args.require_promoted),
+        min_soak=min_soak,
+        check_only=bool(args.check_only),
     )
 
 
@@ -196,6 +226,14 @@ def promoted_from(message: str) -> str | None:
     return sha.lower() if _SHA.match(sha) else None
 
 
+def release_of(message: str) -> str | None:
+    """The candidate commit a promotion carries on down the chain (``Release``)."""
+    values = trailer_values(tool_trailers(message), "Release")
+    if values and _SHA.match(values[-1].strip()):
+        return values[-1].strip().lower()
+    return promoted_from(message)
+
+
 def promotion_kind(commit: str, live: str | None, live_is_descendant: bool) -> str:
     """``rollback`` when ``commit`` is an older candidate than the live one."""
     if live and live != commit and live_is_descendant:
@@ -221,7 +259,10 @@ def promote_message(
     body += [f"  {c.kind} {c.path}" for c in changes[:30]]
     if len(changes) > 30:
         body.append(f"  ... and {len(changes) - 30} more")
-    trailers = [("Promoted-From", f"{config.source_branch}@{commit}")]
+    trailers = [
+        ("Promoted-From", f"{config.source_branch}@{commit}"),
+        ("Release", release_of(candidate_message) or commit),
+    ]
     if kind == "rollback" and live:
         trailers.append(("Rollback-From", live))
     trailers.append(("Build-Id", config.provenance.build_id or ""))
@@ -231,7 +272,129 @@ def promote_message(
     return format_message(subject, "\n".join(body), trailers, STEP)
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """The commit on the earlier environment's branch, and what came after it there."""
+
+    environment: str
+    commit: str
+    message: str
+    promoted_at: int
+    next_commit: str | None = None
+    next_message: str = ""
+    next_at: int | None = None
+
+
+def utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def span(seconds: float) -> str:
+    seconds = max(round(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (
+        "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+        or "0s"
+    )
+
+
+def chain_refusal(upstream: Upstream, target: str, min_soak: float, now: float) -> str | None:
+    """Why ``upstream.commit`` may not go on to ``target`` yet; None when it may.
+
+    Healthy on the earlier environment means: gitops-promote recorded it
+    there (which, in the env build, happens only after verify-rollout saw it
+    roll out and --require-live saw it live), and for ``min_soak`` after that
+    nothing replaced it there, a rollback least of all. The times are the
+    promotion commits' committer times on that environment's branch.
+    """
+    env, short = upstream.environment, upstream.commit[:12]
+    if promoted_from(upstream.message) is None:
+        return (
+            f"{short} on {env} is not a promotion recorded by gitops-promote: promote a "
+            f"candidate to {env} first (run {env}'s env build for it); not promoting to {target}"
+        )
+    if trailer_values(tool_trailers(upstream.message), "Rollback-From"):
+        return (
+            f"{short} is a rollback on {env}; a rollback stays in its environment (re-run "
+            f"{target}'s env build for the {env} commit you want there); not promoting to {target}"
+        )
+    if upstream.next_commit is not None and upstream.next_at is not None:
+        lived = upstream.next_at - upstream.promoted_at
+        replaced_by = upstream.next_commit[:12]
+        if trailer_values(tool_trailers(upstream.next_message), "Rollback-From"):
+            return (
+                f"{short} was rolled back on {env} at {utc(upstream.next_at)} ({replaced_by}); "
+                f"not promoting to {target}"
+            )
+        if lived < min_soak:
+            return (
+                f"{short} was live on {env} for only {span(lived)} (from "
+                f"{utc(upstream.promoted_at)}, replaced by {replaced_by} at "
+                f"{utc(upstream.next_at)}); {target} needs {span(min_soak)} of soak; "
+                f"not promoting"
+            )
+        return None
+    soaked = now - upstream.promoted_at
+    if soaked < min_soak:
+        allowed = upstream.promoted_at + min_soak
+        return (
+            f"{short} has been live on {env} for {span(soaked)} (since "
+            f"{utc(upstream.promoted_at)}); {target} needs {span(min_soak)} of soak: allowed "
+            f"from {utc(allowed)} (in {span(allowed - now)}); not promoting yet"
+        )
+    return None
+
+
 # --------------------------------------------------------------------------- side effects
+
+
+def read_upstream(ws: Workspace, config: Config, commit: str, source_tip: str) -> Upstream:
+    """The commit's promotion on --from and the first later commit there touching --path."""
+    later = ws.commits_between(config.source_branch, commit, source_tip, config.subdir) or []
+    following = later[-1] if later else None  # git log lists newest first
+    times = ws.commit_times([commit] + ([following[0]] if following else []))
+    return Upstream(
+        environment=config.source_branch,
+        commit=commit,
+        message=ws.message_of(commit),
+        promoted_at=times[commit],
+        next_commit=following[0] if following else None,
+        next_message=following[1] if following else "",
+        next_at=times[following[0]] if following else None,
+    )
+
+
+def was_promoted_before(ws: Workspace, config: Config, commit: str) -> bool:
+    """Whether --to already recorded ``commit`` (a rollback target, then)."""
+    tip = ws.fetch_branch(config.target_branch, depth=2)
+    if tip is None:
+        return False
+    earlier = promotions(ws, config.target_branch, tip, config.subdir)
+    return any(same_commit(commit, sha) for sha in earlier)
+
+
+def check_chain(ws: Workspace, config: Config, commit: str | None, source_tip: str | None) -> None:
+    """--require-promoted and --min-soak: CheckFailed (exit 1) naming what is missing."""
+    if commit is None or source_tip is None:
+        raise CheckFailed(
+            f"--commit {config.commit[:12]}: not on {config.source_branch}: it was never "
+            f"promoted to {config.source_branch} (run {config.source_branch}'s env build for "
+            f"it first); not promoting to {config.target_branch}"
+        )
+    upstream = read_upstream(ws, config, commit, source_tip)
+    if config.min_soak and was_promoted_before(ws, config, commit):
+        # A rollback to what ran here before: it soaked then, whatever followed it.
+        say(f"{STEP}: {commit[:12]} ran on {config.target_branch} before: no soak needed")
+        upstream = replace(upstream, next_commit=None, next_at=None, promoted_at=0)
+    refusal = chain_refusal(upstream, config.target_branch, config.min_soak, time.time())
+    if refusal is not None:
+        raise CheckFailed(refusal)
+    soak = f", {span(config.min_soak)} soak done" if config.min_soak else ""
+    say(
+        f"{STEP}: {commit[:12]} was promoted on {config.source_branch} at "
+        f"{utc(upstream.promoted_at)}{soak}"
+    )
 
 
 def find_on_branch(ws: Workspace, branch: str, sha: str) -> str | None:
@@ -419,6 +582,15 @@ def promote(config: Config) -> dict[str, Any]:
             f"fetch {config.location.url} {config.source_branch}",
             STEP,
         )
+        if config.require_promoted:
+            tip = ws.resolve_commit(f"refs/remotes/origin/{config.source_branch}")
+            check_chain(ws, config, commit, tip)
+            if config.check_only:
+                return {
+                    "status": "allowed",
+                    "from": f"{config.source_branch}@{commit}",
+                    "branch": config.target_branch,
+                }
         if commit is None:
             raise UsageError(
                 f"--commit {config.commit}: not on branch {config.source_branch} of "

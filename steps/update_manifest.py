@@ -79,10 +79,12 @@ class Outcome:
     files: list[FileOutcome]
     matched: set[str]
     skipped: list[str] = field(default_factory=list)
+    upstream: list[Change] = field(default_factory=list)
+    """Changes made before a further step (Kustomize) produced ``files``."""
 
     @property
     def changes(self) -> list[Change]:
-        return [change for outcome in self.files for change in outcome.changes]
+        return self.upstream + [change for outcome in self.files for change in outcome.changes]
 
     @property
     def changed_files(self) -> list[FileOutcome]:
@@ -437,6 +439,85 @@ def write_render(files: Sequence[FileOutcome], destination: Path, clean: bool) -
         shutil.rmtree(staging, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------- overlays
+
+
+def parse_overlays(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """``ENV=DIR`` pairs: ENV names the output directory, DIR the overlay under --from."""
+    overlays: list[tuple[str, str]] = []
+    for spec in specs:
+        env, sep, directory = spec.partition("=")
+        if not sep or not env or not directory:
+            raise UsageError(
+                f"--kustomize {spec}: expected ENV=DIR (e.g. staging=overlays/staging)"
+            )
+        if "/" in env or env.startswith("."):
+            raise UsageError(f"--kustomize {spec}: ENV {env!r} must be one directory name")
+        if any(env == seen for seen, _ in overlays):
+            raise UsageError(f"--kustomize {spec}: environment {env} given twice")
+        parts = [part for part in directory.split("/") if part not in ("", ".")]
+        if directory.startswith("/") or ".." in parts or not parts:
+            raise UsageError(f"--kustomize {spec}: DIR must be a directory under --from")
+        overlays.append((env, "/".join(parts)))
+    return overlays
+
+
+def render_overlays(
+    source: Path,
+    planned: Outcome,
+    overlays: Sequence[tuple[str, str]],
+    rules: Sequence[ImageRule],
+) -> Outcome:
+    """Each overlay rendered by Kustomize into ``ENV/manifests.yaml``, images pinned.
+
+    Pin, render, pin again: the tree (templates filled, images pinned in
+    Deployments, patches and ``images:`` entries alike) is written to a
+    private directory and rendered there, then the rendered text is pinned
+    by the same rules, so an image an overlay sets some other way is pinned
+    too. What is recorded is exactly what verify-rollout will apply.
+    """
+    from steps.kustomize import kubectl_binary, kustomize_version, render_overlay
+
+    kubectl = kubectl_binary()
+    version = kustomize_version(kubectl)
+    outcome = Outcome(
+        files=[], matched=set(planned.matched), skipped=planned.skipped, upstream=planned.changes
+    )
+    with tempfile.TemporaryDirectory(prefix="gitops-kustomize-") as private:
+        tree = Path(private)
+        for planned_file in planned.files:
+            assert planned_file.new is not None and planned_file.output_name is not None
+            target = tree / planned_file.output_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(planned_file.new)
+        for env, directory in overlays:
+            display = f"{source / directory}"
+            say(f"rendering {display} with kustomize {version} (kubectl {kubectl})")
+            text = render_overlay(kubectl, tree, directory, source)
+            header = (
+                f"# Rendered by gitops-update-manifest from {directory} with kustomize "
+                f"{version}: what the {env} environment applies. Do not edit.\n"
+            )
+            rendered = header + text
+            output_name = f"{env}/manifests.yaml"
+            new, changes = plan_text(output_name, rendered, b"", rules, outcome.matched)
+            content = new if new is not None else rendered.encode("utf-8")
+            kustomization = next(
+                (
+                    source / directory / name
+                    for name in sorted(KUSTOMIZATION_FILENAMES)
+                    if (source / directory / name).is_file()
+                ),
+                source / directory,
+            )
+            outcome.files.append(
+                FileOutcome(
+                    output_name, kustomization, b"", content, changes, output_name=output_name
+                )
+            )
+    return outcome
+
+
 # --------------------------------------------------------------------------- digests
 
 
@@ -511,6 +592,13 @@ def build_parser() -> StepParser:
     parser.add_option(
         "--allow-unmatched", action="store_true", help="do not fail when an --image matches nothing"
     )
+    parser.add_option(
+        "--kustomize",
+        action="append",
+        nargs="+",
+        metavar="ENV=DIR",
+        help="with --from: render the Kustomize overlay DIR (under --from) into --to/ENV/",
+    )
     parser.add_option("--clean", action="store_true", help="replace a non-empty --to directory")
     parser.add_option(
         "--dry-run", action="store_true", help="print the changes but write no manifest"
@@ -541,6 +629,9 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
     assignments = _flatten(args.values)
     if in_place and assignments:
         raise UsageError("--set only applies to templates rendered with --from")
+    overlays = parse_overlays(_flatten(args.kustomize))
+    if overlays and not source:
+        raise UsageError("--kustomize only goes with --from DIR --to DIR")
     rules = parse_rules(specs)
     values = parse_assignments(assignments)
     if args.resolve_digests:
@@ -560,6 +651,8 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
         outcome, used = plan_render(Path(source or "."), rules, values)
         for name in sorted(set(values) - used):
             warn(f"--set {name} is used by no template")
+        if overlays:
+            outcome = render_overlays(Path(source or "."), outcome, overlays, rules)
     check_unmatched(rules, outcome.matched, args.allow_unmatched)
 
     for change in outcome.changes:

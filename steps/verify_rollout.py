@@ -31,6 +31,7 @@ from steps.cli import (
     StepParser,
     StepRun,
     add_common_options,
+    parse_duration,
     run_step,
     settle_imports,
     version_text,
@@ -141,6 +142,24 @@ class Manifest:
         return ManifestError(self.source, self.line, f"{self.kind}/{self.name}: {problem}")
 
 
+def refuse_kustomization(directory: Path, flag: str, files: Sequence[Path]) -> None:
+    """A Kustomize directory is a recipe, not what runs: refuse it, naming the file.
+
+    Applying its YAML raw would apply the base without the overlay's patches
+    (and send ``kustomization.yaml`` itself to the server); what is applied
+    must be what was reviewed in Git, rendered by the app build.
+    """
+    from steps.manifest_edit import KUSTOMIZATION_FILENAMES
+
+    for path in files:
+        if path.name in KUSTOMIZATION_FILENAMES:
+            raise UsageError(
+                f"{flag} {directory}: {path} is a Kustomize file, and verify-rollout "
+                "expects rendered manifests (render the overlay in the app build: "
+                "gitops-update-manifest --kustomize ENV=DIR)"
+            )
+
+
 def load_manifests(directory: Path, flag: str = "--manifests") -> list[Manifest]:
     """Every object in the YAML files under ``directory`` (or in one file)."""
     from steps.update_manifest import walk_files
@@ -148,11 +167,9 @@ def load_manifests(directory: Path, flag: str = "--manifests") -> list[Manifest]
     if directory.is_file():
         files = [directory]
     elif directory.is_dir():
-        files = [
-            Path(root, name)
-            for root, name in walk_files(directory)
-            if name.endswith(YAML_SUFFIXES) and not name.startswith("kustomization.")
-        ]
+        found = list(walk_files(directory))
+        refuse_kustomization(directory, flag, [Path(root, name) for root, name in found])
+        files = [Path(root, name) for root, name in found if name.endswith(YAML_SUFFIXES)]
     else:
         raise UsageError(f"{flag} {directory}: no such file or directory")
     manifests: list[Manifest] = []
@@ -324,18 +341,6 @@ def _with_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str,
         metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
     copied["metadata"] = metadata
     return copied
-
-
-def parse_duration(text: str, flag: str) -> float:
-    """``90s``, ``10m``, ``1h30m``, ``1.5m`` or plain seconds."""
-    value = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        raise UsageError(f"{flag} {text}: expected a duration like 90s, 10m or 1h30m")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    return sum(float(number) * scale[unit] for number, unit in parts)
 
 
 # --------------------------------------------------------------------------- apply

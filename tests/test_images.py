@@ -196,6 +196,33 @@ def test_update_manifest_renders_the_example(images: Sequence[str], tmp_path: Pa
     assert result["files_changed"] == ["k8s/deployment.yaml.tpl"]
 
 
+def test_update_manifest_renders_an_overlay_with_its_own_kubectl(
+    images: Sequence[str], tmp_path: Path
+) -> None:
+    # The image's pinned kubectl (the render extra), not the host's.
+    shutil.copytree(EXAMPLE / "k8s", tmp_path / "k8s" / "base")
+    (tmp_path / "k8s" / "base" / "kustomization.yaml").write_text(
+        "resources: [deployment.yaml, service.yaml]\n"
+    )
+    overlay = tmp_path / "k8s" / "overlays" / "production"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text("resources: [../../base]\nnamespace: prod\n")
+    digest = "sha256:" + "d" * 64
+    proc = run_step(
+        "update-manifest",
+        tmp_path,
+        "--from", "k8s", "--to", "out", "--set", "PROJECT_ID=demo-project",
+        "--kustomize", "production=overlays/production",
+        "--image", f"us-docker.pkg.dev/demo-project/apps/hello@{digest}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rendered = (tmp_path / "out" / "production" / "manifests.yaml").read_text()
+    assert rendered.startswith("# Rendered by gitops-update-manifest from overlays/production")
+    assert "kustomize v5.8" in rendered.splitlines()[0]
+    assert "namespace: prod" in rendered
+    assert f"image: us-docker.pkg.dev/demo-project/apps/hello@{digest}" in rendered
+
+
 def test_gitops_test_runs_the_example_tests(images: Sequence[str], tmp_path: Path) -> None:
     shutil.copytree(EXAMPLE, tmp_path / "app")
     proc = run_step("test", tmp_path, "--workdir", "app", "--result-file", "test.json")

@@ -125,9 +125,9 @@ def test_a_crashing_image_fails_the_env_build_and_rolls_back(pipeline: Pipeline)
     assert "CrashLoopBackOff" in log
     # The history page is still made (failures belong on it), nothing is
     # promoted, and the build still ends FAILURE, on its last step.
-    assert 'Finished Step #4 - "history": SUCCESS' in log
+    assert 'Finished Step #5 - "history": SUCCESS' in log
     assert "verify-rollout did not succeed (exit 1): nothing to promote" in log
-    assert 'Finished Step #6 - "verdict": FAILURE (exit status 1)' in log
+    assert 'Finished Step #7 - "verdict": FAILURE (exit status 1)' in log
     assert pipeline.tip("production") == production
     cluster = pipeline.cluster()
     assert cluster["image"] == production_image

@@ -74,6 +74,7 @@ def test_promote_copies_the_path_and_carries_trailers(env: Env) -> None:
     assert parse_trailers(message) == [
         ("Gitops-Step", "promote"),
         ("Promoted-From", f"candidate@{sha}"),
+        ("Release", sha),  # the candidate commit, named by every environment down the chain
         ("Build-Id", "promote-9"),
         ("Source-Commit", f"{1:040x}"),
         ("Image", IMAGE),

@@ -68,7 +68,7 @@ def plan(manifests: list[stage.Manifest], **kwargs: object) -> list[stage.Planne
 # -- reading -------------------------------------------------------------------
 
 
-def test_load_walks_yaml_files_expands_lists_and_skips_kustomization(tmp_path: Path) -> None:
+def test_load_walks_yaml_files_and_expands_lists(tmp_path: Path) -> None:
     root = write(
         tmp_path,
         {
@@ -76,7 +76,6 @@ def test_load_walks_yaml_files_expands_lists_and_skips_kustomization(tmp_path: P
             "b/list.yml": "apiVersion: v1\nkind: List\nitems:\n"
             "- {apiVersion: v1, kind: ConfigMap, metadata: {name: one}}\n"
             "- {apiVersion: v1, kind: ConfigMap, metadata: {name: two}}\n",
-            "kustomization.yaml": "resources: [a/deploy.yaml]\n",
             "c/multi.yaml": "---\n# only a comment\n---\n"
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: three}\n",
             "README.md": "not yaml",
@@ -91,6 +90,26 @@ def test_load_walks_yaml_files_expands_lists_and_skips_kustomization(tmp_path: P
         ("ConfigMap", "three"),
     ]
     assert manifests[3].line == 4
+
+
+@pytest.mark.parametrize(
+    "kustomization", ["kustomization.yaml", "overlays/prod/kustomization.yml", "Kustomization"]
+)
+def test_a_kustomize_directory_is_refused_once_with_exit_2(
+    tmp_path: Path, kustomization: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Applied raw, the base would go out without the overlay's patches: the
+    # stage wants what the app build rendered. Refused before any cluster is
+    # contacted (the kubeconfig named here does not exist).
+    root = write(
+        tmp_path / "m",
+        {"base/deploy.yaml": DEPLOYMENT, kustomization: "resources: [base/deploy.yaml]\n"},
+    )
+    code = stage.main(["--manifests", str(root), "--kubeconfig", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("expects rendered manifests") == 1, err
+    assert kustomization.rpartition("/")[2] in err
 
 
 @pytest.mark.parametrize(

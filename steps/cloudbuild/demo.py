@@ -117,10 +117,11 @@ class Pipeline:
     def wait_env_builds(self, count: int, timeout: float = APP_TIMEOUT) -> list[dict[str, Any]]:
         return triggers.wait_for_builds(self.layout.root, count, timeout)
 
-    def rerun_env_build(self, commit: str) -> int:
-        """``gcloud builds triggers run env-candidate --sha=COMMIT``: the rollback path."""
+    def rerun_env_build(self, commit: str, branch: str = triggers.BRANCH) -> int:
+        """``gcloud builds triggers run TRIGGER --sha=COMMIT``: the rollback path. ``branch``
+        names the trigger: the one on it (in a chain, ``staging`` is production's)."""
         engine = self.values.get("ENGINE", "process")
-        return triggers.start_build(self.layout, commit, engine=engine)
+        return triggers.start_build(self.layout, commit, engine=engine, branch=branch)
 
     def log(self, branch: str, fmt: str = "%H %s") -> list[str]:
         env_dir = self.values["ENV_REPO_DIR"]
@@ -167,15 +168,15 @@ class Pipeline:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return str(answer.headers["Docker-Content-Digest"])
 
-    def cluster(self) -> dict[str, Any]:
+    def cluster(self, namespace: str = "default") -> dict[str, Any]:
         """What runs: the hello Deployment's image and annotations, its pods' image ids."""
         from kubernetes import client, config
 
         api = config.new_client_from_config(self.values["KUBECONFIG"])  # type: ignore[no-untyped-call]
         try:
             apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-            deployment: Any = apps.read_namespaced_deployment("hello", "default")
-            pods: list[Any] = core.list_namespaced_pod("default", label_selector="app=hello").items
+            deployment: Any = apps.read_namespaced_deployment("hello", namespace)
+            pods: list[Any] = core.list_namespaced_pod(namespace, label_selector="app=hello").items
         finally:
             api.close()
         template: Any = deployment.spec.template
@@ -196,13 +197,13 @@ class Pipeline:
 
 @contextlib.contextmanager
 def running_sandbox(
-    root: Path | None, *, keep: bool = False, fast: bool = True
+    root: Path | None, *, keep: bool = False, fast: bool = True, chain: bool = False
 ) -> Iterator[Pipeline]:
     """``gitops-sandbox up`` in ``root`` (else a temp dir) for the block; down after."""
     made = root is None
     directory = Path(tempfile.mkdtemp(prefix="gitops-demo-")) if root is None else Path(root)
     ports: dict[str, int] = {}
-    sandbox.up(sandbox.Options(directory, ports, fast=fast))
+    sandbox.up(sandbox.Options(directory, ports, fast=fast, chain=chain))
     try:
         yield Pipeline(directory)
     finally:
@@ -247,15 +248,16 @@ def crashing_release(pipeline: Pipeline) -> str:
     the pod annotation ``sandbox.gitops-steps.dev/behavior: crash`` and reports
     the container exiting 1 on each start, as a real kubelet would (CrashLoopBackOff).
     """
-    template = pipeline.app_file("k8s/deployment.yaml.tpl")
+    where = "k8s/base" if sandbox.chain_of(pipeline.values) else "k8s"
+    template = pipeline.app_file(f"{where}/deployment.yaml.tpl")
     crashing = template.replace(
         "      labels:\n        app: hello\n    spec:",
         f"      labels:\n        app: hello\n      annotations:\n        {CRASH}: crash\n    spec:",
     )
     if crashing == template:
-        raise InternalError("examples/app/k8s/deployment.yaml.tpl: no pod template labels to edit")
+        raise InternalError(f"{where}/deployment.yaml.tpl: no pod template labels to edit")
     return pipeline.app_commit(
-        {"k8s/deployment.yaml.tpl": crashing}, "Release 2: its pods crash at start"
+        {f"{where}/deployment.yaml.tpl": crashing}, "Release 2: its pods crash at start"
     )
 
 

@@ -1,4 +1,5 @@
-"""The sandbox's Cloud Build trigger on the env repo's ``candidate`` branch.
+"""The sandbox's Cloud Build triggers on the env repo: ``candidate``, and in a chain each
+environment's branch (``candidate`` -> staging's build, ``staging`` -> production's).
 
 ``env.git`` gets a post-receive hook (``install_hook``) that, for each push to
 ``refs/heads/candidate``, starts a detached ``run`` and returns at once, as a
@@ -60,6 +61,19 @@ def install_hook(layout: sandbox.Layout, *, engine: str = "process") -> Path:
     return hook
 
 
+def triggers_of(values: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
+    """Branch -> (trigger name, environment) for the sandbox (pure).
+
+    One environment: ``env-candidate`` on ``candidate``. A chain: each
+    environment's build is triggered by the branch it promotes from.
+    """
+    chain = sandbox.chain_of(values)
+    if not chain:
+        return {BRANCH: (TRIGGER_NAME, None)}
+    sources = [BRANCH, *chain[:-1]]
+    return {source: (f"env-{env}", env) for source, env in zip(sources, chain, strict=True)}
+
+
 def pushed_commits(lines: Sequence[str], branch: str = BRANCH) -> list[str]:
     """The new tips of ``branch`` in post-receive's ``OLD NEW REF`` lines (pure)."""
     commits = []
@@ -102,9 +116,19 @@ def _update_record(layout: sandbox.Layout, number: int, **changes: Any) -> dict[
     return record
 
 
-def start_build(layout: sandbox.Layout, commit: str, *, engine: str = "process") -> int:
-    """Queue the env build for ``commit``, detached; the trigger record's number."""
-    record = {"trigger": TRIGGER_NAME, "commit": commit, "status": "QUEUED", "queued": time.time()}
+def start_build(
+    layout: sandbox.Layout, commit: str, *, engine: str = "process", branch: str = BRANCH
+) -> int:
+    """Queue the env build ``branch`` triggers for ``commit``, detached; the record's number."""
+    trigger, environment = triggers_of(sandbox.read_env(layout.root))[branch]
+    record = {
+        "trigger": trigger,
+        "environment": environment,
+        "branch": branch,
+        "commit": commit,
+        "status": "QUEUED",
+        "queued": time.time(),
+    }
     number = _new_record(layout, record)
     argv = [sys.executable, "-m", "steps.sandbox.triggers", "run", "--dir", str(layout.root)]
     argv += ["--number", str(number), "--engine", engine]
@@ -128,15 +152,16 @@ def run_build(layout: sandbox.Layout, number: int, *, engine: str = "process") -
     except Exception as exc:
         _update_record(layout, number, status="FAILURE", exit_code=2, error=str(exc))
         return 2
+    trigger = str(record.get("trigger") or TRIGGER_NAME)
     subs = {
         "COMMIT_SHA": commit,
         "SHORT_SHA": commit[:7],
-        "BRANCH_NAME": BRANCH,
+        "BRANCH_NAME": str(record.get("branch") or BRANCH),
         "REPO_NAME": REPO_NAME,
-        **sandbox.substitutions(values, "env"),
+        **sandbox.substitutions(values, "env", record.get("environment")),
     }
     print(
-        f"gitops-sandbox: trigger {TRIGGER_NAME}: gitops-cloudbuild run "
+        f"gitops-sandbox: trigger {trigger}: gitops-cloudbuild run "
         f"{source / 'cloudbuild.yaml'} --source {source} --engine {engine} --substitutions "
         + ",".join(f"{k}={v}" for k, v in subs.items())
         + f" --secret-env-file {values['SECRET_ENV_FILE']}",
@@ -158,7 +183,7 @@ def run_build(layout: sandbox.Layout, number: int, *, engine: str = "process") -
             metadata_server=False,
         )
     except Exception as exc:
-        print(f"gitops-sandbox: trigger {TRIGGER_NAME}: error: {exc}", flush=True)
+        print(f"gitops-sandbox: trigger {trigger}: error: {exc}", flush=True)
         _update_record(layout, number, status="FAILURE", exit_code=2, error=str(exc), log=str(log))
         return 2
     code = 0 if build.status == "SUCCESS" else 1
@@ -244,9 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.number is None:
             parser.error("run needs --number")
         return run_build(layout, args.number, engine=args.engine)
-    for commit in pushed_commits(sys.stdin.read().splitlines()):
-        number = start_build(layout, commit, engine=args.engine)
-        print(f"gitops-sandbox: trigger {TRIGGER_NAME}: build {number} for {commit[:12]} queued")
+    lines = sys.stdin.read().splitlines()
+    for branch, (trigger, _) in triggers_of(sandbox.read_env(layout.root)).items():
+        for commit in pushed_commits(lines, branch):
+            number = start_build(layout, commit, engine=args.engine, branch=branch)
+            print(f"gitops-sandbox: trigger {trigger}: build {number} for {commit[:12]} queued")
     return 0
 
 

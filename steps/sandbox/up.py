@@ -54,6 +54,18 @@ PROJECT_ID = "sandbox-project"
 CLUSTER = DEFAULT_CLUSTER
 GIT_USER = "x-access-token"
 ENV_PATH = "hello"
+CHAIN = ("staging", "production")
+"""``up --chain``: the environments after ``candidate``, each its own namespace."""
+MANIFESTS = ("deployment.yaml.tpl", "service.yaml")
+"""The example app's manifests under k8s/ (under k8s/base/ in a chain)."""
+OVERLAYS = {
+    # The example app's manifests move to k8s/base; each environment an overlay on it.
+    "k8s/base/kustomization.yaml": "resources: [deployment.yaml, service.yaml]\n",
+    "k8s/overlays/staging/kustomization.yaml": "resources: [../../base]\nnamespace: staging\n",
+    "k8s/overlays/production/kustomization.yaml": (
+        "resources: [../../base]\nnamespace: production\nlabels:\n- pairs: {tier: production}\n"
+    ),
+}
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Sandbox Developer",
     "GIT_AUTHOR_EMAIL": "developer@sandbox.invalid",
@@ -164,13 +176,40 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def substitutions(values: Mapping[str, str], which: str) -> dict[str, str]:
-    """The trigger substitutions of the sandbox's app or env build (pure)."""
+def chain_of(values: Mapping[str, str]) -> list[str]:
+    """The environments of a chained sandbox, in order; [] for one environment."""
+    return values.get("CHAIN", "").split()
+
+
+def substitutions(
+    values: Mapping[str, str], which: str, environment: str | None = None
+) -> dict[str, str]:
+    """The trigger substitutions of the sandbox's app build or an environment's env build
+    (pure). In a chain, every environment has its own namespace, lock and live record
+    on the one emulator, and the later ones promote from the one before."""
     common = {"_ENV_REPO": values["ENV_REPO"], "_ENV_PATH": ENV_PATH}
+    chain = chain_of(values)
     if which == "app":
-        return {**common, "_IMAGE_REPO": f"{values['REGISTRY']}/{PROJECT_ID}/apps"}
+        app = {**common, "_IMAGE_REPO": f"{values['REGISTRY']}/{PROJECT_ID}/apps"}
+        if chain:
+            app["_OVERLAYS"] = " ".join(f"{env}=overlays/{env}" for env in chain)
+        return app
     location, cluster = values["GITOPS_CLUSTER"].split("/")[3::2]
-    return {**common, "_CLUSTER": cluster, "_CLUSTER_LOCATION": location, "_TIMEOUT": "2m"}
+    env = {**common, "_CLUSTER": cluster, "_CLUSTER_LOCATION": location, "_TIMEOUT": "2m"}
+    if chain:
+        name = environment or chain[0]
+        index = chain.index(name)
+        env.update(
+            _ENVIRONMENT=name,
+            _NAMESPACE=name,
+            _MANIFESTS_SUBDIR=name,
+            _TO_BRANCH=name,
+            _FROM_BRANCH=chain[index - 1] if index else "candidate",
+            _CHAIN=" ".join(chain),
+        )
+        if index:
+            env["_REQUIRE_PROMOTED"] = "true"  # no soak here: the sandbox tells it in minutes
+    return env
 
 
 # -- processes -----------------------------------------------------------------------
@@ -347,8 +386,13 @@ def _copy_app(target: Path) -> None:
     shutil.copytree(EXAMPLE_APP, target, ignore=shutil.ignore_patterns(*_SKIP, "*.pyc"))
 
 
-def seed_repositories(layout: Layout) -> dict[str, str]:
-    """Create ``app.git`` and ``env.git`` with their first commits; their shas."""
+def seed_repositories(layout: Layout, chain: Sequence[str] = ()) -> dict[str, str]:
+    """Create ``app.git`` and ``env.git`` with their first commits; their shas.
+
+    With a ``chain``, the app's manifests get Kustomize overlays, one per
+    environment, and env.git a branch per environment holding the env build's
+    config (a trigger builds the commit pushed, config included).
+    """
     layout.git_root.mkdir(parents=True, exist_ok=True)
     shas: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="gitops-sandbox-seed-") as tmp:
@@ -361,6 +405,13 @@ def seed_repositories(layout: Layout) -> dict[str, str]:
             work = Path(tmp) / name
             if name == "app":
                 _copy_app(work)
+                if chain:
+                    (work / "k8s" / "base").mkdir()
+                    for manifest in MANIFESTS:
+                        (work / "k8s" / manifest).rename(work / "k8s" / "base" / manifest)
+                for name_, text in (OVERLAYS if chain else {}).items():
+                    (work / name_).parent.mkdir(parents=True, exist_ok=True)
+                    (work / name_).write_text(text)
                 (work / "cloudbuild.yaml").write_text(APP_CONFIG.read_text())
                 message = "Example app: hello, with its Cloud Build pipeline"
             else:
@@ -374,7 +425,7 @@ def seed_repositories(layout: Layout) -> dict[str, str]:
             git("init", "--quiet", "--initial-branch=main", str(work))
             git("add", "--all", cwd=work)
             git("commit", "--quiet", "-m", message, cwd=work)
-            branches = ["main"] if name == "app" else ["main", "production"]
+            branches = ["main"] if name == "app" else ["main", *(chain or ["production"])]
             refspecs = [f"HEAD:refs/heads/{branch}" for branch in branches]
             git("push", "--quiet", str(bare), *refspecs, cwd=work)
             shas[name] = git("rev-parse", "HEAD", cwd=work).strip()
@@ -416,6 +467,18 @@ def playground_environ(layout: Layout, registry: str) -> dict[str, str]:
 # -- up and down ---------------------------------------------------------------------------
 
 
+def create_namespace(kubeconfig: Path, name: str) -> None:
+    """An environment's namespace, as a cluster admin would make it before the first build."""
+    from steps.kube import Access, connect
+
+    api = connect(Access(kubeconfig=str(kubeconfig)))
+    resource = api.resource("v1", "Namespace")
+    if resource is None:
+        raise InternalError("the emulator serves no v1 Namespace")
+    obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    api.apply(resource, obj, field_manager="gitops-sandbox")
+
+
 @dataclass(frozen=True)
 class Options:
     root: Path
@@ -423,6 +486,7 @@ class Options:
     fast: bool = False
     trigger: bool = True
     engine: str = "process"
+    chain: bool = False
 
 
 def up(options: Options) -> dict[str, str]:
@@ -445,7 +509,9 @@ def up(options: Options) -> dict[str, str]:
     py = _python()
     values: dict[str, str] = {"SANDBOX_DIR": str(layout.root), "PROJECT_ID": PROJECT_ID}
     try:
-        shas = seed_repositories(layout)
+        chain = list(CHAIN) if options.chain else []
+        values["CHAIN"] = " ".join(chain)
+        shas = seed_repositories(layout, chain)
         from steps.sandbox import triggers
 
         if options.trigger:
@@ -468,6 +534,8 @@ def up(options: Options) -> dict[str, str]:
         argv += ["--kubeconfig", str(layout.kubeconfig), "--registry", registry]
         pid = spawn(layout, "kube", [*argv, *(["--fast"] if options.fast else [])], env)
         wait_ready(layout, "kube", pid, ports["kube"], layout.kubeconfig)
+        for namespace in chain:
+            create_namespace(layout.kubeconfig, namespace)
 
         say(f"metadata server and GKE API on {HOST}:{ports['gcp']}")
         argv = [py, "-m", "steps.sandbox", "gcp", "--port", str(ports["gcp"])]
@@ -616,6 +684,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-trigger", action="store_true", help="pushes to candidate start no env build"
     )
     parser.add_argument(
+        "--chain",
+        action="store_true",
+        help="two environments, staging then production (namespaces on one emulator)",
+    )
+    parser.add_argument(
         "--engine",
         default="process",
         choices=("process", "podman"),
@@ -628,7 +701,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ports = {name: getattr(args, f"{name}_port") for name in SERVICES}
     options = Options(
-        Path(args.dir), ports, fast=args.fast, trigger=not args.no_trigger, engine=args.engine
+        Path(args.dir),
+        ports,
+        fast=args.fast,
+        trigger=not args.no_trigger,
+        engine=args.engine,
+        chain=args.chain,
     )
 
     def body() -> int:
