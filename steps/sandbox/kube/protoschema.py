@@ -41,12 +41,59 @@ KINDS: dict[tuple[str, str], str] = {
     ("policy/v1", "PodDisruptionBudget"): "PodDisruptionBudget",
     ("networking.k8s.io/v1", "Ingress"): "Ingress",
     ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",
+    ("autoscaling/v1", "HorizontalPodAutoscaler"): "HorizontalPodAutoscaler",
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): "SelfSubjectReview",
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
 }
 
 # The envelope every protobuf body is wrapped in (k8s.io/apimachinery runtime.Unknown).
 ENVELOPE = "Unknown"
 
 MESSAGES: dict[str, str] = {
+    "SelfSubjectReview": "1 metadata ObjectMeta; 2 status SelfSubjectReviewStatus",
+    "SelfSubjectReviewStatus": "1 userInfo UserInfo",
+    # extra (4, map of ExtraValue lists) is left out: a request carrying it is refused
+    "UserInfo": "1 username string; 2 uid string; 3 groups []string",
+    "SelfSubjectAccessReview": (
+        "1 metadata ObjectMeta; 2 spec SelfSubjectAccessReviewSpec; "
+        "3 status SubjectAccessReviewStatus"
+    ),
+    "SelfSubjectAccessReviewSpec": (
+        "1 resourceAttributes ResourceAttributes; 2 nonResourceAttributes NonResourceAttributes"
+    ),
+    "ResourceAttributes": (
+        "1 namespace string; 2 verb string; 3 group string; 4 version string; "
+        "5 resource string; 6 subresource string; 7 name string; "
+        "8 fieldSelector FieldSelectorAttributes; 9 labelSelector LabelSelectorAttributes"
+    ),
+    "FieldSelectorAttributes": "1 rawSelector string; 2 requirements []FieldSelectorRequirement",
+    "LabelSelectorAttributes": "1 rawSelector string; 2 requirements []LabelSelectorRequirement",
+    "FieldSelectorRequirement": "1 key ?string; 2 operator ?string; 3 values []string",
+    "NonResourceAttributes": "1 path string; 2 verb string",
+    "SubjectAccessReviewStatus": (
+        "1 allowed ?bool; 2 reason string; 3 evaluationError string; 4 denied bool"
+    ),
+    "SelfSubjectRulesReview": (
+        "1 metadata ObjectMeta; 2 spec SelfSubjectRulesReviewSpec; "
+        "3 status SubjectRulesReviewStatus"
+    ),
+    "SelfSubjectRulesReviewSpec": "1 namespace string",
+    # a request's status is empty; rules in it are refused
+    "SubjectRulesReviewStatus": "3 incomplete ?bool; 4 evaluationError string",
+    "HorizontalPodAutoscaler": (
+        "1 metadata ObjectMeta; 2 spec HorizontalPodAutoscalerSpec; "
+        "3 status HorizontalPodAutoscalerStatus"
+    ),
+    "HorizontalPodAutoscalerSpec": (
+        "1 scaleTargetRef CrossVersionObjectReference; 2 minReplicas ?int32; "
+        "3 maxReplicas ?int32; 4 targetCPUUtilizationPercentage ?int32"
+    ),
+    "CrossVersionObjectReference": "1 kind ?string; 2 name ?string; 3 apiVersion string",
+    "HorizontalPodAutoscalerStatus": (
+        "1 observedGeneration ?int64; 2 lastScaleTime Time; 3 currentReplicas ?int32; "
+        "4 desiredReplicas ?int32; 5 currentCPUUtilizationPercentage ?int32"
+    ),
     "TokenRequest": "1 metadata ObjectMeta; 2 spec TokenRequestSpec; 3 status TokenRequestStatus",
     "TokenRequestSpec": (
         "1 audiences []string; 3 boundObjectRef BoundObjectReference; 4 expirationSeconds ?int64"

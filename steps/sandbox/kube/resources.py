@@ -293,12 +293,12 @@ def _subresource(rt: ResourceType, sub: str) -> dict[str, Any]:
 
 VERSION_INFO = {
     "major": "1",
-    "minor": "31",
-    "gitVersion": "v1.31.0-gitops-sandbox",
+    "minor": "32",
+    "gitVersion": "v1.32.0-gitops-sandbox",
     "gitCommit": "0000000000000000000000000000000000000000",
     "gitTreeState": "clean",
     "buildDate": "2026-01-01T00:00:00Z",
-    "goVersion": "go1.22.5",
+    "goVersion": "go1.23.6",
     "compiler": "gc",
     "platform": "linux/amd64",
 }
