@@ -870,6 +870,8 @@ CREATES = [
     ("clusterrolebinding", "created-crb", "--clusterrole=created-cr", "--user=u"),
     ("poddisruptionbudget", "pdb", "--selector=app=x", "--min-available=50%"),
     ("ingress", "ing", "--rule=foo.com/bar=svc:8080"),
+    ("quota", "q", "--hard=cpu=1,pods=2,limits.memory=1Gi"),
+    ("priorityclass", "created-pc", "--value=1000", "--description=batch"),
 ]
 
 
@@ -908,6 +910,12 @@ def test_create_sends_protobuf_and_stores_what_json_would(
     pdb = kubectl.json("get", "pdb", "pdb", ns=ns)["spec"]
     assert pdb["minAvailable"] == "50%"
     assert kubectl.json("get", "ingress", "ing", ns=ns)["spec"]["rules"][0]["host"] == "foo.com"
+    quota = kubectl("get", "quota", "q", ns=ns)  # printResourceQuota: used/hard, limits apart
+    assert rows(quota)[0][2:] == ["cpu: 0/1, pods: 0/2", "limits.memory: 0/1Gi"]
+    assert header(kubectl("get", "pc", "created-pc")) == [
+        "NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"
+    ]  # fmt: skip
+    kubectl("delete", "pc", "created-pc")
     kubectl("delete", "ns", "created-ns", "--wait=false")
     kubectl("delete", "clusterrolebinding", "created-crb")
     kubectl("delete", "clusterrole", "created-cr")
@@ -963,7 +971,7 @@ def test_protobuf_and_json_bodies_store_the_same_object(
     """
     json_ns = f"{ns}-json"[:63]
     kubectl("create", "namespace", json_ns)
-    cluster_scoped = ("namespace", "clusterrole", "clusterrolebinding")
+    cluster_scoped = ("namespace", "clusterrole", "clusterrolebinding", "priorityclass")
     # (the tls secret needs files; test_create_sends_protobuf... covers it)
     namespaced = [a for a in CREATES if a[0] not in cluster_scoped and "tls" not in a]
     for args in namespaced:
@@ -975,3 +983,31 @@ def test_protobuf_and_json_bodies_store_the_same_object(
         via_protobuf = kubectl.json("get", args[0], name, ns=ns)
         via_json = kubectl.json("get", args[0], name, ns=json_ns)
         assert comparable(via_protobuf) == comparable(via_json), args
+
+
+def test_drain_deletes_with_protobuf_delete_options(kubectl: Kubectl, ns: str) -> None:
+    """`kubectl drain` (k8s.io/kubectl pkg/drain): cordon, then evict or delete each pod.
+
+    Its typed client sends DeleteOptions as protobuf. The emulator serves no
+    `pods/eviction`, so kubectl deletes (as against a server without the policy API).
+    """
+    kubectl("create", "deployment", "drained", "--image=nginx", "--replicas=1", ns=ns)
+    kubectl("rollout", "status", "deploy/drained", "--timeout=30s", ns=ns)
+    (pod,) = kubectl.json("get", "pods", "-l", "app=drained", ns=ns)["items"]
+    node = pod["spec"]["nodeName"]
+    try:
+        done = kubectl.run(
+            "-v=8", "drain", node, "--pod-selector=app=drained", "--timeout=30s", "--force"
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"node/{node} drained" in done.stdout
+        assert "Content-Type: application/vnd.kubernetes.protobuf" in done.stderr
+        assert kubectl.json("get", "node", node)["spec"]["unschedulable"] is True
+        wait_until(
+            lambda: all(
+                p["metadata"]["name"] != pod["metadata"]["name"]
+                for p in kubectl.json("get", "pods", ns=ns)["items"]
+            )
+        )
+    finally:
+        kubectl("uncordon", node)

@@ -272,7 +272,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
         raise ProtobufError(f"raw content type {envelope['contentType']!r} is not supported")
     meta = envelope.get("typeMeta") or {}
     api_version, kind = meta.get("apiVersion", ""), meta.get("kind", "")
-    message = protoschema.KINDS.get((api_version, kind))
+    message = protoschema.KINDS.get((api_version, kind)) or protoschema.ANY_VERSION.get(kind)
     if message is None:
         raise UnknownKind(f"no protobuf support in the sandbox emulator for {api_version} {kind}")
     obj = decode(message, base64.b64decode(envelope.get("raw", "")))

@@ -47,10 +47,19 @@ KINDS: dict[tuple[str, str], str] = {
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
 }
 
+# Kinds every group version registers (a DELETE body names the resource's own version).
+ANY_VERSION: dict[str, str] = {"DeleteOptions": "DeleteOptions"}
+
 # The envelope every protobuf body is wrapped in (k8s.io/apimachinery runtime.Unknown).
 ENVELOPE = "Unknown"
 
 MESSAGES: dict[str, str] = {
+    "DeleteOptions": (
+        "1 gracePeriodSeconds ?int64; 2 preconditions Preconditions; 3 orphanDependents ?bool; "
+        "4 propagationPolicy ?string; 5 dryRun []string; "
+        "6 ignoreStoreReadErrorWithClusterBreakingPotential ?bool"
+    ),
+    "Preconditions": "1 uid ?string; 2 resourceVersion ?string",
     "SelfSubjectReview": "1 metadata ObjectMeta; 2 status SelfSubjectReviewStatus",
     "SelfSubjectReviewStatus": "1 userInfo UserInfo",
     # extra (4, map of ExtraValue lists) is left out: a request carrying it is refused

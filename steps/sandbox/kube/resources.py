@@ -167,6 +167,9 @@ BUILTIN: tuple[ResourceType, ...] = (
     _rt("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", True, (), ()),
     _rt("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", False, (), ()),
     _rt("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", False, (), ()),
+    # Stored and listed; no quota controller counts usage and nothing is enforced.
+    _rt("", "ResourceQuota", "resourcequotas", True, ("quota",)),
+    _rt("scheduling.k8s.io", "PriorityClass", "priorityclasses", False, ("pc",), ()),
 )
 
 
