@@ -199,3 +199,16 @@ def test_every_message_the_table_names_is_in_the_table() -> None:
             for type_ in field.map_types or (field.type,):
                 assert type_ in protobuf.SCALAR_WIRE or type_ in table, (name, field)
     assert set(protobuf.protoschema.KINDS.values()) <= set(table)
+
+
+def test_delete_options_are_read_in_any_group_version() -> None:
+    """DeleteOptions is registered in every group version; drain sends it with the pod's."""
+    raw = vint(1, 0) + ld(2, ld(1, "uid-1")) + ld(4, "Foreground") + ld(5, "All")
+    assert protobuf.decode_body(body("apps/v1", "DeleteOptions", raw)) == {
+        "kind": "DeleteOptions",
+        "apiVersion": "apps/v1",
+        "gracePeriodSeconds": 0,  # *int64: zero means now, not unset
+        "preconditions": {"uid": "uid-1"},
+        "propagationPolicy": "Foreground",
+        "dryRun": ["All"],
+    }

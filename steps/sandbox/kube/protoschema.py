@@ -53,6 +53,19 @@ ANY_VERSION: dict[str, str] = {"DeleteOptions": "DeleteOptions"}
 # The envelope every protobuf body is wrapped in (k8s.io/apimachinery runtime.Unknown).
 ENVELOPE = "Unknown"
 
+CONTAINER = (
+    "1 name ?string; 2 image string; 3 command []string; 4 args []string; "
+    "5 workingDir string; 6 ports []ContainerPort; 7 env []EnvVar; "
+    "8 resources ResourceRequirements; 9 volumeMounts []VolumeMount; "
+    "10 livenessProbe Probe; 11 readinessProbe Probe; 12 lifecycle Lifecycle; "
+    "13 terminationMessagePath string; 14 imagePullPolicy string; "
+    "15 securityContext SecurityContext; 16 stdin bool; 17 stdinOnce bool; 18 tty bool; "
+    "19 envFrom []EnvFromSource; 20 terminationMessagePolicy string; "
+    "21 volumeDevices []VolumeDevice; 22 startupProbe Probe; "
+    "23 resizePolicy []ContainerResizePolicy; 24 restartPolicy ?string; "
+    "25 restartPolicyRules []ContainerRestartRule"
+)
+
 MESSAGES: dict[str, str] = {
     "DeleteOptions": (
         "1 gracePeriodSeconds ?int64; 2 preconditions Preconditions; 3 orphanDependents ?bool; "
@@ -318,18 +331,7 @@ MESSAGES: dict[str, str] = {
     "IngressLoadBalancerIngress": "1 ip string; 2 hostname string; 4 ports []IngressPortStatus",
     "PortStatus": "1 port ?int32; 2 protocol ?string; 3 error ?string",
     "Volume": "1 name ?string; 2 _ VolumeSource",
-    "Container": (
-        "1 name ?string; 2 image string; 3 command []string; 4 args []string; "
-        "5 workingDir string; 6 ports []ContainerPort; 7 env []EnvVar; "
-        "8 resources ResourceRequirements; 9 volumeMounts []VolumeMount; "
-        "10 livenessProbe Probe; 11 readinessProbe Probe; 12 lifecycle Lifecycle; "
-        "13 terminationMessagePath string; 14 imagePullPolicy string; "
-        "15 securityContext SecurityContext; 16 stdin bool; 17 stdinOnce bool; 18 tty bool; "
-        "19 envFrom []EnvFromSource; 20 terminationMessagePolicy string; "
-        "21 volumeDevices []VolumeDevice; 22 startupProbe Probe; "
-        "23 resizePolicy []ContainerResizePolicy; 24 restartPolicy ?string; "
-        "25 restartPolicyRules []ContainerRestartRule"
-    ),
+    "Container": CONTAINER,
     "EphemeralContainer": "1 _ EphemeralContainerCommon; 2 targetContainerName string",
     "PodSecurityContext": (
         "1 seLinuxOptions SELinuxOptions; 2 runAsUser ?int64; 3 runAsNonRoot ?bool; "
@@ -416,18 +418,7 @@ MESSAGES: dict[str, str] = {
         "10 windowsOptions WindowsSecurityContextOptions; 11 seccompProfile SeccompProfile; "
         "12 appArmorProfile AppArmorProfile"
     ),
-    "EphemeralContainerCommon": (
-        "1 name ?string; 2 image string; 3 command []string; 4 args []string; "
-        "5 workingDir string; 6 ports []ContainerPort; 7 env []EnvVar; "
-        "8 resources ResourceRequirements; 9 volumeMounts []VolumeMount; "
-        "10 livenessProbe Probe; 11 readinessProbe Probe; 12 lifecycle Lifecycle; "
-        "13 terminationMessagePath string; 14 imagePullPolicy string; "
-        "15 securityContext SecurityContext; 16 stdin bool; 17 stdinOnce bool; 18 tty bool; "
-        "19 envFrom []EnvFromSource; 20 terminationMessagePolicy string; "
-        "21 volumeDevices []VolumeDevice; 22 startupProbe Probe; "
-        "23 resizePolicy []ContainerResizePolicy; 24 restartPolicy ?string; "
-        "25 restartPolicyRules []ContainerRestartRule"
-    ),
+    "EphemeralContainerCommon": CONTAINER,  # Container's fields, same numbers
     "SELinuxOptions": "1 user string; 2 role string; 3 type string; 4 level string",
     "WindowsSecurityContextOptions": (
         "1 gmsaCredentialSpecName ?string; 2 gmsaCredentialSpec ?string; "
