@@ -335,7 +335,7 @@ def _node_status(index: int) -> dict[str, Any]:
             {"type": "Hostname", "address": f"node-{index + 1}"},
         ],
         "nodeInfo": {
-            "kubeletVersion": "v1.31.0-gitops-sandbox",
+            "kubeletVersion": "v1.32.0-gitops-sandbox",
             "containerRuntimeVersion": "containerd://1.7.20",
             "operatingSystem": "linux",
             "architecture": "amd64",
@@ -344,7 +344,7 @@ def _node_status(index: int) -> dict[str, Any]:
             "machineID": f"{index:032x}",
             "systemUUID": f"00000000-0000-0000-0000-{index:012x}",
             "bootID": f"00000000-0000-0000-0001-{index:012x}",
-            "kubeProxyVersion": "v1.31.0",
+            "kubeProxyVersion": "v1.32.0",
         },
     }
 

@@ -466,7 +466,7 @@ class Controllers:
                 for p in pods
                 if selector_matches(spec.get("selector"), p["metadata"].get("labels") or {})
             ]
-            # no terminatingReplicas: that field is alpha (off) after the 1.31 we claim to be
+            # no terminatingReplicas: alpha (off) in 1.33, newer than the 1.32 we claim
             status = {
                 "replicas": len(pods),
                 "fullyLabeledReplicas": len(labels_ok),

@@ -303,7 +303,7 @@ def build_document(types: list[ResourceType]) -> dict[str, Any]:
     title = "Kubernetes"
     return {
         "openapi": "3.0.0",
-        "info": {"title": title, "version": "v1.31.0"},
+        "info": {"title": title, "version": "v1.32.0"},
         "paths": paths,
         "components": {"schemas": book.schemas},
     }

@@ -509,6 +509,22 @@ def _created_at(obj: Obj, now: float) -> Row:
     return [obj["metadata"].get("creationTimestamp", "")]
 
 
+def _resourcequota(obj: Obj, now: float) -> Row:
+    """``pods: 0/2, cpu: 0/1`` requests apart from ``limits.*`` (printResourceQuota)."""
+    hard, used = _spec(obj).get("hard") or {}, _status(obj).get("used") or {}
+    requests: list[str] = []
+    limits: list[str] = []
+    for name in sorted(hard):
+        entry = f"{name}: {used.get(name, '0')}/{hard[name]}"
+        (limits if name.startswith("limits.") else requests).append(entry)
+    return [_created(obj, now), ", ".join(requests), ", ".join(limits)]
+
+
+def _priorityclass(obj: Obj, now: float) -> Row:
+    policy = obj.get("preemptionPolicy", "PreemptLowerPriority")
+    return [obj.get("value", 0), bool(obj.get("globalDefault")), _created(obj, now), policy]
+
+
 def _hpa(obj: Obj, now: float) -> Row:
     spec, status = _spec(obj), _status(obj)
     ref = spec.get("scaleTargetRef") or {}
@@ -664,6 +680,11 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[Obj, float], Row]]] = {
         _pdb,
     ),
     "Ingress": (_cols("Class, Hosts, Address, Ports, Age"), _ingress),
+    "ResourceQuota": (_cols("Age, Request, Limit"), _resourcequota),
+    "PriorityClass": (
+        _cols("Value:integer, Global-Default:boolean, Age, PreemptionPolicy"),
+        _priorityclass,
+    ),
 }
 
 

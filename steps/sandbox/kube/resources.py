@@ -167,6 +167,9 @@ BUILTIN: tuple[ResourceType, ...] = (
     _rt("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", True, (), ()),
     _rt("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", False, (), ()),
     _rt("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", False, (), ()),
+    # Stored and listed; no quota controller counts usage and nothing is enforced.
+    _rt("", "ResourceQuota", "resourcequotas", True, ("quota",)),
+    _rt("scheduling.k8s.io", "PriorityClass", "priorityclasses", False, ("pc",), ()),
 )
 
 
@@ -293,12 +296,12 @@ def _subresource(rt: ResourceType, sub: str) -> dict[str, Any]:
 
 VERSION_INFO = {
     "major": "1",
-    "minor": "31",
-    "gitVersion": "v1.31.0-gitops-sandbox",
+    "minor": "32",
+    "gitVersion": "v1.32.0-gitops-sandbox",
     "gitCommit": "0000000000000000000000000000000000000000",
     "gitTreeState": "clean",
     "buildDate": "2026-01-01T00:00:00Z",
-    "goVersion": "go1.22.5",
+    "goVersion": "go1.23.6",
     "compiler": "gc",
     "platform": "linux/amd64",
 }

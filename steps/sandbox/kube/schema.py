@@ -128,6 +128,7 @@ SPECS: dict[str, Schema] = {
         "minAvailable maxUnavailable unhealthyPodEvictionPolicy", selector=SELECTOR
     ),
     "HorizontalPodAutoscaler": _fields("scaleTargetRef minReplicas maxReplicas metrics behavior"),
+    "ResourceQuota": _fields("hard scopes scopeSelector"),
     "PersistentVolume": None,
     "CustomResourceDefinition": _fields(
         "group names scope versions conversion preserveUnknownFields"
@@ -158,6 +159,7 @@ TOP_LEVEL: dict[str, tuple[str, ...]] = {
     "ClusterRole": ("rules", "aggregationRule"),
     "RoleBinding": ("subjects", "roleRef"),
     "ClusterRoleBinding": ("subjects", "roleRef"),
+    "PriorityClass": ("value", "globalDefault", "description", "preemptionPolicy"),
 }
 
 

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from steps.sandbox.kube import apierrors as errors
-from steps.sandbox.kube import virtual
+from steps.sandbox.kube import protobuf, virtual
 from steps.sandbox.kube.api import Cluster, WriteOptions
 from steps.sandbox.kube.apierrors import ApiError
 from steps.sandbox.kube.faults import FaultInjector
@@ -221,9 +221,10 @@ class Handler(BaseHTTPRequestHandler):
         if not self.body:
             return None
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        if ctype == protobuf.MEDIA_TYPE:
+            # kubectl >= 1.32 sends `create configmap|deployment|...` as protobuf.
+            return self._protobuf_body()
         if ctype not in BODY_TYPES:
-            # A real server decodes protobuf for built-in kinds; we answer as it does for
-            # a media type it cannot decode (kubectl <= 1.32 sends JSON, 1.33 protobuf).
             raise errors.unsupported_media_type(ctype, list(BODY_TYPES[:2]))
         try:
             if "yaml" in ctype:
@@ -235,6 +236,17 @@ class Handler(BaseHTTPRequestHandler):
             raise errors.bad_request(
                 f"couldn't get version/kind; json parse error: {exc}"
             ) from None
+
+    def _protobuf_body(self) -> Any:
+        """A built-in kind's protobuf body as the dict its JSON body would be."""
+        try:
+            parsed = protobuf.decode_body(self.body)
+        except protobuf.UnknownKind:
+            # As a real server answers for kinds without protobuf (custom resources).
+            raise errors.unsupported_media_type(protobuf.MEDIA_TYPE, list(BODY_TYPES[:2])) from None
+        except protobuf.ProtobufError as exc:
+            raise errors.bad_request(f"protobuf body: {exc}") from None
+        return self._convert_in(parsed) if self._convert_in is not None else parsed
 
     # -- routing ----------------------------------------------------------------
 
