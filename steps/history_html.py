@@ -101,7 +101,8 @@ class _Scale:
         return parts
 
 
-def cards(summary: Mapping[str, Any]) -> str:
+def cards(summary: Mapping[str, Any], environment: str = "production") -> str:
+    """The figure cards; the last names what ``environment`` runs now."""
     production = summary.get("production")
     now = (
         (
@@ -125,13 +126,15 @@ def cards(summary: Mapping[str, Any]) -> str:
          f"{_count(summary['changes_failed'], 'failed change')}"),
         ("Time to restore (median)", _duration(summary.get("time_to_restore_median_s")),
          f"{_count(summary['incidents'], 'incident')}, {summary['open_incidents']} open"),
-        ("Production now", now[0], now[1]),
     ]  # fmt: skip
+    now_card = f'<div class="v">{now[0]}</div>'  # already HTML: a <code> element
     return "".join(
         f'<div class="card"><div class="k">{escape(k)}</div>'
-        f'<div class="v">{v if k == "Production now" else escape(v)}</div>'
-        f'<div class="n">{escape(n)}</div></div>'
+        f'<div class="v">{escape(v)}</div><div class="n">{escape(n)}</div></div>'
         for k, v, n in items
+    ) + (
+        f'<div class="card"><div class="k">{escape(environment.capitalize())} now</div>'
+        f'{now_card}<div class="n">{escape(now[1])}</div></div>'
     )
 
 
@@ -434,7 +437,7 @@ def render_chain_html(
     )
     figures = "".join(
         f"<h2>{escape(env)}</h2>"
-        f'<section class="cards" id="figures-{escape(env)}">{cards(summaries[env])}</section>'
+        f'<section class="cards" id="figures-{escape(env)}">{cards(summaries[env], env)}</section>'
         for env in chain
     )
     return (

@@ -94,6 +94,8 @@ def test_the_table_and_the_page_show_the_chain(env: Env) -> None:
     assert chain.count("<tr>") == 4  # the header and one row per release
     assert "<th>staging</th><th>production</th>" in chain
     assert 'id="figures-staging"' in page and 'id="figures-production"' in page
+    staging_cards = page.split('id="figures-staging"', 1)[1].split("</section>", 1)[0]
+    assert "Staging now" in staging_cards and "Production now" not in staging_cards
 
 
 def test_the_chain_goes_without_to(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
