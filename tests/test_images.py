@@ -19,10 +19,11 @@ import pytest
 
 from steps import containers
 from steps.sandbox.gcp import GcpSandbox
+from steps.stages import IMAGE_TARGETS, by_name
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "app"
-TARGETS = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote")
+TARGETS = IMAGE_TARGETS
 PREFIX = "localhost/gitops-steps"
 TAG = "dev"
 TOOLS = ("buildah", "podman", "runc", "debootstrap")
@@ -108,7 +109,7 @@ def test_each_image_holds_only_its_stage(
     proc = run_step(target, tmp_path, "-c", probe, entrypoint="/opt/gitops-steps/bin/python")
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
-    git_stage = target in ("push-candidate", "verify-rollout", "promote")
+    git_stage = by_name(target).git
     assert found == {
         "sandbox": False,
         "git": git_stage,

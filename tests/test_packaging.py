@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
+from steps.stages import STAGES as REGISTRY
+
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-STAGES = {
-    name: target.split(":")[0]
-    for name, target in SCRIPTS.items()
-    # Dispatchers (gitops-sandbox, gitops-cloudbuild) are tools, not stages.
-    if not target.endswith("__main__:main")
-    and (REPO / (target.split(":")[0].replace(".", "/") + ".py")).exists()
-}
+STAGES = {stage.script: stage.module for stage in REGISTRY}
 HEAVY = ("git", "kubernetes", "google", "urllib3")
 LAZY = ("urllib.request", "http.client", "ssl", "traceback")
 """Standard-library modules --help must not import either: each costs milliseconds

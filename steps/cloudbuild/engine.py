@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steps.cloudbuild.config import Step
+from steps.stages import IMAGE_STAGES, by_name
 
-STAGES = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote")
+STAGES = tuple(stage.name for stage in IMAGE_STAGES)
+"""Our stage images, named after their stage (steps/stages.py)."""
 _STEP_IMAGE = re.compile(r"^(?:.*/)?(?P<stage>" + "|".join(STAGES) + r")(?::[^/]*)?(?:@.*)?$")
 GIT = "gcr.io/cloud-builders/git"
 DOCKER = "gcr.io/cloud-builders/docker"
@@ -227,7 +229,7 @@ def local_command(
     if mapping is not None and is_command(mapping.target):
         return [*shlex.split(mapping.target), *args]
     if stage is not None:
-        return [local_tool(f"gitops-{stage}"), *args]
+        return [local_tool(by_name(stage).script), *args]
     bare = _bare(image)
     if bare == GIT:
         return [shutil.which("git") or "git", *args]
