@@ -65,8 +65,6 @@ WATCH_SECONDS = 240
 UNREACHABLE_AFTER = 60.0
 """A watch failing without a single success for this long means the API is gone."""
 
-ENDPOINT_MODES = ("public", "private", "dns")
-
 
 # --------------------------------------------------------------------------- access config
 

@@ -12,6 +12,7 @@ feeds them live objects from watches.
 
 from __future__ import annotations
 
+import enum
 import os
 import queue
 import re
@@ -65,10 +66,11 @@ LOCAL_ONLY_GROUPS = ("kustomize.config.k8s.io", "config.kubernetes.io")
 CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")
 NAMESPACE_GROUP_KIND = ("", "Namespace")
 TICK = 0.5
+"""Seconds between checks of grace periods and the deadline when nothing happens."""
 UNREACHABLE_AT_TIMEOUT = 10.0
 """Seconds without the API server at the deadline that make a timeout exit 3."""
 WAITING_FOR_CONTROLLER = (rules.NOT_APPLIED_YET, rules.GENERATION_LAG)
-"""Seconds between checks of grace periods and the deadline when nothing happens."""
+"""Reasons that mean the controller has not acted on the object yet."""
 RECENT_EVENTS = 5
 DEFAULT_TIMEOUT = "10m"
 ROLLBACK_SHARE = 1 / 3
@@ -261,7 +263,7 @@ class Planned:
     manifest: Manifest
     obj: dict[str, Any]
     namespace: str | None
-    phase: int
+    phase: Phase
     served: bool
 
     @property
@@ -269,7 +271,13 @@ class Planned:
         return ObjRef(self.manifest.group, self.manifest.kind, self.namespace, self.manifest.name)
 
 
-PHASES = ("CustomResourceDefinitions", "Namespaces", "cluster-scoped", "namespaced")
+class Phase(enum.IntEnum):
+    """The order objects are applied in: what later objects need exists first."""
+
+    CRDS = 0
+    NAMESPACES = 1
+    CLUSTER_SCOPED = 2
+    NAMESPACED = 3
 
 
 def crd_scopes(manifests: Sequence[Manifest]) -> dict[tuple[str, str], Scope]:
@@ -312,16 +320,16 @@ def plan(
             if manifest.namespace:
                 raise manifest.error(f"{manifest.kind} is cluster-scoped but has a namespace")
             if group_kind == CRD_GROUP_KIND:
-                phase = 0
+                phase = Phase.CRDS
             elif group_kind == NAMESPACE_GROUP_KIND:
-                phase = 1
+                phase = Phase.NAMESPACES
             else:
                 if not allow_cluster_scoped:
                     raise manifest.error(
                         "cluster-scoped: pass --allow-cluster-scoped to apply "
                         "cluster-scoped kinds other than Namespace and CRD"
                     )
-                phase = 2
+                phase = Phase.CLUSTER_SCOPED
             planned.append(Planned(manifest, obj, None, phase, scope.served))
             continue
         own = manifest.namespace
@@ -329,7 +337,7 @@ def plan(
             raise manifest.error(f"namespace {own} differs from --namespace {namespace}")
         target = own or namespace
         obj.setdefault("metadata", {})["namespace"] = target
-        planned.append(Planned(manifest, obj, target, 3, scope.served))
+        planned.append(Planned(manifest, obj, target, Phase.NAMESPACED, scope.served))
     planned.sort(key=lambda p: p.phase)  # stable: file order within a phase
     return planned
 
@@ -383,7 +391,7 @@ def scopes_for(api: KubeApi, manifests: Sequence[Manifest]) -> dict[tuple[str, s
 
 def missing_namespaces(api: KubeApi, planned: Sequence[Planned]) -> set[str]:
     """Namespaces the manifests create that do not exist yet."""
-    created = {p.manifest.name for p in planned if p.phase == 1}
+    created = {p.manifest.name for p in planned if p.phase == Phase.NAMESPACES}
     return {ns for ns in created if api.get(f"/api/v1/namespaces/{ns}") is None}
 
 
@@ -865,8 +873,10 @@ def apply_and_wait(
         labels=labels,
     )
     absent = missing_namespaces(api, planned)
-    early = [p for p in planned if p.phase <= 1]
-    deferred = [p for p in planned if p.phase > 1 and (not p.served or p.namespace in absent)]
+    early = [p for p in planned if p.phase <= Phase.NAMESPACES]
+    deferred = [
+        p for p in planned if p.phase > Phase.NAMESPACES and (not p.served or p.namespace in absent)
+    ]
     now_checkable = [p for p in planned if p not in deferred]
     say(f"dry run: {len(now_checkable)} object(s) on the server")
     server_dry_run(api, now_checkable)
@@ -895,7 +905,9 @@ def apply_and_wait(
             raise ManifestError(
                 exc.path, exc.line, exc.problem + " (CRDs and Namespaces were already applied)"
             ) from None
-        targets.extend(apply_objects(api, [p for p in planned if p.phase > 1], progress))
+        targets.extend(
+            apply_objects(api, [p for p in planned if p.phase > Phase.NAMESPACES], progress)
+        )
     else:
         targets.extend(apply_objects(api, planned, progress))
     progress.waiting = True

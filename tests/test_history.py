@@ -64,7 +64,6 @@ from steps.push_candidate import main as push_candidate
 from steps.sandbox.gitserver import GitServer
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def at(minutes: float) -> datetime:

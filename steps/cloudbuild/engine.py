@@ -277,11 +277,6 @@ def container_engine_for(engine: str) -> str | None:
     return "podman" if shutil.which("podman") else None
 
 
-def runs_locally(image: str, maps: Sequence[Mapping_]) -> bool:
-    """Under podman/docker, whether a step still runs as a local process."""
-    return placement(image, "podman", maps, None) == HOST
-
-
 def _reference_suffix(image: str) -> str:
     """``:tag`` and/or ``@digest`` of ``image`` ("" when it has neither)."""
     return image[len(_bare(image)) :]

@@ -796,10 +796,6 @@ def engine_maps(items: Sequence[str]) -> list[engines.Mapping_]:
     return engines.parse_map_images(items)
 
 
-def _absolute(path: Path | None) -> str | None:
-    return str(Path(path).resolve()) if path else None
-
-
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
