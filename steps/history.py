@@ -81,6 +81,7 @@ from steps.gitrepo import (
     with_retries,
 )
 from steps.output import say, write_atomic
+from steps.timefmt import duration
 
 if TYPE_CHECKING:
     from steps.gitrepo import Workspace
@@ -644,24 +645,6 @@ def add_links(rows: Sequence[AttemptRow], config: Config) -> None:
 
 
 # --------------------------------------------------------------------------- pure: rendering
-
-
-def duration(seconds: float | None) -> str:
-    """``3m 20s``, ``2h 05m``, ``1d 4h``; ``-`` for None."""
-    if seconds is None:
-        return "-"
-    total = round(seconds)
-    sign, total = ("-", -total) if total < 0 else ("", total)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{sign}{days}d {hours}h"
-    if hours:
-        return f"{sign}{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{sign}{minutes}m {secs:02d}s"
-    return f"{sign}{secs}s"
 
 
 def _number(value: float | None) -> str:

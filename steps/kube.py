@@ -44,6 +44,7 @@ from steps.cli import StepParser
 from steps.errors import ExternalError, UsageError
 from steps.output import register_secret, say
 from steps.retry import Backoff, backoff_delay
+from steps.timefmt import parse_rfc3339
 
 if TYPE_CHECKING:
     from steps.kubehttp import Transport
@@ -885,20 +886,11 @@ def micro_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_micro_time(text: Any) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def lease_holder(lease: Mapping[str, Any], now: float) -> tuple[str | None, float]:
     """Who holds ``lease`` at ``now`` (None: free or expired) and for how long still (pure)."""
     spec = lease.get("spec") or {}
     holder = spec.get("holderIdentity") or None
-    renewed = parse_micro_time(spec.get("renewTime")) or parse_micro_time(spec.get("acquireTime"))
+    renewed = parse_rfc3339(spec.get("renewTime")) or parse_rfc3339(spec.get("acquireTime"))
     duration = spec.get("leaseDurationSeconds")
     if holder is None:
         return None, 0.0

@@ -288,9 +288,9 @@ def edit_images(
 ) -> tuple[State, list[Any]]:
     """Check out SUBDIR at ``parent``, pin the images in it, and hash the result."""
     try:
-        from steps.update_manifest import update_in_place
+        from steps.manifest_io import update_in_place
     except ImportError:  # pragma: no cover - only in a trimmed image
-        raise UsageError("--image mode needs steps.update_manifest") from None
+        raise UsageError("--image mode needs steps.manifest_io") from None
     scratch = Path(tempfile.mkdtemp(prefix="gitops-edit-"))
     try:
         workspace.checkout_subdir(parent, config.subdir, scratch)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from steps.timefmt import parse_rfc3339
 
 Obj = Mapping[str, Any]
 
@@ -523,16 +524,6 @@ def last_exit(last: Any) -> str:
     return text
 
 
-def parse_time(text: Any) -> float | None:
-    """RFC 3339 as the API writes it -> seconds since the epoch (None if absent/bad)."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class Graces:
     """How long a persisting problem may last before it fails the rollout."""
@@ -549,7 +540,7 @@ def is_fatal(problem: Problem, first_seen: float, now: float, graces: Graces) ->
     if not problem.persisting:
         return True
     started = first_seen
-    since = parse_time(problem.since)
+    since = parse_rfc3339(problem.since)
     if since is not None:
         started = min(started, since)
     return now - started >= graces.for_reason(problem.reason)

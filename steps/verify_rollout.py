@@ -48,6 +48,7 @@ from steps.live_record import (
     inventory_selector,
 )
 from steps.output import say, warn
+from steps.timefmt import parse_rfc3339
 
 if TYPE_CHECKING:
     from steps.kube import (
@@ -164,7 +165,7 @@ def refuse_kustomization(directory: Path, flag: str, files: Sequence[Path]) -> N
 
 def load_manifests(directory: Path, flag: str = "--manifests") -> list[Manifest]:
     """Every object in the YAML files under ``directory`` (or in one file)."""
-    from steps.update_manifest import walk_files
+    from steps.manifest_io import walk_files
 
     if directory.is_file():
         files = [directory]
@@ -786,10 +787,10 @@ def _key(obj: Mapping[str, Any]) -> tuple[str | None, str]:
 
 def _event_time(event: Mapping[str, Any]) -> float | None:
     for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
-        found = rules.parse_time(event.get(key))
+        found = parse_rfc3339(event.get(key))
         if found is not None:
             return found
-    return rules.parse_time(rules.get_path(event, "metadata", "creationTimestamp"))
+    return parse_rfc3339(rules.get_path(event, "metadata", "creationTimestamp"))
 
 
 def summary_table(targets: Sequence[Target]) -> list[str]:

@@ -386,6 +386,24 @@ def _copy_app(target: Path) -> None:
     shutil.copytree(EXAMPLE_APP, target, ignore=shutil.ignore_patterns(*_SKIP, "*.pyc"))
 
 
+def install_hook(layout: Layout, *, engine: str = "process") -> Path:
+    """Write ``env.git``'s post-receive hook: ``steps.sandbox.triggers hook`` takes the pushes."""
+    hook = layout.git_root / "env.git" / "hooks" / "post-receive"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "steps.sandbox.triggers", "hook", "--dir", str(layout.root)]
+    argv += ["--engine", engine]
+    home = os.environ.get("HOME") or str(Path.home())
+    hook.write_text(
+        "#!/bin/sh\n"
+        "# gitops-sandbox: a push to candidate starts the env build, as a Cloud Build\n"
+        "# trigger would; the build runs detached, so the push does not wait for it.\n"
+        f"export HOME={shlex.quote(home)}\n"
+        f"exec {shlex.join(argv)}\n"
+    )
+    hook.chmod(0o755)
+    return hook
+
+
 def seed_repositories(layout: Layout, chain: Sequence[str] = ()) -> dict[str, str]:
     """Create ``app.git`` and ``env.git`` with their first commits; their shas.
 
@@ -512,10 +530,8 @@ def up(options: Options) -> dict[str, str]:
         chain = list(CHAIN) if options.chain else []
         values["CHAIN"] = " ".join(chain)
         shas = seed_repositories(layout, chain)
-        from steps.sandbox import triggers
-
         if options.trigger:
-            triggers.install_hook(layout, engine=options.engine)
+            install_hook(layout, engine=options.engine)
         say(f"registry on {HOST}:{ports['registry']}")
         argv = [py, "-m", "steps.sandbox", "registry", "--port", str(ports["registry"])]
         pid = spawn(layout, "registry", [*argv, "--dir", str(layout.registry)], env)
