@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from steps.errors import UsageError
+from steps.pod_specs import container_images
 
 if TYPE_CHECKING:
     from steps.kube import KubeApi
@@ -186,23 +187,8 @@ def write_live_record(api: KubeApi, record: LiveRecord) -> dict[str, Any]:
 
 
 def images_in(objects: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """Every container image in the pod templates of ``objects``, sorted (pure)."""
+    """Every container image in the pod specs of ``objects``, sorted (pure)."""
     found: set[str] = set()
     for obj in objects:
-        for spec in _pod_specs(obj):
-            for key in ("initContainers", "containers"):
-                for container in spec.get(key) or []:
-                    if isinstance(container, Mapping) and container.get("image"):
-                        found.add(str(container["image"]))
+        found |= container_images(obj)
     return tuple(sorted(found))
-
-
-def _pod_specs(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    kind = obj.get("kind")
-    spec = obj.get("spec") or {}
-    if kind == "Pod":
-        return [spec]
-    if kind == "CronJob":
-        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
-    template = (spec.get("template") or {}).get("spec")
-    return [template] if isinstance(template, Mapping) else []

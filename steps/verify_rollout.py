@@ -566,11 +566,12 @@ class Waiter:
             path = self._collection(target.resource, target.ref.namespace)
             self.target_paths.add(path)
             self._watch(path)
-            if (target.ref.group, target.ref.kind) in rules.POD_OWNERS:
+            owner = rules.POD_OWNERS.get((target.ref.group, target.ref.kind))
+            if owner is not None:
                 pods, replicasets, events = self._pod_paths(target.ref.namespace)
                 self._watch(pods)
                 self._watch(events)
-                if target.ref.kind == "Deployment":
+                if owner.via_replicasets:
                     self._watch(replicasets)
 
     def stop(self) -> None:
@@ -682,12 +683,9 @@ class Waiter:
         pods_path, rs_path, _ = self._pod_paths(target.ref.namespace)
         pods = list(self.cache.get(pods_path, {}).values())
         replicasets = list(self.cache.get(rs_path, {}).values())
-        new_pods = rules.new_revision_pods(live, pods, replicasets)
-        owners = [rules.uid(live)]
-        if target.ref.kind == "Deployment":
-            rs = rules.new_replicaset(live, replicasets)
-            owners = [rules.uid(rs)] if rs is not None else []
-        return new_pods, owners
+        return rules.new_revision_pods(live, pods, replicasets), rules.pod_controllers(
+            live, replicasets
+        )
 
     def _pod_failure(self, target: Target, live: Mapping[str, Any], now: float) -> Failure | None:
         new_pods, owners = self._pods_of(target, live)

@@ -367,3 +367,15 @@ def test_images_of_pod_templates() -> None:
         "example.com/migrate:1",
         "example.com/web:2",
     )
+
+
+def test_images_of_pod_templates_and_ephemeral_containers() -> None:
+    """The live record reads pod specs from the same table update-manifest pins with:
+    a PodTemplate keeps its spec at ``template.spec``, and ephemeral containers count."""
+    template = {"kind": "PodTemplate", "template": {"spec": {"containers": [{"image": "t:1"}]}}}
+    pod = {
+        "kind": "Pod",
+        "spec": {"containers": [{"image": "p:1"}], "ephemeralContainers": [{"image": "e:1"}]},
+    }
+    custom = {"kind": "Rollout", "spec": {"template": {"spec": {"containers": [{"image": "r:1"}]}}}}
+    assert images_in([template, pod, custom]) == ("e:1", "p:1", "r:1", "t:1")
