@@ -1001,21 +1001,7 @@ def build_parser() -> StepParser:
         help=f"overall time for the rollout to complete (default {DEFAULT_TIMEOUT})",
     )
     add_access_options(parser)
-    parser.add_option("--lock", metavar="NAME", help="hold the Lease NAME while applying/waiting")
-    parser.add_option(
-        "--lock-namespace", metavar="NS", help="namespace of the Lease (default: --namespace)"
-    )
-    parser.add_option(
-        "--lock-duration",
-        type=int,
-        metavar="SECONDS",
-        help=f"how long a holder that stops renewing keeps the lock (default {LEASE_DURATION})",
-    )
-    parser.add_option(
-        "--lock-timeout",
-        metavar="DURATION",
-        help="how long to wait for the lock (default: --timeout)",
-    )
+    _add_lock_options(parser, LEASE_DURATION)
     parser.add_option(
         "--record", metavar="NAME", help="after success, write ConfigMap gitops-steps-NAME"
     )
@@ -1027,6 +1013,39 @@ def build_parser() -> StepParser:
         action="store_true",
         help="delete objects applied earlier under --record but no longer in the manifests",
     )
+    _add_rollout_options(parser)
+    parser.add_option(
+        "--notes",
+        metavar="URL",
+        help="env repo in which to record the outcome as a Git note on --commit "
+        "(refs/notes/gitops, read by gitops-history)",
+    )
+    add_common_options(parser)
+    parser.add_argument("--version", action="version", version=version_text())
+    return parser
+
+
+def _add_lock_options(parser: StepParser, lease_duration: int) -> None:
+    """--lock and how long to hold it and to wait for it."""
+    parser.add_option("--lock", metavar="NAME", help="hold the Lease NAME while applying/waiting")
+    parser.add_option(
+        "--lock-namespace", metavar="NS", help="namespace of the Lease (default: --namespace)"
+    )
+    parser.add_option(
+        "--lock-duration",
+        type=int,
+        metavar="SECONDS",
+        help=f"how long a holder that stops renewing keeps the lock (default {lease_duration})",
+    )
+    parser.add_option(
+        "--lock-timeout",
+        metavar="DURATION",
+        help="how long to wait for the lock (default: --timeout)",
+    )
+
+
+def _add_rollout_options(parser: StepParser) -> None:
+    """What the rollout may apply, how failure is judged, and the rollback."""
     parser.add_option(
         "--rollback-on-failure",
         metavar="DIR",
@@ -1065,15 +1084,6 @@ def build_parser() -> StepParser:
         metavar="N",
         help="log lines of a failed container in the report (default 20)",
     )
-    parser.add_option(
-        "--notes",
-        metavar="URL",
-        help="env repo in which to record the outcome as a Git note on --commit "
-        "(refs/notes/gitops, read by gitops-history)",
-    )
-    add_common_options(parser)
-    parser.add_argument("--version", action="version", version=version_text())
-    return parser
 
 
 def config_from_args(args: Any) -> Config:
@@ -1305,7 +1315,7 @@ def rollout(
 ) -> dict[str, Any]:
     """Connect, lock, apply, wait, record; the result (exit_code 1 on failure)."""
     from steps.kube import connect
-    from steps.live_record import read_live_record, write_live_record
+    from steps.live_record import read_live_record
 
     say(f"cluster: {access.describe()}")
     api = connect(access)
@@ -1361,21 +1371,7 @@ def rollout(
                 )
                 return result
             if outcome.status == "rolled-out":
-                if config.prune and config.record:
-                    result["pruned"] = prune(api, config.record, planned, previous)
-                if config.record and config.commit:
-                    record = LiveRecord(
-                        name=config.record,
-                        namespace=namespace,
-                        commit=config.commit,
-                        build_id=os.environ.get("BUILD_ID") or None,
-                        time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        images=images_in([p.obj for p in planned]),
-                        inventory=inventory(planned),
-                    )
-                    write_live_record(api, record)
-                    say(f"recorded {config.commit} as live in {configmap_name(config.record)}")
-                    result["record"] = record.as_dict()
+                result.update(_prune_and_record(api, config, namespace, planned, previous))
                 say(
                     f"rolled out {len(outcome.targets)} object(s) in "
                     f"{time.monotonic() - started:.1f}s"
@@ -1389,6 +1385,36 @@ def rollout(
             if lock is not None:
                 lock.release()
                 say(f"lock {config.lock}: released")
+
+
+def _prune_and_record(
+    api: KubeApi,
+    config: Config,
+    namespace: str,
+    planned: Sequence[Planned],
+    previous: LiveRecord | None,
+) -> dict[str, Any]:
+    """After a rollout: prune what the last record applied and this one does not
+    (``--prune``), then record this commit as live (``--record``)."""
+    from steps.live_record import write_live_record
+
+    result: dict[str, Any] = {}
+    if config.prune and config.record:
+        result["pruned"] = prune(api, config.record, planned, previous)
+    if config.record and config.commit:
+        record = LiveRecord(
+            name=config.record,
+            namespace=namespace,
+            commit=config.commit,
+            build_id=os.environ.get("BUILD_ID") or None,
+            time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            images=images_in([p.obj for p in planned]),
+            inventory=inventory(planned),
+        )
+        write_live_record(api, record)
+        say(f"recorded {config.commit} as live in {configmap_name(config.record)}")
+        result["record"] = record.as_dict()
+    return result
 
 
 def _lock_lost(api: KubeApi, lock: LeaseLock | None, config: Config) -> bool:

@@ -338,19 +338,7 @@ def run_step_in(ctx: Context, step: config.Step, record: StepRecord) -> None:
     ctx.processes[step.key] = proc
     reader = threading.Thread(target=_pump, args=(ctx, step, proc, record), daemon=True)
     reader.start()
-    status = None
-    while True:
-        try:
-            proc.wait(timeout=0.05)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if deadline is not None and time.monotonic() > deadline:
-            status = "TIMEOUT"
-            _terminate(proc)
-        elif ctx.cancel.is_set():
-            status = "CANCELLED"
-            _terminate(proc)
+    status = _wait(ctx, proc, deadline)
     # As when a step's container stops: what it left running goes with it.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -378,6 +366,23 @@ def run_step_in(ctx: Context, step: config.Step, record: StepRecord) -> None:
         )
         record.allowed_failure = allowed
         record.error = f"exit status {proc.returncode}"
+
+
+def _wait(ctx: Context, proc: subprocess.Popen[bytes], deadline: float | None) -> str | None:
+    """Wait for the step's process; "TIMEOUT" or "CANCELLED" when it had to be stopped."""
+    status = None
+    while True:
+        try:
+            proc.wait(timeout=0.05)
+            return status
+        except subprocess.TimeoutExpired:
+            pass
+        if deadline is not None and time.monotonic() > deadline:
+            status = "TIMEOUT"
+            _terminate(proc)
+        elif ctx.cancel.is_set():
+            status = "CANCELLED"
+            _terminate(proc)
 
 
 def _command(
@@ -595,80 +600,42 @@ def run_build(
     )
     build_id = str(uuid.uuid4())
     data = dict(config_data) if config_data is not None else config.load(Path(config_path))
-    try:
-        config_rel = str(Path(config_path).resolve().relative_to(source))
-    except ValueError:
-        config_rel = str(config_path)
-    if started_by not in config.STARTED_BY:
-        raise UsageError(f"--started-by {started_by!r}: expected trigger or submit")
-    values_in = built_ins(source, config_rel, project, build_id, given, started_by)
-    if commit:
-        values_in.update(COMMIT_SHA=commit, REVISION_ID=commit, SHORT_SHA=commit[:7])
-    report = config.check(data, given, values_in, started_by=started_by)
-    if report.errors:
-        raise UsageError(f"{config_path}: {'; '.join(report.errors)}")
-    resolved = config.resolve(report.data, given, values_in)
+    values_in, resolved = _resolve(
+        config_path, source, data, given, project, build_id, started_by, commit
+    )
     steps = config.build_steps(resolved.data)
-    known = {s.key for s in steps}
-    for ident in [*only, *skip]:
-        if ident not in known:
-            raise UsageError(f"--only/--skip {ident!r}: no step with that id")
-    selected = {s.key for s in steps if (not only or s.key in only) and s.key not in skip}
+    selected = _selected(steps, only, skip)
     secrets = dict(secret_env or {})
     if secret_env_file is not None:
         secrets.update(read_secret_file(Path(secret_env_file)))
     options = dict(resolved.data.get("options") or {})
-    for step in steps:
-        if step.key not in selected:
-            continue
-        for name in [*(options.get("secretEnv") or []), *step.secret_env]:
-            if name not in secrets:
-                raise UsageError(
-                    f"{step.label}: secretEnv {name} has no value: "
-                    f"add {name}=... to --secret-env-file"
-                )
+    _check_secrets(steps, selected, options, secrets)
     try:
         maps = engine_maps(map_images)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     mask = Masker(secrets)
     records_path = Path(records_dir) if records_dir else source / RECORDS
-    record = BuildRecord(
-        build_id=build_id,
-        status="WORKING",
-        steps=[StepRecord(id=s.id, index=s.index, name=s.name) for s in steps],
-        path=records_path / f"{build_id}.json",
-        substitutions=mask.deep({k: v for k, v in resolved.values.items() if v != ""}),
-        request=mask.deep(
-            {
-                "config_path": str(Path(config_path).resolve()),
-                "config": data,
-                "source": str(source),
-                "substitutions": given,
-                "commit": values_in["COMMIT_SHA"],
-                "built_ins": {k: values_in[k] for k in ("BRANCH_NAME", "REPO_NAME", "COMMIT_SHA")},
-                "project_id": project,
-                "engine": engine,
-                "only": list(only),
-                "skip": list(skip),
-                "map_images": list(map_images),
-                "secret_env_file": str(Path(secret_env_file).resolve())
-                if secret_env_file
-                else None,
-                "records_dir": str(records_path),
-                "extra_env": dict(extra_env or {}),
-                "metadata_server": metadata_server,
-                "push_images": push_images,
-                "started_by": started_by,
-            }
-        ),
-        config=mask.deep(resolved.data),
-        started=time.time(),
-    )
-    by_key = {s.key: r for s, r in zip(steps, record.steps, strict=True)}
-    for step in steps:
-        if step.key not in selected:
-            by_key[step.key].status = "SKIPPED"
+    request = {
+        "config_path": str(Path(config_path).resolve()),
+        "config": data,
+        "source": str(source),
+        "substitutions": given,
+        "commit": values_in["COMMIT_SHA"],
+        "built_ins": {k: values_in[k] for k in ("BRANCH_NAME", "REPO_NAME", "COMMIT_SHA")},
+        "project_id": project,
+        "engine": engine,
+        "only": list(only),
+        "skip": list(skip),
+        "map_images": list(map_images),
+        "secret_env_file": str(Path(secret_env_file).resolve()) if secret_env_file else None,
+        "records_dir": str(records_path),
+        "extra_env": dict(extra_env or {}),
+        "metadata_server": metadata_server,
+        "push_images": push_images,
+        "started_by": started_by,
+    }
+    record, by_key = _new_record(build_id, steps, selected, records_path, resolved, mask, request)
     scratch = Path(tempfile.mkdtemp(prefix="gitops-cloudbuild-"))
     extra = dict(extra_env or {})
     metadata_address, server = _metadata(metadata_server, extra, project, emit)
@@ -678,57 +645,13 @@ def run_build(
         )
         record.workspace = str(workspace)
         _write(record)
-        base_env = {**os.environ, **extra}
-        here = str(Path(sys.executable).parent)
-        base_env["PATH"] = here + os.pathsep + base_env.get("PATH", os.defpath)
-        if metadata_address:
-            base_env.update(GCE_METADATA_HOST=metadata_address, GCE_METADATA_IP=metadata_address)
-        ctx = Context(
-            engine=engine,
-            workspace=workspace,
-            home=_mkdir(scratch / "home"),
-            scratch=scratch,
-            volumes={},
-            values=resolved.values,
-            options=options,
-            secrets=secrets,
-            base_env=base_env,
-            extra_env=extra,
-            maps=maps,
-            mask=mask,
-            log=emit,
-            cancel=threading.Event(),
+        ctx = _context(
+            engine, workspace, scratch, resolved, options, secrets, extra, maps, mask, emit
         )
-        for volume in [
-            *(options.get("volumes") or []),
-            *(v for s in steps for v in [asdict(x) for x in s.volumes]),
-        ]:
-            ctx.volumes.setdefault(volume["name"], _mkdir(scratch / "volumes" / volume["name"]))
+        ctx.base_env.update(_metadata_env(metadata_address))
+        _make_volumes(ctx, steps)
         emit(f"BUILD {build_id} ({len(selected)} of {len(steps)} steps, engine {engine})")
-        timeout = data.get("timeout")
-        deadline = time.monotonic() + (
-            config.parse_duration(timeout) if timeout else DEFAULT_BUILD_TIMEOUT
-        )
-
-        def run_one(step: config.Step) -> StepRecord:
-            rec = by_key[step.key]
-            rec.status = "WORKING"
-            emit(f"Starting {step.label}")
-            run_step_in(ctx, step, rec)
-            rec.duration = round((rec.finished or time.time()) - (rec.started or time.time()), 3)
-            emit(f"Finished {step.label}: {rec.status}" + (f" ({rec.error})" if rec.error else ""))
-            return rec
-
-        try:
-            record.status = schedule(steps, selected, run_one, by_key, ctx.cancel, deadline)
-        except BaseException:
-            ctx.cancel.set()
-            for proc in list(ctx.processes.values()):
-                _terminate(proc)
-            record.status = "CANCELLED"
-            record.finished = time.time()
-            _write(record)
-            raise
+        _execute(ctx, steps, selected, by_key, record, data)
         if record.status == "SUCCESS" and push_images and not only and not skip:
             record.images = push_built_images(resolved.data.get("images") or [], engine, emit)
             if any(item["status"] != "SUCCESS" for item in record.images):
@@ -741,6 +664,171 @@ def run_build(
     _write(record)
     emit(f"BUILD {record.status}: {build_id} (record: {record.path})")
     return record
+
+
+def _new_record(
+    build_id: str,
+    steps: Sequence[config.Step],
+    selected: set[str],
+    records_path: Path,
+    resolved: config.Resolved,
+    mask: Masker,
+    request: dict[str, Any],
+) -> tuple[BuildRecord, dict[str, StepRecord]]:
+    """The build's record (secrets masked), and each step's record by key."""
+    record = BuildRecord(
+        build_id=build_id,
+        status="WORKING",
+        steps=[StepRecord(id=s.id, index=s.index, name=s.name) for s in steps],
+        path=records_path / f"{build_id}.json",
+        substitutions=mask.deep({k: v for k, v in resolved.values.items() if v != ""}),
+        request=mask.deep(request),
+        config=mask.deep(resolved.data),
+        started=time.time(),
+    )
+    by_key = {s.key: r for s, r in zip(steps, record.steps, strict=True)}
+    for step in steps:
+        if step.key not in selected:
+            by_key[step.key].status = "SKIPPED"
+    return record, by_key
+
+
+def _make_volumes(ctx: Context, steps: Sequence[config.Step]) -> None:
+    """A directory per named volume (the build's options' and every step's)."""
+    options = ctx.options
+    for volume in [
+        *(options.get("volumes") or []),
+        *(v for s in steps for v in [asdict(x) for x in s.volumes]),
+    ]:
+        ctx.volumes.setdefault(volume["name"], _mkdir(ctx.scratch / "volumes" / volume["name"]))
+
+
+def _resolve(
+    config_path: Path,
+    source: Path,
+    data: Mapping[str, Any],
+    given: Mapping[str, str],
+    project: str,
+    build_id: str,
+    started_by: str,
+    commit: str | None,
+) -> tuple[dict[str, str], config.Resolved]:
+    """The built-in values, and the config checked as Cloud Build would and resolved."""
+    try:
+        config_rel = str(Path(config_path).resolve().relative_to(source))
+    except ValueError:
+        config_rel = str(config_path)
+    if started_by not in config.STARTED_BY:
+        raise UsageError(f"--started-by {started_by!r}: expected trigger or submit")
+    values_in = built_ins(source, config_rel, project, build_id, given, started_by)
+    if commit:
+        values_in.update(COMMIT_SHA=commit, REVISION_ID=commit, SHORT_SHA=commit[:7])
+    report = config.check(data, given, values_in, started_by=started_by)
+    if report.errors:
+        raise UsageError(f"{config_path}: {'; '.join(report.errors)}")
+    return values_in, config.resolve(report.data, given, values_in)
+
+
+def _selected(steps: Sequence[config.Step], only: Sequence[str], skip: Sequence[str]) -> set[str]:
+    """The keys of the steps ``--only``/``--skip`` leave to run."""
+    known = {s.key for s in steps}
+    for ident in [*only, *skip]:
+        if ident not in known:
+            raise UsageError(f"--only/--skip {ident!r}: no step with that id")
+    return {s.key for s in steps if (not only or s.key in only) and s.key not in skip}
+
+
+def _check_secrets(
+    steps: Sequence[config.Step],
+    selected: set[str],
+    options: Mapping[str, Any],
+    secrets: Mapping[str, str],
+) -> None:
+    """Every secretEnv a selected step names has a value, before anything runs."""
+    for step in steps:
+        if step.key not in selected:
+            continue
+        for name in [*(options.get("secretEnv") or []), *step.secret_env]:
+            if name not in secrets:
+                raise UsageError(
+                    f"{step.label}: secretEnv {name} has no value: "
+                    f"add {name}=... to --secret-env-file"
+                )
+
+
+def _metadata_env(address: str | None) -> dict[str, str]:
+    return {"GCE_METADATA_HOST": address, "GCE_METADATA_IP": address} if address else {}
+
+
+def _context(
+    engine: str,
+    workspace: Path,
+    scratch: Path,
+    resolved: config.Resolved,
+    options: dict[str, Any],
+    secrets: dict[str, str],
+    extra: dict[str, str],
+    maps: list[engines.Mapping_],
+    mask: Masker,
+    emit: Log,
+) -> Context:
+    """What every step of the build shares: workspace, environment, volumes, masking."""
+    base_env = {**os.environ, **extra}
+    here = str(Path(sys.executable).parent)
+    base_env["PATH"] = here + os.pathsep + base_env.get("PATH", os.defpath)
+    return Context(
+        engine=engine,
+        workspace=workspace,
+        home=_mkdir(scratch / "home"),
+        scratch=scratch,
+        volumes={},
+        values=resolved.values,
+        options=options,
+        secrets=secrets,
+        base_env=base_env,
+        extra_env=extra,
+        maps=maps,
+        mask=mask,
+        log=emit,
+        cancel=threading.Event(),
+    )
+
+
+def _execute(
+    ctx: Context,
+    steps: Sequence[config.Step],
+    selected: set[str],
+    by_key: dict[str, StepRecord],
+    record: BuildRecord,
+    data: Mapping[str, Any],
+) -> None:
+    """Run the selected steps in their graph until done, failed or the build's timeout;
+    on an interruption, stop every step and record the build as cancelled."""
+    emit = ctx.log
+    timeout = data.get("timeout")
+    deadline = time.monotonic() + (
+        config.parse_duration(timeout) if timeout else DEFAULT_BUILD_TIMEOUT
+    )
+
+    def run_one(step: config.Step) -> StepRecord:
+        rec = by_key[step.key]
+        rec.status = "WORKING"
+        emit(f"Starting {step.label}")
+        run_step_in(ctx, step, rec)
+        rec.duration = round((rec.finished or time.time()) - (rec.started or time.time()), 3)
+        emit(f"Finished {step.label}: {rec.status}" + (f" ({rec.error})" if rec.error else ""))
+        return rec
+
+    try:
+        record.status = schedule(steps, selected, run_one, by_key, ctx.cancel, deadline)
+    except BaseException:
+        ctx.cancel.set()
+        for proc in list(ctx.processes.values()):
+            _terminate(proc)
+        record.status = "CANCELLED"
+        record.finished = time.time()
+        _write(record)
+        raise
 
 
 class _Stoppable(Protocol):
