@@ -89,6 +89,8 @@ def test_console_scripts() -> None:
 
 def test_extras() -> None:
     declared = set(PROJECT["optional-dependencies"])
+    # gitops-sandbox is shipped on purpose, as an extra that brings every stage it runs.
+    assert PROJECT["optional-dependencies"]["sandbox"] == ["gitops-steps[all]"]
     for stage in STAGES:
         assert set(stage.extras) <= declared, f"{stage.name}: extras missing in pyproject.toml"
 
