@@ -32,7 +32,7 @@ LARGE_MODULES: dict[str, int] = {
     "steps/registry.py": 614,
     "steps/rollout_rules.py": 633,
     "steps/test_stage.py": 856,
-    "steps/verify_rollout.py": 1433,
+    "steps/verify_rollout.py": 639,
 }
 """Modules over MAX_MODULE still to split (path -> lines when listed)."""
 
