@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from steps import containers
+from steps.lib import containers
 from steps.stages import IMAGE_TARGETS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ MB = 1_000_000
 
 
 def podman_env() -> dict[str, str]:
-    """The image storage every entry point shares (steps/containers.py)."""
+    """The image storage every entry point shares (steps/lib/containers.py)."""
     return {**os.environ, **containers.environ()}
 
 

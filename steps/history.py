@@ -4,7 +4,7 @@ The env repo already holds the story: each commit on ``candidate`` is an
 attempt (push-candidate's trailers say which source commit, build and images),
 each commit on ``production`` a deployment (promote's ``Promoted-From`` and,
 for a rollback, ``Rollback-From``), and verify-rollout's verdicts are notes on
-the candidate commits under ``refs/notes/gitops`` (see ``steps.deploy_notes``).
+the candidate commits under ``refs/notes/gitops`` (see ``steps.lib.deploy_notes``).
 
 The flow: flags -> fetch only ``candidate``, ``production`` (``--shallow-since``
 with ``--since``) and the notes tip (depth 1) into one private bare repository
@@ -63,10 +63,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_step, version_text
-from steps.deploy_notes import MAX_NOTE, NOTES_REF, OutcomeNote, latest_verdict, parse_note
-from steps.errors import UsageError
-from steps.gitrepo import (
+from steps.lib.cli import (
+    Provenance,
+    StepParser,
+    StepRun,
+    add_common_options,
+    run_step,
+    version_text,
+)
+from steps.lib.deploy_notes import MAX_NOTE, NOTES_REF, OutcomeNote, latest_verdict, parse_note
+from steps.lib.errors import UsageError
+from steps.lib.gitrepo import (
     NETWORK_TIMEOUT,
     RepoLocation,
     classify_failure,
@@ -80,11 +87,11 @@ from steps.gitrepo import (
     validate_subpath,
     with_retries,
 )
-from steps.output import say, write_atomic
-from steps.timefmt import duration
+from steps.lib.output import say, write_atomic
+from steps.lib.timefmt import duration
 
 if TYPE_CHECKING:
-    from steps.gitrepo import Workspace
+    from steps.lib.gitrepo import Workspace
 
 STEP = "history"
 OUTCOMES = ("promoted", "failed", "superseded", "not-promoted", "pending")
@@ -869,7 +876,7 @@ def source_times(directory: Path, shas: Sequence[str]) -> dict[str, int]:
 
 
 def read_history(config: Config) -> tuple[list[Candidate], list[Deployment], Fetched]:
-    from steps.gitrepo import Workspace
+    from steps.lib.gitrepo import Workspace
 
     where = f" {config.subdir}" if config.subdir else ""
     say(f"{STEP}: reading {config.location.url} {config.candidate}, {config.production}{where}")
@@ -899,7 +906,7 @@ def render(
     if config.fmt == "json":
         return render_json(attempts, summary)
     if config.fmt == "html":
-        from steps.history_html import render_html
+        from steps.lib.history_html import render_html
 
         title = f"{config.location.url} {config.subdir}".strip()
         # Cloud Build's built-ins (automapSubstitutions) name the env build's trigger.
@@ -1090,7 +1097,7 @@ def render_chain_table(
 
 def chain_history(config: Config, now: float) -> dict[str, Any]:
     """``--chain``: each release down the environments; the figures per environment."""
-    from steps.gitrepo import Workspace
+    from steps.lib.gitrepo import Workspace
 
     until = config.until if config.until is not None else int(now)
     with git_credentials(config.location) as env, Workspace(config.location, env) as ws:
@@ -1125,7 +1132,7 @@ def chain_history(config: Config, now: float) -> dict[str, Any]:
             + "\n"
         )
     elif config.fmt == "html":
-        from steps.history_html import render_chain_html
+        from steps.lib.history_html import render_chain_html
 
         title = f"{config.location.url} {config.subdir}".strip()
         text = render_chain_html(config.chain, releases, summaries, title=title)

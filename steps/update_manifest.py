@@ -18,15 +18,15 @@ from typing import Any
 
 import yaml
 
-from steps.cli import StepParser, StepRun, add_common_options, run_step, version_text
-from steps.errors import ManifestError, UsageError
-from steps.manifest_edit import (
+from steps.lib.cli import StepParser, StepRun, add_common_options, run_step, version_text
+from steps.lib.errors import ManifestError, UsageError
+from steps.lib.manifest_edit import (
     KUSTOMIZATION_FILENAMES,
     Change,
     ImageRule,
     compose_documents,
 )
-from steps.manifest_io import (
+from steps.lib.manifest_io import (
     FileOutcome,
     Outcome,
     check_unmatched,
@@ -39,8 +39,8 @@ from steps.manifest_io import (
     walk_files,
     write_in_place,
 )
-from steps.output import normal_mode, say, warn
-from steps.templates import parse_assignments, render_template
+from steps.lib.output import normal_mode, say, warn
+from steps.lib.templates import parse_assignments, render_template
 
 STEP = "update-manifest"
 TEMPLATE_SUFFIX = ".tpl"
@@ -235,7 +235,7 @@ def render_overlays(
     by the same rules, so an image an overlay sets some other way is pinned
     too. What is recorded is exactly what verify-rollout will apply.
     """
-    from steps.kustomize import kubectl_binary, kustomize_version, render_overlay
+    from steps.lib.kustomize import kubectl_binary, kustomize_version, render_overlay
 
     kubectl = kubectl_binary()
     version = kustomize_version(kubectl)
@@ -284,7 +284,7 @@ def resolve_digests(
     rules: Sequence[ImageRule], *, insecure_registries: Sequence[str], keep_tag: bool
 ) -> list[ImageRule]:
     """Pin each rule's tag to the digest the registry serves for it now."""
-    from steps.registry import RegistryClient
+    from steps.lib.registry import RegistryClient
 
     client = RegistryClient(insecure_registries=insecure_registries)
     resolved: list[ImageRule] = []

@@ -6,7 +6,7 @@ server-side apply in dependency order -> watch until every object is rolled
 out, one of the new revision's pods fails, or the timeout -> record, prune,
 or roll back -> result.
 
-The rules that decide are in ``steps.rollout_rules`` (pure); this module only
+The rules that decide are in ``steps.lib.rollout_rules`` (pure); this module only
 feeds them live objects from watches.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from steps import rollout_rules as rules
-from steps.cli import (
+from steps.lib import rollout_rules as rules
+from steps.lib.cli import (
     StepParser,
     StepRun,
     add_common_options,
@@ -34,8 +34,8 @@ from steps.cli import (
     settle_imports,
     version_text,
 )
-from steps.errors import CheckFailed, ExternalError, ManifestError, StepError, UsageError
-from steps.live_record import (
+from steps.lib.errors import CheckFailed, ExternalError, ManifestError, StepError, UsageError
+from steps.lib.live_record import (
     InventoryItem,
     LiveRecord,
     check_record_name,
@@ -43,8 +43,8 @@ from steps.live_record import (
     images_in,
     inventory_labels,
 )
-from steps.output import say, warn
-from steps.rollout_apply import (
+from steps.lib.output import say, warn
+from steps.lib.rollout_apply import (
     ApplyProgress,
     Target,
     apply_objects,
@@ -53,8 +53,8 @@ from steps.rollout_apply import (
     scopes_for,
     server_dry_run,
 )
-from steps.rollout_plan import CRD_GROUP_KIND, Manifest, Phase, Planned, load_manifests, plan
-from steps.rollout_watch import (
+from steps.lib.rollout_plan import CRD_GROUP_KIND, Manifest, Phase, Planned, load_manifests, plan
+from steps.lib.rollout_watch import (
     UNREACHABLE_AT_TIMEOUT,
     Waiter,
     WaitOptions,
@@ -64,7 +64,7 @@ from steps.rollout_watch import (
 )
 
 if TYPE_CHECKING:
-    from steps.kube import (
+    from steps.lib.kube import (
         Access,
         KubeApi,
         LeaseLock,
@@ -191,7 +191,7 @@ def inventory(planned: Sequence[Planned]) -> tuple[InventoryItem, ...]:
 
 
 def build_parser() -> StepParser:
-    from steps.kube import LEASE_DURATION, add_access_options
+    from steps.lib.kube import LEASE_DURATION, add_access_options
 
     parser = StepParser(prog="gitops-verify-rollout", description=DESCRIPTION)
     parser.add_option(
@@ -367,7 +367,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def take_lock(api: KubeApi, config: Config, namespace: str) -> tuple[LeaseLock, float]:
-    from steps.kube import LeaseLock, LockTimeout
+    from steps.lib.kube import LeaseLock, LockTimeout
 
     assert config.lock is not None
     lock_namespace = config.lock_namespace or namespace
@@ -453,7 +453,7 @@ def roll_back(
 
 def lock_still_held(api: KubeApi, lock: LeaseLock) -> bool:
     """Ask the Lease itself: the renewer looks only every third of its duration."""
-    from steps.kube import ApiError, describe_error
+    from steps.lib.kube import ApiError, describe_error
 
     if lock.lost.is_set():
         return False
@@ -484,7 +484,7 @@ def half_applied(exc: StepError, progress: ApplyProgress, result: dict[str, Any]
 
 
 def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
-    from steps.kube import access_from_args
+    from steps.lib.kube import access_from_args
 
     args = build_parser().parse_step_args(argv)
     step_run.result_file = args.result_file
@@ -504,7 +504,7 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
 
 def note_outcome(repo: str, commit: str, result: Mapping[str, Any]) -> None:
     """Record the verdict as a Git note; a failure to do so is only a warning."""
-    from steps.deploy_notes import record_outcome, verdict_of_rollout
+    from steps.lib.deploy_notes import record_outcome, verdict_of_rollout
 
     outcome, reason = verdict_of_rollout(result)
     try:
@@ -520,8 +520,8 @@ def rollout(
     rollback_manifests: Sequence[Manifest] | None,
 ) -> dict[str, Any]:
     """Connect, lock, apply, wait, record; the result (exit_code 1 on failure)."""
-    from steps.kube import connect
-    from steps.live_record import read_live_record
+    from steps.lib.kube import connect
+    from steps.lib.live_record import read_live_record
 
     say(f"cluster: {access.describe()}")
     api = connect(access)
@@ -602,7 +602,7 @@ def _prune_and_record(
 ) -> dict[str, Any]:
     """After a rollout: prune what the last record applied and this one does not
     (``--prune``), then record this commit as live (``--record``)."""
-    from steps.live_record import write_live_record
+    from steps.lib.live_record import write_live_record
 
     result: dict[str, Any] = {}
     if config.prune and config.record:

@@ -25,7 +25,7 @@ from test_images import images  # noqa: F401  (the stage images, built once per 
 from steps.cloudbuild import engine, rerun, run
 from steps.cloudbuild.config import Step
 from steps.cloudbuild.run import BuildRecord, run_build
-from steps.errors import UsageError
+from steps.lib.errors import UsageError
 
 BASH = {"name": "bash", "entrypoint": "bash"}
 MAPS = ["bash=bash", "ubuntu=sh"]

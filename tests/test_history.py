@@ -32,18 +32,6 @@ from typing import Any
 import pytest
 from fixtures_git import GIT_PASSWORD, GIT_USER, git, log, run_cli, write_tree
 
-from steps import gitrepo
-from steps.deploy_notes import (
-    NOTES_REF,
-    NotesWorkspace,
-    OutcomeNote,
-    latest_verdict,
-    merge_note,
-    parse_note,
-    record_outcome,
-    verdict_of_rollout,
-)
-from steps.gitrepo import PushOutcome
 from steps.history import (
     Candidate,
     Deployment,
@@ -59,6 +47,18 @@ from steps.history import (
     summarize,
     written_path,
 )
+from steps.lib import gitrepo
+from steps.lib.deploy_notes import (
+    NOTES_REF,
+    NotesWorkspace,
+    OutcomeNote,
+    latest_verdict,
+    merge_note,
+    parse_note,
+    record_outcome,
+    verdict_of_rollout,
+)
+from steps.lib.gitrepo import PushOutcome
 from steps.promote import main as promote
 from steps.push_candidate import main as push_candidate
 from steps.sandbox.gitserver import GitServer
@@ -412,7 +412,7 @@ def test_record_outcome_appends_and_is_idempotent(
 def test_record_outcome_refuses_bad_input(
     tmp_path: Path, bare_repo: Path, git_env: dict[str, str]
 ) -> None:
-    from steps.errors import UsageError
+    from steps.lib.errors import UsageError
 
     with pytest.raises(UsageError, match="expected one of"):
         record_outcome(str(bare_repo), "a" * 40, "exploded", None, None)
@@ -579,7 +579,7 @@ def test_credentials_and_an_unreachable_server(
 
 def test_importing_history_and_notes_is_light() -> None:
     code = (
-        "import sys, steps.history, steps.history_html, steps.deploy_notes\n"
+        "import sys, steps.history, steps.lib.history_html, steps.lib.deploy_notes\n"
         "heavy = ('git', 'kubernetes', 'google')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from steps import containers
+from steps.lib import containers
 from steps.sandbox.gcp import GcpSandbox
 from steps.stages import IMAGE_TARGETS, by_name
 
@@ -114,8 +114,8 @@ def test_each_image_holds_only_its_stage(
         "sandbox": False,
         "git": git_stage,
         "pip": target == "test",
-        "kubernetes": False,  # steps.kubeconfig + steps.kubehttp instead
-        "gitpython": False,  # steps.gitrepo runs the git binary itself
+        "kubernetes": False,  # steps.lib.kubeconfig + steps.lib.kubehttp instead
+        "gitpython": False,  # steps.lib.gitrepo runs the git binary itself
         "google_auth": target in ("update-manifest", "verify-rollout", "promote"),
         "pytest": target == "test",
         "caches": [],
@@ -137,9 +137,10 @@ def test_the_cluster_stages_import_their_client_without_kubernetes(
     images: Sequence[str], target: str, tmp_path: Path
 ) -> None:
     probe = (
-        "import sys, urllib3, google.auth, steps.kube, steps.kubeconfig, steps.kubehttp\n"
-        "import steps.verify_rollout, steps.promote, steps.live_record\n"
-        "from steps.kubehttp import google_request, ssl_context\n"
+        "import sys, urllib3, google.auth\n"
+        "import steps.lib.kube, steps.lib.kubeconfig, steps.lib.kubehttp\n"
+        "import steps.verify_rollout, steps.promote, steps.lib.live_record\n"
+        "from steps.lib.kubehttp import google_request, ssl_context\n"
         "google_request(); ssl_context(None)\n"
         "assert 'kubernetes' not in sys.modules and 'requests' not in sys.modules\n"
     )
@@ -155,7 +156,7 @@ def test_application_default_credentials_come_from_the_metadata_server_in_the_im
     credentials need its ``requests`` extra, which the host's dev venv has anyway."""
     probe = (
         "import google.auth\n"
-        "from steps.kubehttp import google_request\n"
+        "from steps.lib.kubehttp import google_request\n"
         "credentials, project = google.auth.default(request=google_request())\n"
         "credentials.refresh(google_request())\n"
         "print(project, bool(credentials.token))\n"

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from steps.errors import UsageError
-from steps.kube import (
+from steps.lib.errors import UsageError
+from steps.lib.kube import (
     Access,
     ClusterName,
     KubeApi,
@@ -105,7 +105,7 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from steps.kube import Access, ClusterName, connect
+    from steps.lib.kube import Access, ClusterName, connect
     access = Access(cluster=ClusterName.parse(sys.argv[1]), container_api_url=sys.argv[2],
                     endpoint=sys.argv[3])
     api = connect(access)

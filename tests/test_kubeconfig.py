@@ -29,17 +29,17 @@ from typing import Any
 import pytest
 import yaml
 
-from steps import kube
-from steps.errors import ExternalError, UsageError
-from steps.kube import Access, KubeApi, connect
-from steps.kubeconfig import (
+from steps.lib import kube
+from steps.lib.errors import ExternalError, UsageError
+from steps.lib.kube import Access, KubeApi, connect
+from steps.lib.kubeconfig import (
     ExecConfig,
     ExecCredentials,
     load_client_config,
     parse_exec_credential,
 )
-from steps.kubehttp import Transport
-from steps.output import redact
+from steps.lib.kubehttp import Transport
+from steps.lib.output import redact
 from steps.sandbox.kube import KubeEmulator, Timings
 
 # --------------------------------------------------------------------------- helpers
@@ -505,7 +505,7 @@ def test_connections_are_kept_alive_and_replaced_when_the_server_hung_up(tmp_pat
 
 
 def kube_static(token: str) -> Any:
-    from steps.kubehttp import StaticToken
+    from steps.lib.kubehttp import StaticToken
 
     return StaticToken(token)
 

@@ -54,7 +54,7 @@ def test_console_script_and_python_dash_m(script: str) -> None:
 
 def test_importing_the_package_is_light() -> None:
     code = (
-        "import sys, steps, steps.cli, steps.output, steps.errors, steps.imageref\n"
+        "import sys, steps, steps.lib.cli, steps.lib.output, steps.lib.errors, steps.lib.imageref\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r} + ('yaml',)))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

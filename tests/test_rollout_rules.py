@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from steps import rollout_rules as rules
-from steps.timefmt import parse_rfc3339
+from steps.lib import rollout_rules as rules
+from steps.lib.timefmt import parse_rfc3339
 
 CASES = Path(__file__).parent / "rollout_cases"
 T0 = parse_rfc3339("2026-11-26T06:00:00Z") or 0.0

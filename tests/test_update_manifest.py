@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from steps import manifest_io
+from steps.lib import manifest_io
 from steps.update_manifest import main
 
 REPO = Path(__file__).resolve().parent.parent

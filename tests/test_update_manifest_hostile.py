@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_update_manifest import DEPLOYMENT
 
-from steps import manifest_io
+from steps.lib import manifest_io
 from steps.update_manifest import main
 
 MARK = '# {"$imagepolicy": "ns:app"}'

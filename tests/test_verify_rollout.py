@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from steps import rollout_apply as applying
-from steps import rollout_plan as planning
-from steps import rollout_rules as rules
-from steps import rollout_watch as watching
 from steps import verify_rollout as stage
-from steps.errors import ManifestError, UsageError
-from steps.kube import Resource
-from steps.live_record import (
+from steps.lib import rollout_apply as applying
+from steps.lib import rollout_plan as planning
+from steps.lib import rollout_rules as rules
+from steps.lib import rollout_watch as watching
+from steps.lib.errors import ManifestError, UsageError
+from steps.lib.kube import Resource
+from steps.lib.live_record import (
     InventoryItem,
     LiveRecord,
     images_in,

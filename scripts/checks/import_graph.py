@@ -5,7 +5,8 @@ import is still a dependency) and fails, naming the modules, when
 
 - modules import each other in a cycle, or
 - a stage (steps/stages.py) imports another stage: what two stages share
-  belongs in a library.
+  belongs in a library, or
+- a library (steps/lib) imports anything of ours but another library.
 
 steps/sandbox/kube (the Kubernetes emulator) is left out: its controllers and
 its kinds (controllers.py <-> crds.py/workloads.py) are another engineer's work
@@ -116,6 +117,11 @@ def problems() -> list[str]:
     for stage in sorted(stages):
         for other in sorted(edges.get(stage, set()) & (stages - {stage})):
             found.append(f"stage {stage} imports stage {other}: move what they share to a library")
+    for name in sorted(edges):
+        if name.startswith("steps.lib"):
+            for other in sorted(edges[name]):
+                if not other.startswith("steps.lib"):
+                    found.append(f"library {name} imports {other}: libraries import libraries only")
     return found
 
 

@@ -6,7 +6,7 @@ this file among its paths: each attribute named below counts as used.
 
 _: object
 
-# steps/cli.py: Provenance fields, serialised with dataclasses.asdict into every result.
+# steps/lib/cli.py: Provenance fields, serialised with dataclasses.asdict into every result.
 _.short_sha
 _.branch_name
 # steps/cloudbuild/schema.py: the field types of the Build message, one name each.

@@ -29,7 +29,7 @@ import yaml
 
 from steps.cloudbuild import schema
 from steps.cloudbuild import substitutions as subst
-from steps.errors import UsageError
+from steps.lib.errors import UsageError
 
 SUBMIT, TRIGGER = "submit", "trigger"
 STARTED_BY = (SUBMIT, TRIGGER)

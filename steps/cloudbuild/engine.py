@@ -299,7 +299,7 @@ def container_image(image: str, maps: Sequence[Mapping_]) -> str:
 
 def containers_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """CONTAINERS_CONF/CONTAINERS_STORAGE_CONF: the storage every entry point shares."""
-    from steps import containers
+    from steps.lib import containers
 
     return containers.environ(os.environ if environ is None else environ)
 

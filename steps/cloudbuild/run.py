@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from steps.cli import StepParser, StepRun, add_common_options, run_step
 from steps.cloudbuild import config
 from steps.cloudbuild import engine as engines
 from steps.cloudbuild.substitutions import BUILT_INS, parse_pairs
-from steps.errors import UsageError
-from steps.gitrepo import hardened_env
-from steps.output import register_secret, say, write_atomic
+from steps.lib.cli import StepParser, StepRun, add_common_options, run_step
+from steps.lib.errors import UsageError
+from steps.lib.gitrepo import hardened_env
+from steps.lib.output import register_secret, say, write_atomic
 
 PROG = "gitops-cloudbuild run"
 ENGINES = ("process", "podman", "docker")

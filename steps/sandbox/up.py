@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.errors import ExternalError, InternalError, StepError, UsageError
+from steps.lib.errors import ExternalError, InternalError, StepError, UsageError
 from steps.sandbox.gcp import DEFAULT_CLUSTER
 from steps.sandbox.registry import free_port
 
@@ -347,7 +347,7 @@ def containers_env() -> dict[str, str]:
     """The environment for buildah and scripts/build-images: ours (HOME, PATH, proxies,
     the cache location...) minus what a developer's Git could leak in, plus the one
     image storage every entry point shares."""
-    from steps import containers
+    from steps.lib import containers
 
     env = _child_env()
     return {**env, **containers.environ(env)}
@@ -473,7 +473,7 @@ def playground_environ(layout: Layout, registry: str) -> dict[str, str]:
     except OSError:
         system = ""
     layout.registries_conf.write_text(registries_conf(system, registry))
-    from steps import containers
+    from steps.lib import containers
 
     return {
         "GITOPS_INSECURE_REGISTRY": registry,
@@ -487,7 +487,7 @@ def playground_environ(layout: Layout, registry: str) -> dict[str, str]:
 
 def create_namespace(kubeconfig: Path, name: str) -> None:
     """An environment's namespace, as a cluster admin would make it before the first build."""
-    from steps.kube import Access, connect
+    from steps.lib.kube import Access, connect
 
     api = connect(Access(kubeconfig=str(kubeconfig)))
     resource = api.resource("v1", "Namespace")
@@ -619,7 +619,7 @@ def prune_app_images(registry: str | None) -> list[str]:
 
     Every app build leaves an image behind (its label names the commit, so no
     two are alike): without this the image cache grows by one image per build."""
-    from steps import containers
+    from steps.lib import containers
 
     if shutil.which("buildah") is None or not (containers.cache_dir() / "storage.conf").exists():
         return []

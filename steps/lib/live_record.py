@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from steps.errors import UsageError
-from steps.pod_specs import container_images
+from steps.lib.errors import UsageError
+from steps.lib.pod_specs import container_images
 
 if TYPE_CHECKING:
-    from steps.kube import KubeApi
+    from steps.lib.kube import KubeApi
 
 RECORD_PREFIX = "gitops-steps-"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -169,7 +169,7 @@ def read_live_record(api: KubeApi, namespace: str, name: str) -> LiveRecord | No
     """The live record ``name`` in ``namespace``, or None if none was written yet.
 
     For ``gitops-promote --require-live NAME``: connect with
-    ``steps.kube.connect(steps.kube.access_from_args(args))`` and compare
+    ``steps.lib.kube.connect(steps.lib.kube.access_from_args(args))`` and compare
     ``record.commit`` with the commit being promoted. Transient API errors are
     retried; ``ExternalError`` (exit 3) once the cluster stays unreachable.
     """

@@ -1,5 +1,5 @@
 """verify-rollout's wait: list then watch each object and the new revision's pods,
-feed them to ``steps.rollout_rules``, and report a failure with its pod, events
+feed them to ``steps.lib.rollout_rules``, and report a failure with its pod, events
 and logs. The rules decide; this module only feeds them live objects."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from steps import rollout_rules as rules
-from steps.errors import ExternalError
-from steps.output import say, warn
-from steps.rollout_apply import Target
-from steps.timefmt import parse_rfc3339
+from steps.lib import rollout_rules as rules
+from steps.lib.errors import ExternalError
+from steps.lib.output import say, warn
+from steps.lib.rollout_apply import Target
+from steps.lib.timefmt import parse_rfc3339
 
 if TYPE_CHECKING:
-    from steps.kube import (
+    from steps.lib.kube import (
         CollectionWatch,
         Event,
         KubeApi,
@@ -112,7 +112,7 @@ class Waiter:
         return resource.path(namespace if resource.namespaced else None)
 
     def _watch(self, path: str) -> None:
-        from steps.kube import CollectionWatch
+        from steps.lib.kube import CollectionWatch
 
         if path not in self.watches:
             self.cache.setdefault(path, {})
@@ -324,7 +324,7 @@ class Waiter:
         return lines
 
     def _logs(self, namespace: str | None, problem: rules.Problem) -> list[str]:
-        from steps.kube import ApiError
+        from steps.lib.kube import ApiError
 
         path = f"/api/v1/namespaces/{namespace or 'default'}/pods/{problem.pod}/log"
         query = [("container", str(problem.container)), ("tailLines", str(self.options.log_lines))]

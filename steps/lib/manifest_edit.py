@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from steps.errors import ManifestError, UsageError
-from steps.imageref import ImageRef, InvalidReference, canonical
-from steps.pod_specs import CONTAINER_LISTS, POD_SPEC_PATHS
+from steps.lib.errors import ManifestError, UsageError
+from steps.lib.imageref import ImageRef, InvalidReference, canonical
+from steps.lib.pod_specs import CONTAINER_LISTS, POD_SPEC_PATHS
 
 try:  # libyaml is ten times faster; the pure-Python loader gives the same marks.
     from yaml import CSafeLoader as _Loader

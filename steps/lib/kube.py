@@ -11,9 +11,9 @@ Three ways in, chosen by flags shared by every stage that talks to a cluster:
 - in-cluster (a pod's service account), with ``--in-cluster`` or by default
   when neither of the above is given and ``KUBERNETES_SERVICE_HOST`` is set.
 
-``KubeApi`` speaks to any resource by path through a ``steps.kubehttp``
+``KubeApi`` speaks to any resource by path through a ``steps.lib.kubehttp``
 transport (the standard library's ``http.client`` with our TLS, credentials and
-proxy handling; kubeconfig files are read by ``steps.kubeconfig``), retries what is transient
+proxy handling; kubeconfig files are read by ``steps.lib.kubeconfig``), retries what is transient
 (429, 5xx, dropped connections) with backoff and ``Retry-After``, and raises
 ``ExternalError`` once the API server stays unreachable. ``CollectionWatch``
 lists then watches a collection in a thread, resuming from the last
@@ -40,14 +40,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from steps.cli import StepParser
-from steps.errors import ExternalError, UsageError
-from steps.output import register_secret, say
-from steps.retry import Backoff, backoff_delay
-from steps.timefmt import parse_rfc3339
+from steps.lib.cli import StepParser
+from steps.lib.errors import ExternalError, UsageError
+from steps.lib.output import register_secret, say
+from steps.lib.retry import Backoff, backoff_delay
+from steps.lib.timefmt import parse_rfc3339
 
 if TYPE_CHECKING:
-    from steps.kubehttp import Transport
+    from steps.lib.kubehttp import Transport
 
 DEFAULT_CONTAINER_API = "https://container.googleapis.com"
 GOOGLE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
@@ -59,7 +59,7 @@ RETRY_ATTEMPTS = 6
 BACKOFF_START = 0.2
 BACKOFF_CAP = 5.0
 API_BACKOFF = Backoff(BACKOFF_START, BACKOFF_CAP)
-"""The shared retry policy (``steps.retry``) on the API's shorter schedule."""
+"""The shared retry policy (``steps.lib.retry``) on the API's shorter schedule."""
 REQUEST_TIMEOUT = 30.0
 WATCH_SECONDS = 240
 """Server-side watch timeout; the stream is then resumed from where it was."""
@@ -238,15 +238,15 @@ def connect(access: Access) -> KubeApi:
 
 
 def _connect_kubeconfig(access: Access) -> KubeApi:
-    from steps.kubeconfig import load_client_config
-    from steps.kubehttp import Transport
+    from steps.lib.kubeconfig import load_client_config
+    from steps.lib.kubehttp import Transport
 
     config = load_client_config(access.kubeconfig, access.context)
     return KubeApi(Transport.from_config(config), config.namespace)
 
 
 def _connect_in_cluster() -> KubeApi:
-    from steps.kubehttp import TokenFile, Transport
+    from steps.lib.kubehttp import TokenFile, Transport
 
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     port = os.environ.get("KUBERNETES_SERVICE_PORT")
@@ -277,7 +277,7 @@ def _connect_gke(access: Access, name: ClusterName) -> KubeApi:
     import google.auth
     import google.auth.exceptions
 
-    from steps.kubehttp import CallbackToken, Transport, google_request
+    from steps.lib.kubehttp import CallbackToken, Transport, google_request
 
     try:
         credentials, _ = google.auth.default(scopes=GOOGLE_SCOPES)
@@ -717,7 +717,7 @@ def transport_errors() -> tuple[type[BaseException], ...]:
     """What a dropped connection raises below us: transient, unlike any other exception."""
     import http.client
 
-    return (http.client.HTTPException, OSError)  # all steps.kubehttp's transport raises
+    return (http.client.HTTPException, OSError)  # all steps.lib.kubehttp's transport raises
 
 
 # --------------------------------------------------------------------------- list + watch

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps import rollout_rules as rules
-from steps.errors import ManifestError, UsageError
+from steps.lib import rollout_rules as rules
+from steps.lib.errors import ManifestError, UsageError
 
 if TYPE_CHECKING:
     pass
@@ -83,7 +83,7 @@ def refuse_kustomization(directory: Path, flag: str, files: Sequence[Path]) -> N
     (and send ``kustomization.yaml`` itself to the server); what is applied
     must be what was reviewed in Git, rendered by the app build.
     """
-    from steps.manifest_edit import KUSTOMIZATION_FILENAMES
+    from steps.lib.manifest_edit import KUSTOMIZATION_FILENAMES
 
     for path in files:
         if path.name in KUSTOMIZATION_FILENAMES:
@@ -96,7 +96,7 @@ def refuse_kustomization(directory: Path, flag: str, files: Sequence[Path]) -> N
 
 def load_manifests(directory: Path, flag: str = "--manifests") -> list[Manifest]:
     """Every object in the YAML files under ``directory`` (or in one file)."""
-    from steps.manifest_io import walk_files
+    from steps.lib.manifest_io import walk_files
 
     if directory.is_file():
         files = [directory]
@@ -123,7 +123,7 @@ def parse_manifests(display: str, text: str) -> list[Manifest]:
     """Objects in one file's text, ``List`` kinds expanded, local-only kinds dropped (pure)."""
     import yaml
 
-    from steps.manifest_edit import compose_documents
+    from steps.lib.manifest_edit import compose_documents
 
     found: list[Manifest] = []
     for node in compose_documents(display, text):

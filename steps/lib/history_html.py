@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from steps.timefmt import duration, parse_rfc3339
+from steps.lib.timefmt import duration, parse_rfc3339
 
 OUTCOME_COLOURS = {
     "promoted": "#188038",

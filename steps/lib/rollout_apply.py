@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from steps import rollout_rules as rules
-from steps.errors import ManifestError
-from steps.live_record import (
+from steps.lib import rollout_rules as rules
+from steps.lib.errors import ManifestError
+from steps.lib.live_record import (
     InventoryItem,
     LiveRecord,
     inventory_labels,
     inventory_selector,
 )
-from steps.output import say
-from steps.rollout_plan import (
+from steps.lib.output import say
+from steps.lib.rollout_plan import (
     CRD_GROUP_KIND,
     NAMESPACE_GROUP_KIND,
     Manifest,
@@ -28,7 +28,7 @@ from steps.rollout_plan import (
 )
 
 if TYPE_CHECKING:
-    from steps.kube import (
+    from steps.lib.kube import (
         ApiError,
         KubeApi,
         Resource,
@@ -52,7 +52,7 @@ class Target:
 
 def scopes_for(api: KubeApi, manifests: Sequence[Manifest]) -> dict[tuple[str, str], Scope]:
     """Ask discovery about each kind; fall back to CRDs among the manifests."""
-    from steps.parallel import run_all
+    from steps.lib.parallel import run_all
 
     defined = crd_scopes(manifests)
     scopes: dict[tuple[str, str], Scope] = {}
@@ -81,8 +81,8 @@ def missing_namespaces(api: KubeApi, planned: Sequence[Planned]) -> set[str]:
 
 def server_dry_run(api: KubeApi, planned: Sequence[Planned]) -> None:
     """Dry-run every object; ManifestError naming each refused one (nothing changed)."""
-    from steps.kube import ApiError
-    from steps.parallel import run_all
+    from steps.lib.kube import ApiError
+    from steps.lib.parallel import run_all
 
     # Dry runs change nothing and do not depend on each other: all at once.
     resources = [_resource(api, item) for item in planned]
@@ -131,7 +131,7 @@ class ApplyProgress:
 def apply_objects(
     api: KubeApi, planned: Sequence[Planned], progress: ApplyProgress | None = None
 ) -> list[Target]:
-    from steps.kube import ApiError
+    from steps.lib.kube import ApiError
 
     progress = progress if progress is not None else ApplyProgress()
     targets: list[Target] = []

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from steps.timefmt import parse_rfc3339
+from steps.lib.timefmt import parse_rfc3339
 
 Obj = Mapping[str, Any]
 

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steps.errors import ManifestError, UsageError
-from steps.manifest_edit import (
+from steps.lib.errors import ManifestError, UsageError
+from steps.lib.manifest_edit import (
     KUSTOMIZATION_FILENAMES,
     Change,
     ImageRule,
@@ -28,7 +28,7 @@ from steps.manifest_edit import (
     plan_file,
     verify_plan,
 )
-from steps.output import warn
+from steps.lib.output import warn
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
