@@ -32,21 +32,7 @@ from typing import Any
 import pytest
 from fixtures_git import GIT_PASSWORD, GIT_USER, git, log, run_cli, write_tree
 
-from steps.history import (
-    Candidate,
-    Deployment,
-    build_rows,
-    classify_attempt,
-    duration,
-    incidents,
-    main,
-    nearest_rank,
-    parse_when,
-    render_link,
-    short_image,
-    summarize,
-    written_path,
-)
+from steps.history import main, parse_when, render_link
 from steps.lib import gitrepo
 from steps.lib.deploy_notes import (
     NOTES_REF,
@@ -59,6 +45,18 @@ from steps.lib.deploy_notes import (
     verdict_of_rollout,
 )
 from steps.lib.gitrepo import PushOutcome
+from steps.lib.history_model import (
+    Candidate,
+    Deployment,
+    build_rows,
+    classify_attempt,
+    incidents,
+    nearest_rank,
+    short_image,
+    summarize,
+    written_path,
+)
+from steps.lib.timefmt import duration
 from steps.promote import main as promote
 from steps.push_candidate import main as push_candidate
 from steps.sandbox.gitserver import GitServer
