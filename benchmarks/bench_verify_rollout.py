@@ -36,7 +36,7 @@ import yaml
 
 from steps import verify_rollout
 from steps.lib import rollout_rules as rules
-from steps.lib.kube import Access, connect
+from steps.lib.kube_access import Access, connect
 from steps.sandbox.kube import KubeEmulator, Timings
 
 BEHAVIOR = "sandbox.gitops-steps.dev/behavior"

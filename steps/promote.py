@@ -45,7 +45,7 @@ from steps.lib.gitrepo import (
     validate_subpath,
     with_retries,
 )
-from steps.lib.kube import Access, access_from_args, add_access_options, connect
+from steps.lib.kube_access import Access, access_from_args, add_access_options, connect
 from steps.lib.live_record import LiveRecord, check_record_name, read_live_record
 from steps.lib.output import say
 

@@ -64,11 +64,9 @@ from steps.lib.rollout_watch import (
 )
 
 if TYPE_CHECKING:
-    from steps.lib.kube import (
-        Access,
-        KubeApi,
-        LeaseLock,
-    )
+    from steps.lib.kube import KubeApi
+    from steps.lib.kube_access import Access
+    from steps.lib.lease import LeaseLock
 
 STEP = "verify-rollout"
 DEFAULT_TIMEOUT = "10m"
@@ -191,7 +189,8 @@ def inventory(planned: Sequence[Planned]) -> tuple[InventoryItem, ...]:
 
 
 def build_parser() -> StepParser:
-    from steps.lib.kube import LEASE_DURATION, add_access_options
+    from steps.lib.kube_access import add_access_options
+    from steps.lib.lease import LEASE_DURATION
 
     parser = StepParser(prog="gitops-verify-rollout", description=DESCRIPTION)
     parser.add_option(
@@ -367,7 +366,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def take_lock(api: KubeApi, config: Config, namespace: str) -> tuple[LeaseLock, float]:
-    from steps.lib.kube import LeaseLock, LockTimeout
+    from steps.lib.lease import LeaseLock, LockTimeout
 
     assert config.lock is not None
     lock_namespace = config.lock_namespace or namespace
@@ -484,7 +483,7 @@ def half_applied(exc: StepError, progress: ApplyProgress, result: dict[str, Any]
 
 
 def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
-    from steps.lib.kube import access_from_args
+    from steps.lib.kube_access import access_from_args
 
     args = build_parser().parse_step_args(argv)
     step_run.result_file = args.result_file
@@ -520,7 +519,7 @@ def rollout(
     rollback_manifests: Sequence[Manifest] | None,
 ) -> dict[str, Any]:
     """Connect, lock, apply, wait, record; the result (exit_code 1 on failure)."""
-    from steps.lib.kube import connect
+    from steps.lib.kube_access import connect
     from steps.lib.live_record import read_live_record
 
     say(f"cluster: {access.describe()}")

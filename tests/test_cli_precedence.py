@@ -8,7 +8,7 @@ import pytest
 
 from steps.lib.cli import StepParser
 from steps.lib.errors import UsageError
-from steps.lib.kube import access_from_args
+from steps.lib.kube_access import access_from_args
 
 CLUSTER = "projects/p/locations/europe-west1/clusters/c"
 

@@ -131,7 +131,7 @@ def test_require_live_is_read_again_on_every_attempt(
     kube: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from steps.lib.kube import Access, connect
+    from steps.lib.kube_access import Access, connect
     from steps.lib.live_record import LiveRecord, write_live_record
 
     env = Env(str(bare_repo), tmp_path, monkeypatch)

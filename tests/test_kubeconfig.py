@@ -29,9 +29,10 @@ from typing import Any
 import pytest
 import yaml
 
-from steps.lib import kube
+from steps.lib import kube, kube_access
 from steps.lib.errors import ExternalError, UsageError
-from steps.lib.kube import Access, KubeApi, connect
+from steps.lib.kube import KubeApi
+from steps.lib.kube_access import Access, connect
 from steps.lib.kubeconfig import (
     ExecConfig,
     ExecCredentials,
@@ -677,7 +678,7 @@ def test_in_cluster_service_account(
     (account / "token").write_text("pod-token")
     (account / "ca.crt").write_text(tls_kube.ca_pem)
     (account / "namespace").write_text("team-a\n")
-    monkeypatch.setattr(kube, "SERVICE_ACCOUNT_NAMESPACE", account / "namespace")
+    monkeypatch.setattr(kube_access, "SERVICE_ACCOUNT_NAMESPACE", account / "namespace")
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(tls_kube.port))
     api = connect(Access(in_cluster=True))

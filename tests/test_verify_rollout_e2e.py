@@ -23,7 +23,7 @@ import yaml
 from fixtures_registry import ImagePusher
 
 from steps import verify_rollout as stage
-from steps.lib.kube import Access, connect
+from steps.lib.kube_access import Access, connect
 from steps.lib.live_record import read_live_record
 from steps.sandbox.gcp import GcpSandbox
 

@@ -26,7 +26,6 @@ LARGE_MODULES: dict[str, int] = {
     "steps/cloudbuild/run.py": 1037,
     "steps/lib/gitrepo.py": 1187,
     "steps/history.py": 811,
-    "steps/lib/kube.py": 1055,
     "steps/lib/manifest_edit.py": 858,
     "steps/promote.py": 643,
     "steps/lib/registry.py": 614,

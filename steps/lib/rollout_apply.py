@@ -28,11 +28,7 @@ from steps.lib.rollout_plan import (
 )
 
 if TYPE_CHECKING:
-    from steps.lib.kube import (
-        ApiError,
-        KubeApi,
-        Resource,
-    )
+    from steps.lib.kube import ApiError, KubeApi, Resource
 
 
 # --------------------------------------------------------------------------- apply

@@ -17,12 +17,7 @@ from steps.lib.rollout_apply import Target
 from steps.lib.timefmt import parse_rfc3339
 
 if TYPE_CHECKING:
-    from steps.lib.kube import (
-        CollectionWatch,
-        Event,
-        KubeApi,
-        Resource,
-    )
+    from steps.lib.kube import CollectionWatch, Event, KubeApi, Resource
 
 TICK = 0.5
 """Seconds between checks of grace periods and the deadline when nothing happens."""

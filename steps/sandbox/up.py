@@ -487,7 +487,7 @@ def playground_environ(layout: Layout, registry: str) -> dict[str, str]:
 
 def create_namespace(kubeconfig: Path, name: str) -> None:
     """An environment's namespace, as a cluster admin would make it before the first build."""
-    from steps.lib.kube import Access, connect
+    from steps.lib.kube_access import Access, connect
 
     api = connect(Access(kubeconfig=str(kubeconfig)))
     resource = api.resource("v1", "Namespace")
