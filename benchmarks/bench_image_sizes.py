@@ -19,10 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from steps import containers
+from steps.lib import containers
+from steps.stages import IMAGE_TARGETS
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote")
+TARGETS = IMAGE_TARGETS
 # update-manifest carries kubectl for --kustomize (the real Kustomize): its
 # binary alone is 61.9 MB, so that image's budget is 60 MB + that.
 BUDGET_MB = {"verify-rollout": 180.0, "update-manifest": 125.0}
@@ -31,7 +32,7 @@ MB = 1_000_000
 
 
 def podman_env() -> dict[str, str]:
-    """The image storage every entry point shares (steps/containers.py)."""
+    """The image storage every entry point shares (steps/lib/containers.py)."""
     return {**os.environ, **containers.environ()}
 
 

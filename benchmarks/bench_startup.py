@@ -39,7 +39,9 @@ from typing import Any
 
 from plain_install import plain_install
 
-STAGES = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote", "history")
+from steps.stages import STAGES as REGISTRY
+
+STAGES = tuple(stage.name for stage in REGISTRY)
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 
 

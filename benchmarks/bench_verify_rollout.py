@@ -34,9 +34,9 @@ from typing import Any
 
 import yaml
 
-from steps import rollout_rules as rules
 from steps import verify_rollout
-from steps.kube import Access, connect
+from steps.lib import rollout_rules as rules
+from steps.lib.kube_access import Access, connect
 from steps.sandbox.kube import KubeEmulator, Timings
 
 BEHAVIOR = "sandbox.gitops-steps.dev/behavior"

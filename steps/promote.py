@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from steps.cli import (
+from steps.lib.cli import (
     Provenance,
     StepParser,
     StepRun,
@@ -24,8 +24,8 @@ from steps.cli import (
     settle_imports,
     version_text,
 )
-from steps.errors import CheckFailed, UsageError
-from steps.gitrepo import (
+from steps.lib.errors import CheckFailed, UsageError
+from steps.lib.gitrepo import (
     CONTENTION_BUDGET,
     DEFAULT_COMMITTER,
     DEFAULT_MAX_ATTEMPTS,
@@ -45,9 +45,9 @@ from steps.gitrepo import (
     validate_subpath,
     with_retries,
 )
-from steps.kube import Access, access_from_args, add_access_options, connect
-from steps.live_record import LiveRecord, check_record_name, read_live_record
-from steps.output import say
+from steps.lib.kube_access import Access, access_from_args, add_access_options, connect
+from steps.lib.live_record import LiveRecord, check_record_name, read_live_record
+from steps.lib.output import say
 
 STEP = "promote"
 FIRST_DEPTH = 64

@@ -17,9 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.cli import Provenance, StepParser, StepRun, add_common_options, run_step, version_text
-from steps.errors import CheckFailed, UsageError
-from steps.gitrepo import (
+from steps.lib.cli import (
+    Provenance,
+    StepParser,
+    StepRun,
+    add_common_options,
+    run_step,
+    version_text,
+)
+from steps.lib.errors import CheckFailed, UsageError
+from steps.lib.gitrepo import (
     CONTENTION_BUDGET,
     DEFAULT_COMMITTER,
     DEFAULT_MAX_ATTEMPTS,
@@ -42,8 +49,8 @@ from steps.gitrepo import (
     validate_branch,
     validate_subpath,
 )
-from steps.imageref import ImageRef, InvalidReference
-from steps.output import say
+from steps.lib.imageref import ImageRef, InvalidReference
+from steps.lib.output import say
 
 STEP = "push-candidate"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -288,9 +295,9 @@ def edit_images(
 ) -> tuple[State, list[Any]]:
     """Check out SUBDIR at ``parent``, pin the images in it, and hash the result."""
     try:
-        from steps.update_manifest import update_in_place
+        from steps.lib.manifest_io import update_in_place
     except ImportError:  # pragma: no cover - only in a trimmed image
-        raise UsageError("--image mode needs steps.update_manifest") from None
+        raise UsageError("--image mode needs steps.lib.manifest_io") from None
     scratch = Path(tempfile.mkdtemp(prefix="gitops-edit-"))
     try:
         workspace.checkout_subdir(parent, config.subdir, scratch)

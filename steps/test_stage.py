@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steps.cli import StepParser, StepRun, add_common_options, run_step, version_text
-from steps.errors import UsageError
-from steps.output import say, warn
+from steps.lib.cli import StepParser, StepRun, add_common_options, run_step, version_text
+from steps.lib.errors import UsageError
+from steps.lib.output import say, warn
 
 STEP = "test"
 DEFAULT_JUNIT = "test-results/junit.xml"

@@ -10,37 +10,39 @@ The flow: flags -> rules -> read only the files that can contain an image
 
 from __future__ import annotations
 
-import codecs
-import contextlib
-import os
 import shutil
-import stat
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from steps.cli import StepParser, StepRun, add_common_options, run_step, version_text
-from steps.errors import ManifestError, UsageError
-from steps.manifest_edit import (
+from steps.lib.cli import StepParser, StepRun, add_common_options, run_step, version_text
+from steps.lib.errors import ManifestError, UsageError
+from steps.lib.manifest_edit import (
     KUSTOMIZATION_FILENAMES,
     Change,
     ImageRule,
-    apply_edits,
-    check_rules_distinct,
     compose_documents,
-    parse_image_rule,
-    plan_file,
-    verify_plan,
 )
-from steps.output import normal_mode, say, warn
-from steps.templates import parse_assignments, render_template
+from steps.lib.manifest_io import (
+    FileOutcome,
+    Outcome,
+    check_unmatched,
+    decode,
+    is_manifest_name,
+    parse_rules,
+    plan_in_place,
+    plan_text,
+    read_bytes,
+    walk_files,
+    write_in_place,
+)
+from steps.lib.output import normal_mode, say, warn
+from steps.lib.templates import parse_assignments, render_template
 
 STEP = "update-manifest"
-YAML_SUFFIXES = (".yaml", ".yml")
 TEMPLATE_SUFFIX = ".tpl"
 
 DESCRIPTION = """\
@@ -59,189 +61,7 @@ examples:
 """
 
 
-# --------------------------------------------------------------------------- I/O model
-
-
-@dataclass
-class FileOutcome:
-    """One file read and, when it changes, its new bytes."""
-
-    display: str
-    source: Path
-    original: bytes
-    new: bytes | None = None
-    changes: list[Change] = field(default_factory=list)
-    output_name: str | None = None  # render mode: path relative to --to
-
-
-@dataclass
-class Outcome:
-    files: list[FileOutcome]
-    matched: set[str]
-    skipped: list[str] = field(default_factory=list)
-    upstream: list[Change] = field(default_factory=list)
-    """Changes made before a further step (Kustomize) produced ``files``."""
-
-    @property
-    def changes(self) -> list[Change]:
-        return self.upstream + [change for outcome in self.files for change in outcome.changes]
-
-    @property
-    def changed_files(self) -> list[FileOutcome]:
-        return [outcome for outcome in self.files if outcome.new is not None]
-
-
-# --------------------------------------------------------------------------- public API
-
-
-def update_in_place(
-    paths: Sequence[Path], image_specs: Sequence[str], *, allow_unmatched: bool = False
-) -> list[Change]:
-    """Apply ``--image`` specs to files and directories in place (for other stages).
-
-    Raises UsageError / ManifestError on bad input, having written nothing.
-    """
-    rules = parse_rules(image_specs)
-    outcome = plan_in_place(paths, rules)
-    check_unmatched(rules, outcome.matched, allow_unmatched)
-    write_in_place(outcome.changed_files)
-    return outcome.changes
-
-
-def parse_rules(image_specs: Sequence[str]) -> list[ImageRule]:
-    rules = [parse_image_rule(spec) for spec in image_specs]
-    check_rules_distinct(rules)
-    return rules
-
-
-def check_unmatched(rules: Sequence[ImageRule], matched: set[str], allow: bool) -> None:
-    unmatched = [rule.spec for rule in rules if rule.spec not in matched]
-    if unmatched and not allow:
-        names = ", ".join(unmatched)
-        raise UsageError(
-            f"--image {names}: matches no container, kustomization image or marker "
-            "(pass --allow-unmatched to accept this)"
-        )
-    for spec in unmatched:
-        warn(f"--image {spec} matched nothing")
-
-
 # --------------------------------------------------------------------------- reading
-
-
-def iter_manifest_files(path: Path) -> Iterator[Path]:
-    """A file as given, or a directory's YAML files (hidden directories skipped)."""
-    try:
-        is_file, is_dir = path.is_file(), path.is_dir()
-    except OSError as exc:
-        raise ManifestError(str(path), None, f"cannot read: {exc.strerror}") from None
-    if is_file:
-        yield path
-        return
-    if not is_dir:
-        if path.exists():
-            raise UsageError(f"--in-place {path}: not a regular file or a directory")
-        raise UsageError(f"--in-place {path}: no such file or directory")
-    for root, name in walk_files(path):
-        if _is_manifest_name(name):
-            yield Path(root, name)
-
-
-def walk_files(top: Path) -> Iterator[tuple[str, str]]:
-    """(directory, file name) below ``top``, sorted, without hidden dirs or symlinks.
-
-    Unlike a bare os.walk, a directory that cannot be read is an error: a
-    silently skipped directory would be a silently skipped manifest.
-    """
-
-    def fail(exc: OSError) -> None:
-        raise ManifestError(str(exc.filename), None, f"cannot read: {exc.strerror}")
-
-    for root, dirs, files in os.walk(top, onerror=fail):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            try:
-                mode = os.lstat(path).st_mode
-            except OSError as exc:
-                raise ManifestError(path, None, f"cannot read: {exc.strerror}") from None
-            if stat.S_ISLNK(mode):
-                continue
-            if not stat.S_ISREG(mode):  # a FIFO would block the read forever
-                warn(f"{path}: not a regular file; skipped")
-                continue
-            yield root, name
-
-
-def _is_manifest_name(name: str) -> bool:
-    return name.endswith(YAML_SUFFIXES) or name in KUSTOMIZATION_FILENAMES
-
-
-def read_bytes(path: Path, display: str) -> bytes:
-    """A regular file's bytes; anything else (a FIFO swapped in meanwhile) is refused.
-
-    Opened without blocking, so that a FIFO cannot hang the stage before the check.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ManifestError(display, None, f"cannot read: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ManifestError(display, None, "not a regular file")
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read()
-    except OSError as exc:
-        raise ManifestError(display, None, f"cannot read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-
-
-def decode(display: str, data: bytes) -> tuple[str, bytes]:
-    """UTF-8 text and its byte-order mark (kept as it was)."""
-    bom = codecs.BOM_UTF8 if data.startswith(codecs.BOM_UTF8) else b""
-    try:
-        return data[len(bom) :].decode("utf-8"), bom
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ManifestError(display, line, "not UTF-8 text") from None
-
-
-def plan_text(
-    display: str, text: str, bom: bytes, rules: Sequence[ImageRule], matched: set[str]
-) -> tuple[bytes | None, list[Change]]:
-    """New bytes for a text (None when unchanged), verified before returning."""
-    kustomization = Path(display).name in KUSTOMIZATION_FILENAMES
-    plan = plan_file(display, text, rules, kustomization=kustomization)
-    matched |= plan.matched
-    if not plan.changed:
-        return None, []
-    new_text = apply_edits(text, plan.edits)
-    verify_plan(plan, new_text)
-    return bom + new_text.encode("utf-8"), plan.changes
-
-
-def plan_in_place(paths: Sequence[Path], rules: Sequence[ImageRule]) -> Outcome:
-    """Read every candidate file and plan its changes; write nothing."""
-    needles = {needle for rule in rules for needle in rule.needles}
-    outcome = Outcome(files=[], matched=set())
-    seen: set[Path] = set()
-    for root in paths:
-        for path in iter_manifest_files(root):
-            resolved = path.resolve()
-            if resolved in seen:
-                continue
-            seen.add(resolved)
-            display = str(path)
-            data = read_bytes(path, display)
-            # The cheap check: a file that cannot mention an image is not parsed.
-            if not any(needle in data for needle in needles):
-                continue
-            text, bom = decode(display, data)
-            new, changes = plan_text(display, text, bom, rules, outcome.matched)
-            outcome.files.append(FileOutcome(display, path, data, new, changes))
-    return outcome
 
 
 def plan_render(
@@ -258,7 +78,7 @@ def plan_render(
         path = Path(root, name)
         relative = path.relative_to(source).as_posix()
         is_template = name.endswith(TEMPLATE_SUFFIX)
-        if not (is_template or _is_manifest_name(name)):
+        if not (is_template or is_manifest_name(name)):
             outcome.skipped.append(relative)
             continue
         display = str(path)
@@ -330,67 +150,6 @@ def _shape(node: yaml.Node) -> Any:
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def write_in_place(files: Sequence[FileOutcome]) -> None:
-    """Replace each file atomically; on any failure put back what was replaced.
-
-    A symlink given by name stays a symlink: its target is what is edited.
-    Before each replacement the original is kept under a second hard link, so
-    that putting it back restores the file itself (owner, group, mode, other
-    links), not a copy of its bytes.
-    """
-    kept: list[tuple[Path, Path | None, bytes]] = []  # (file, link to the original, bytes)
-    try:
-        for outcome in files:
-            assert outcome.new is not None
-            target = outcome.source.resolve()
-            kept.append((target, _keep_original(target), outcome.original))
-            _replace_file(target, outcome.new)
-    except OSError as exc:
-        for target, original, data in reversed(kept):
-            if original is not None:
-                os.replace(original, target)
-            else:
-                _replace_file(target, data)
-        raise UsageError(
-            f"cannot write {exc.filename or 'a manifest'}: {exc.strerror}; no file was changed"
-        ) from None
-    finally:
-        for _, original, _ in kept:
-            if original is not None:
-                original.unlink(missing_ok=True)
-
-
-def _keep_original(path: Path) -> Path | None:
-    """A hidden hard link to ``path`` beside it (None where links are not possible)."""
-    for attempt in range(100):
-        link = path.with_name(f".{path.name}.{os.getpid()}-{attempt}.orig")
-        try:
-            os.link(path, link)
-            return link
-        except FileExistsError:
-            continue
-        except OSError:
-            return None
-    return None
-
-
-def _replace_file(path: Path, content: bytes) -> None:
-    """Write ``content`` beside ``path`` and rename it over it, keeping mode and owner."""
-    old = path.stat()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-        if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
-            with contextlib.suppress(PermissionError):  # only root may give files away
-                os.chown(tmp, old.st_uid, old.st_gid)
-        os.chmod(tmp, old.st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_render_paths(source: Path, destination: Path) -> Path:
@@ -476,7 +235,7 @@ def render_overlays(
     by the same rules, so an image an overlay sets some other way is pinned
     too. What is recorded is exactly what verify-rollout will apply.
     """
-    from steps.kustomize import kubectl_binary, kustomize_version, render_overlay
+    from steps.lib.kustomize import kubectl_binary, kustomize_version, render_overlay
 
     kubectl = kubectl_binary()
     version = kustomize_version(kubectl)
@@ -525,7 +284,7 @@ def resolve_digests(
     rules: Sequence[ImageRule], *, insecure_registries: Sequence[str], keep_tag: bool
 ) -> list[ImageRule]:
     """Pin each rule's tag to the digest the registry serves for it now."""
-    from steps.registry import RegistryClient
+    from steps.lib.registry import RegistryClient
 
     client = RegistryClient(insecure_registries=insecure_registries)
     resolved: list[ImageRule] = []

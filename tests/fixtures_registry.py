@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from steps.imageref import ImageRef
+from steps.lib.imageref import ImageRef
 from steps.sandbox.registry import LocalRegistry
 
 __all__ = ["ImagePusher", "auth_images", "auth_registry", "images", "registry"]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from steps.cli import StepParser
-from steps.errors import UsageError
-from steps.kube import access_from_args
+from steps.lib.cli import StepParser
+from steps.lib.errors import UsageError
+from steps.lib.kube_access import access_from_args
 
 CLUSTER = "projects/p/locations/europe-west1/clusters/c"
 

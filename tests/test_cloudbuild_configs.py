@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from steps.cli import env_name
 from steps.cloudbuild.substitutions import BUILT_INS as CLOUD_BUILD_BUILT_INS
+from steps.lib.cli import env_name
 
 REPO = Path(__file__).resolve().parent.parent
 CLOUDBUILD = REPO / "cloudbuild"

@@ -24,8 +24,9 @@ from test_images import images  # noqa: F401  (the stage images, built once per 
 
 from steps.cloudbuild import engine, rerun, run
 from steps.cloudbuild.config import Step
-from steps.cloudbuild.run import BuildRecord, run_build
-from steps.errors import UsageError
+from steps.cloudbuild.records import BuildRecord
+from steps.cloudbuild.run import run_build
+from steps.lib.errors import UsageError
 
 BASH = {"name": "bash", "entrypoint": "bash"}
 MAPS = ["bash=bash", "ubuntu=sh"]
@@ -277,7 +278,7 @@ def test_volumes_home_and_builder_output(build: Build) -> None:
 
 
 def test_workspace_paths_rewritten_only_where_needed() -> None:
-    from steps.cloudbuild.run import Context
+    from steps.cloudbuild.execute import Context
 
     ctx = Context.__new__(Context)
     ctx.workspace, ctx.home = Path("/tmp/ws"), Path("/tmp/home")

@@ -11,7 +11,7 @@ import yaml
 
 from steps.cloudbuild import config, validate
 from steps.cloudbuild.substitutions import Usage, expand, parse_pairs
-from steps.errors import UsageError
+from steps.lib.errors import UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = sorted((Path(__file__).parent / "cloudbuild_cases").glob("*.yaml"))

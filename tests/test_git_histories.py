@@ -21,9 +21,9 @@ from fixtures_git import files_at, git, log, run_cli, seed, write_tree
 from test_promote import Env
 from test_push_candidate import deployment
 
-from steps import gitrepo
-from steps.deploy_notes import MAX_NOTE, make_note, merge_note
-from steps.gitrepo import parse_trailers, tool_trailers
+from steps.lib import gitrepo
+from steps.lib.deploy_notes import MAX_NOTE, make_note, merge_note
+from steps.lib.gitrepo import parse_trailers, tool_trailers
 from steps.push_candidate import main as push_candidate
 from steps.sandbox.gitserver import GitServer
 
@@ -131,8 +131,8 @@ def test_require_live_is_read_again_on_every_attempt(
     kube: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from steps.kube import Access, connect
-    from steps.live_record import LiveRecord, write_live_record
+    from steps.lib.kube_access import Access, connect
+    from steps.lib.live_record import LiveRecord, write_live_record
 
     env = Env(str(bare_repo), tmp_path, monkeypatch)
     c3 = env.candidate("web", {"a": "3"})

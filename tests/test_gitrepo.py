@@ -1,4 +1,4 @@
-"""steps.gitrepo: validation, credentials and the pure tree/message decisions."""
+"""steps.lib.gitrepo: validation, credentials and the pure tree/message decisions."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from fixtures_git import init_bare, seed
 
-from steps.errors import ExternalError, UsageError
-from steps.gitrepo import (
+from steps.lib.errors import ExternalError, UsageError
+from steps.lib.gitrepo import (
     Attempt,
     Change,
     Identity,
@@ -38,7 +38,7 @@ from steps.gitrepo import (
     validate_branch,
     validate_subpath,
 )
-from steps.retry import CONTENTION, FAILURE, RETRY_AFTER_CAP, backoff_delay
+from steps.lib.retry import CONTENTION, FAILURE, RETRY_AFTER_CAP, backoff_delay
 
 # ----------------------------------------------------------------- validation
 
@@ -322,7 +322,7 @@ def test_workspace_reads_commits_and_blobs_with_git_alone(
 def test_help_does_not_import_gitpython() -> None:
     code = (
         "import sys\n"
-        "import steps.push_candidate, steps.promote, steps.gitrepo\n"
+        "import steps.push_candidate, steps.promote, steps.lib.gitrepo\n"
         "for m in (steps.push_candidate, steps.promote):\n"
         "    try:\n"
         "        m.main(['--help'])\n"

@@ -32,8 +32,9 @@ from typing import Any
 import pytest
 from fixtures_git import GIT_PASSWORD, GIT_USER, git, log, run_cli, write_tree
 
-from steps import gitrepo
-from steps.deploy_notes import (
+from steps.history import main, parse_when, render_link
+from steps.lib import gitrepo
+from steps.lib.deploy_notes import (
     NOTES_REF,
     NotesWorkspace,
     OutcomeNote,
@@ -43,28 +44,24 @@ from steps.deploy_notes import (
     record_outcome,
     verdict_of_rollout,
 )
-from steps.gitrepo import PushOutcome
-from steps.history import (
+from steps.lib.gitrepo import PushOutcome
+from steps.lib.history_model import (
     Candidate,
     Deployment,
     build_rows,
     classify_attempt,
-    duration,
     incidents,
-    main,
     nearest_rank,
-    parse_when,
-    render_link,
     short_image,
     summarize,
     written_path,
 )
+from steps.lib.timefmt import duration
 from steps.promote import main as promote
 from steps.push_candidate import main as push_candidate
 from steps.sandbox.gitserver import GitServer
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def at(minutes: float) -> datetime:
@@ -413,7 +410,7 @@ def test_record_outcome_appends_and_is_idempotent(
 def test_record_outcome_refuses_bad_input(
     tmp_path: Path, bare_repo: Path, git_env: dict[str, str]
 ) -> None:
-    from steps.errors import UsageError
+    from steps.lib.errors import UsageError
 
     with pytest.raises(UsageError, match="expected one of"):
         record_outcome(str(bare_repo), "a" * 40, "exploded", None, None)
@@ -580,7 +577,7 @@ def test_credentials_and_an_unreachable_server(
 
 def test_importing_history_and_notes_is_light() -> None:
     code = (
-        "import sys, steps.history, steps.history_html, steps.deploy_notes\n"
+        "import sys, steps.history, steps.lib.history_html, steps.lib.deploy_notes\n"
         "heavy = ('git', 'kubernetes', 'google')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )

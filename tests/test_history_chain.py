@@ -14,8 +14,8 @@ import pytest
 from test_promote import Env
 from test_promote_chain import release, to_production, to_staging
 
-from steps.deploy_notes import record_outcome
 from steps.history import main as history
+from steps.lib.deploy_notes import record_outcome
 
 HOUR = 3600
 

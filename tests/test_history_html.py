@@ -28,7 +28,7 @@ import pytest
 from test_history import UNTIL, Built, built  # noqa: F401  (the module-scoped story)
 
 from steps.history import main
-from steps.history_html import (
+from steps.lib.history_html import (
     LEAD_COLOUR,
     OUTCOME_COLOURS,
     ROLLBACK_COLOUR,

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from steps import containers
+from steps.lib import containers
 from steps.sandbox.gcp import GcpSandbox
+from steps.stages import IMAGE_TARGETS, by_name
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "app"
-TARGETS = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote")
+TARGETS = IMAGE_TARGETS
 PREFIX = "localhost/gitops-steps"
 TAG = "dev"
 TOOLS = ("buildah", "podman", "runc", "debootstrap")
@@ -108,13 +109,13 @@ def test_each_image_holds_only_its_stage(
     proc = run_step(target, tmp_path, "-c", probe, entrypoint="/opt/gitops-steps/bin/python")
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
-    git_stage = target in ("push-candidate", "verify-rollout", "promote")
+    git_stage = by_name(target).git
     assert found == {
         "sandbox": False,
         "git": git_stage,
         "pip": target == "test",
-        "kubernetes": False,  # steps.kubeconfig + steps.kubehttp instead
-        "gitpython": False,  # steps.gitrepo runs the git binary itself
+        "kubernetes": False,  # steps.lib.kubeconfig + steps.lib.kubehttp instead
+        "gitpython": False,  # steps.lib.gitrepo runs the git binary itself
         "google_auth": target in ("update-manifest", "verify-rollout", "promote"),
         "pytest": target == "test",
         "caches": [],
@@ -136,9 +137,10 @@ def test_the_cluster_stages_import_their_client_without_kubernetes(
     images: Sequence[str], target: str, tmp_path: Path
 ) -> None:
     probe = (
-        "import sys, urllib3, google.auth, steps.kube, steps.kubeconfig, steps.kubehttp\n"
-        "import steps.verify_rollout, steps.promote, steps.live_record\n"
-        "from steps.kubehttp import google_request, ssl_context\n"
+        "import sys, urllib3, google.auth\n"
+        "import steps.lib.kube, steps.lib.kubeconfig, steps.lib.kubehttp\n"
+        "import steps.verify_rollout, steps.promote, steps.lib.live_record\n"
+        "from steps.lib.kubehttp import google_request, ssl_context\n"
         "google_request(); ssl_context(None)\n"
         "assert 'kubernetes' not in sys.modules and 'requests' not in sys.modules\n"
     )
@@ -154,7 +156,7 @@ def test_application_default_credentials_come_from_the_metadata_server_in_the_im
     credentials need its ``requests`` extra, which the host's dev venv has anyway."""
     probe = (
         "import google.auth\n"
-        "from steps.kubehttp import google_request\n"
+        "from steps.lib.kubehttp import google_request\n"
         "credentials, project = google.auth.default(request=google_request())\n"
         "credentials.refresh(google_request())\n"
         "print(project, bool(credentials.token))\n"

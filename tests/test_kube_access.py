@@ -23,17 +23,10 @@ from typing import Any
 
 import pytest
 
-from steps.errors import UsageError
-from steps.kube import (
-    Access,
-    ClusterName,
-    KubeApi,
-    access_from_args,
-    connect,
-    gke_endpoint,
-    lease_holder,
-    micro_time,
-)
+from steps.lib.errors import UsageError
+from steps.lib.kube import KubeApi
+from steps.lib.kube_access import Access, ClusterName, access_from_args, connect, gke_endpoint
+from steps.lib.lease import lease_holder, micro_time
 from steps.sandbox.gcp import Cluster, GcpSandbox
 
 CLUSTER = "projects/p1/locations/europe-west1/clusters/prod"
@@ -105,7 +98,7 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from steps.kube import Access, ClusterName, connect
+    from steps.lib.kube_access import Access, ClusterName, connect
     access = Access(cluster=ClusterName.parse(sys.argv[1]), container_api_url=sys.argv[2],
                     endpoint=sys.argv[3])
     api = connect(access)

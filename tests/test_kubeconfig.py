@@ -29,17 +29,18 @@ from typing import Any
 import pytest
 import yaml
 
-from steps import kube
-from steps.errors import ExternalError, UsageError
-from steps.kube import Access, KubeApi, connect
-from steps.kubeconfig import (
+from steps.lib import kube, kube_access
+from steps.lib.errors import ExternalError, UsageError
+from steps.lib.kube import KubeApi
+from steps.lib.kube_access import Access, connect
+from steps.lib.kubeconfig import (
     ExecConfig,
     ExecCredentials,
     load_client_config,
     parse_exec_credential,
 )
-from steps.kubehttp import Transport
-from steps.output import redact
+from steps.lib.kubehttp import Transport
+from steps.lib.output import redact
 from steps.sandbox.kube import KubeEmulator, Timings
 
 # --------------------------------------------------------------------------- helpers
@@ -505,7 +506,7 @@ def test_connections_are_kept_alive_and_replaced_when_the_server_hung_up(tmp_pat
 
 
 def kube_static(token: str) -> Any:
-    from steps.kubehttp import StaticToken
+    from steps.lib.kubehttp import StaticToken
 
     return StaticToken(token)
 
@@ -677,7 +678,7 @@ def test_in_cluster_service_account(
     (account / "token").write_text("pod-token")
     (account / "ca.crt").write_text(tls_kube.ca_pem)
     (account / "namespace").write_text("team-a\n")
-    monkeypatch.setattr(kube, "SERVICE_ACCOUNT_NAMESPACE", account / "namespace")
+    monkeypatch.setattr(kube_access, "SERVICE_ACCOUNT_NAMESPACE", account / "namespace")
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(tls_kube.port))
     api = connect(Access(in_cluster=True))

@@ -14,10 +14,10 @@ from typing import Any, NoReturn
 
 import pytest
 
-from steps import containers
 from steps.cloudbuild import engine
-from steps.errors import ExternalError, InternalError, UsageError
-from steps.output import normal_mode, write_atomic
+from steps.lib import containers
+from steps.lib.errors import ExternalError, InternalError, UsageError
+from steps.lib.output import normal_mode, write_atomic
 from steps.sandbox import up
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def test_build_images_the_runner_and_the_sandbox_share_one_storage(tmp_path: Pat
     env = {**os.environ, "GITOPS_CACHE_DIR": str(cache), "STORAGE_DRIVER": ""}
     env.pop("STORAGE_DRIVER")
     shell = subprocess.run(
-        [sys.executable, "-m", "steps.containers"],
+        [sys.executable, "-m", "steps.lib.containers"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -92,7 +92,7 @@ def test_an_existing_storage_conf_is_never_rewritten(tmp_path: Path) -> None:
 
 def test_build_images_reads_its_settings_from_the_one_module() -> None:
     script = (REPO / "scripts" / "build-images").read_text()
-    assert "-m steps.containers" in script
+    assert "-m steps.lib.containers" in script
     assert "driver=" not in script  # no second choice of driver
 
 

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
+from steps.stages import STAGES as REGISTRY
+
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-STAGES = {
-    name: target.split(":")[0]
-    for name, target in SCRIPTS.items()
-    # Dispatchers (gitops-sandbox, gitops-cloudbuild) are tools, not stages.
-    if not target.endswith("__main__:main")
-    and (REPO / (target.split(":")[0].replace(".", "/") + ".py")).exists()
-}
+STAGES = {stage.script: stage.module for stage in REGISTRY}
 HEAVY = ("git", "kubernetes", "google", "urllib3")
 LAZY = ("urllib.request", "http.client", "ssl", "traceback")
 """Standard-library modules --help must not import either: each costs milliseconds
@@ -60,7 +54,7 @@ def test_console_script_and_python_dash_m(script: str) -> None:
 
 def test_importing_the_package_is_light() -> None:
     code = (
-        "import sys, steps, steps.cli, steps.output, steps.errors, steps.imageref\n"
+        "import sys, steps, steps.lib.cli, steps.lib.output, steps.lib.errors, steps.lib.imageref\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r} + ('yaml',)))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from steps.parallel import run_all
+from steps.lib.parallel import run_all
 
 
 def test_results_in_order_with_exceptions_in_place() -> None:

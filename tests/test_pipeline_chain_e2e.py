@@ -20,8 +20,8 @@ import pytest
 from test_pipeline_e2e import TIMEOUT, pytestmark, python_base  # noqa: F401
 
 from steps.cloudbuild.demo import Pipeline, crashing_release, greeting_release, running_sandbox
-from steps.gitrepo import parse_trailers
 from steps.history import main as history
+from steps.lib.gitrepo import parse_trailers
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fixtures_git import GIT_PASSWORD, GIT_USER, files_at, git, log, run_cli, seed, write_tree
 
-from steps import gitrepo
-from steps.gitrepo import PushOutcome, Workspace, parse_trailers
+from steps.lib import gitrepo
+from steps.lib.gitrepo import PushOutcome, Workspace, parse_trailers
 from steps.promote import main, promoted_from, promotion_kind
 from steps.push_candidate import main as push_candidate
 from steps.sandbox.gitserver import GitServer

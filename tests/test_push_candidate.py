@@ -20,8 +20,8 @@ from fixtures_git import (
     write_tree,
 )
 
-from steps import gitrepo
-from steps.gitrepo import PushOutcome, Workspace, parse_trailers
+from steps.lib import gitrepo
+from steps.lib.gitrepo import PushOutcome, Workspace, parse_trailers
 from steps.push_candidate import default_subject, image_references, main
 from steps.sandbox.gitserver import GitServer
 

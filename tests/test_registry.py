@@ -25,10 +25,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from fixtures_registry import ImagePusher
 
-from steps.errors import ExternalError, StepError, UsageError
-from steps.imageref import ImageRef
-from steps.output import redact
-from steps.registry import ACCEPT, RegistryClient, is_google_registry, parse_challenge
+from steps.lib.errors import ExternalError, StepError, UsageError
+from steps.lib.imageref import ImageRef
+from steps.lib.output import redact
+from steps.lib.registry import ACCEPT, RegistryClient, is_google_registry, parse_challenge
 from steps.sandbox.registry import DOCKER_MANIFEST, OCI_MANIFEST, LocalRegistry
 
 DIGEST = "sha256:" + "ab" * 32

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
-from steps import rollout_rules as rules
+from steps.lib import rollout_rules as rules
+from steps.lib.timefmt import parse_rfc3339
 
 CASES = Path(__file__).parent / "rollout_cases"
-T0 = rules.parse_time("2026-11-26T06:00:00Z") or 0.0
+T0 = parse_rfc3339("2026-11-26T06:00:00Z") or 0.0
 
 
 def load(name: str) -> list[dict[str, Any]]:
@@ -54,7 +55,7 @@ def test_new_revision_pods_and_their_problems(case: dict[str, Any]) -> None:
     assert [p["metadata"]["name"] for p in pods] == case["expect_new_pods"]
 
     problems = [problem for pod in pods for problem in rules.pod_problems(pod)]
-    now = rules.parse_time(case["now"]) if "now" in case else T0 + case.get("elapsed", 0)
+    now = parse_rfc3339(case["now"]) if "now" in case else T0 + case.get("elapsed", 0)
     assert now is not None
     first_seen = T0 if "now" not in case else now
     graces = rules.Graces(persisting=30, unschedulable=120)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fixtures_registry import ImagePusher
 
-from steps.errors import ExternalError, UsageError
+from steps.lib.errors import ExternalError, UsageError
 from steps.sandbox.registry import LocalRegistry, push_image
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from steps.cli import settle_imports
+from steps.lib.cli import settle_imports
 
 
 def test_settle_imports_only_for_a_command() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from steps.errors import UsageError
+from steps.lib.errors import UsageError
 from steps.test_stage import (
     Case,
     Counts,

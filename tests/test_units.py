@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from steps.cli import StepParser, env_name
-from steps.errors import ManifestError, UsageError
-from steps.imageref import ImageRef, InvalidReference, canonical
-from steps.manifest_edit import (
+from steps.lib.cli import StepParser, env_name
+from steps.lib.errors import ManifestError, UsageError
+from steps.lib.imageref import ImageRef, InvalidReference, canonical
+from steps.lib.manifest_edit import (
     apply_edits,
     parse_image_rule,
     plan_file,
@@ -17,8 +17,8 @@ from steps.manifest_edit import (
     split_marker_policy,
     verify_plan,
 )
-from steps.output import fit_to_limit, redact, register_secret
-from steps.templates import parse_assignments, render_template
+from steps.lib.output import fit_to_limit, redact, register_secret
+from steps.lib.templates import parse_assignments, render_template
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
@@ -168,7 +168,7 @@ def test_verify_plan_rejects_an_edit_that_changes_anything_else() -> None:
 
 
 def test_apply_edits_rejects_overlaps() -> None:
-    from steps.manifest_edit import TextEdit
+    from steps.lib.manifest_edit import TextEdit
 
     with pytest.raises(ValueError, match="overlapping"):
         apply_edits("abcdef", [TextEdit(0, 3, "x"), TextEdit(2, 4, "y")])

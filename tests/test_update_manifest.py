@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from steps import update_manifest
+from steps.lib import manifest_io
 from steps.update_manifest import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -375,7 +375,7 @@ def test_failed_write_puts_back_files_already_replaced(
             raise OSError(28, "No space left on device", str(dst))
         real_replace(src, dst)
 
-    monkeypatch.setattr(update_manifest.os, "replace", failing_replace)
+    monkeypatch.setattr(manifest_io.os, "replace", failing_replace)
 
     assert main(["--in-place", str(tmp_path), "--image", "gcr.io/proj/app:v2"]) == 2
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_update_manifest import DEPLOYMENT
 
-from steps import update_manifest
+from steps.lib import manifest_io
 from steps.update_manifest import main
 
 MARK = '# {"$imagepolicy": "ns:app"}'
@@ -394,7 +394,7 @@ def test_a_failed_write_puts_back_the_original_files_themselves(
             raise OSError(28, "No space left on device", str(dst))
         real_replace(src, dst)
 
-    monkeypatch.setattr(update_manifest.os, "replace", failing_replace)
+    monkeypatch.setattr(manifest_io.os, "replace", failing_replace)
     code, err = run(tmp_path, capsys, "--in-place", str(tmp_path), "--image", "gcr.io/proj/app:v2")
     assert code == 2, err
     after = {p.name: (p.stat().st_ino, p.stat().st_uid, p.stat().st_gid) for p in paths}
@@ -425,12 +425,12 @@ def test_the_post_splice_check_refuses_a_wrong_splice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A splice that changes anything else (a bug) is caught before any write."""
-    real_apply = update_manifest.apply_edits
+    real_apply = manifest_io.apply_edits
 
     def sloppy_apply(text: str, edits: object) -> str:
         return real_apply(text, edits).replace("name: web", "name: wbe")  # type: ignore[arg-type]
 
-    monkeypatch.setattr(update_manifest, "apply_edits", sloppy_apply)
+    monkeypatch.setattr(manifest_io, "apply_edits", sloppy_apply)
     manifest = tmp_path / "d.yaml"
     manifest.write_text(DEPLOYMENT)
     result = tmp_path / "result.json"

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from steps import rollout_rules as rules
 from steps import verify_rollout as stage
-from steps.errors import ManifestError, UsageError
-from steps.kube import Resource
-from steps.live_record import (
+from steps.lib import rollout_apply as applying
+from steps.lib import rollout_plan as planning
+from steps.lib import rollout_rules as rules
+from steps.lib import rollout_watch as watching
+from steps.lib.errors import ManifestError, UsageError
+from steps.lib.kube import Resource
+from steps.lib.live_record import (
     InventoryItem,
     LiveRecord,
     images_in,
@@ -37,11 +40,11 @@ spec:
 """
 
 SCOPES = {
-    ("apps/v1", "Deployment"): stage.Scope(namespaced=True, served=True),
-    ("v1", "ConfigMap"): stage.Scope(namespaced=True, served=True),
-    ("v1", "Namespace"): stage.Scope(namespaced=False, served=True),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"): stage.Scope(namespaced=False, served=True),
-    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): stage.Scope(False, True),
+    ("apps/v1", "Deployment"): planning.Scope(namespaced=True, served=True),
+    ("v1", "ConfigMap"): planning.Scope(namespaced=True, served=True),
+    ("v1", "Namespace"): planning.Scope(namespaced=False, served=True),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): planning.Scope(namespaced=False, served=True),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): planning.Scope(False, True),
 }
 
 
@@ -53,7 +56,7 @@ def write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def plan(manifests: list[stage.Manifest], **kwargs: object) -> list[stage.Planned]:
+def plan(manifests: list[planning.Manifest], **kwargs: object) -> list[planning.Planned]:
     options: dict[str, object] = {
         "namespace": "default",
         "namespace_given": False,
@@ -61,8 +64,8 @@ def plan(manifests: list[stage.Manifest], **kwargs: object) -> list[stage.Planne
         "labels": {},
     }
     options.update(kwargs)
-    scopes = {**SCOPES, **stage.crd_scopes(manifests)}
-    return stage.plan(manifests, scopes, **options)  # type: ignore[arg-type]
+    scopes = {**SCOPES, **planning.crd_scopes(manifests)}
+    return planning.plan(manifests, scopes, **options)  # type: ignore[arg-type]
 
 
 # -- reading -------------------------------------------------------------------
@@ -82,7 +85,7 @@ def test_load_walks_yaml_files_and_expands_lists(tmp_path: Path) -> None:
             ".hidden/x.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hidden}\n",
         },
     )
-    manifests = stage.load_manifests(root)
+    manifests = planning.load_manifests(root)
     assert [(m.kind, m.name) for m in manifests] == [
         ("Deployment", "web"),
         ("ConfigMap", "one"),
@@ -145,7 +148,7 @@ def test_a_kustomize_directory_is_refused_once_with_exit_2(
 def test_bad_manifests_name_file_and_line(tmp_path: Path, text: str, problem: str) -> None:
     write(tmp_path, {"x.yaml": text})
     with pytest.raises(ManifestError, match=problem.replace("(", r"\(")) as caught:
-        stage.load_manifests(tmp_path)
+        planning.load_manifests(tmp_path)
     assert str(tmp_path / "x.yaml") in caught.value.message
 
 
@@ -155,14 +158,14 @@ def test_duplicates_are_refused(tmp_path: Path) -> None:
     with pytest.raises(
         ManifestError, match=r"b.yaml:1: ConfigMap/same: also defined at .*a.yaml:1"
     ):
-        stage.load_manifests(tmp_path)
+        planning.load_manifests(tmp_path)
 
 
 def test_empty_directory_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no Kubernetes objects"):
-        stage.load_manifests(tmp_path)
+        planning.load_manifests(tmp_path)
     with pytest.raises(UsageError, match="no such file"):
-        stage.load_manifests(tmp_path / "absent")
+        planning.load_manifests(tmp_path / "absent")
 
 
 # -- planning ------------------------------------------------------------------
@@ -189,7 +192,7 @@ def test_dependency_order_crds_namespaces_cluster_scoped_namespaced() -> None:
             CRD,
         ]
     )
-    manifests = stage.parse_manifests("all.yaml", text)
+    manifests = planning.parse_manifests("all.yaml", text)
     planned = plan(manifests, allow_cluster_scoped=True, namespace="prod")
     assert [str(p.ref) for p in planned] == [
         "CustomResourceDefinition/widgets.example.com",
@@ -205,7 +208,7 @@ def test_dependency_order_crds_namespaces_cluster_scoped_namespaced() -> None:
 
 
 def test_cluster_scoped_kinds_need_the_flag() -> None:
-    manifests = stage.parse_manifests(
+    manifests = planning.parse_manifests(
         "r.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}"
     )
     with pytest.raises(ManifestError, match="ClusterRole/r: cluster-scoped: pass --allow-cluster"):
@@ -213,12 +216,12 @@ def test_cluster_scoped_kinds_need_the_flag() -> None:
 
 
 def test_unknown_kinds_and_namespace_conflicts_are_refused() -> None:
-    unknown = stage.parse_manifests(
+    unknown = planning.parse_manifests(
         "w.yaml", "apiVersion: x.io/v1\nkind: Thing\nmetadata: {name: t}"
     )
     with pytest.raises(ManifestError, match=r"x\.io/v1 Thing is not served by the cluster"):
         plan(unknown)
-    elsewhere = stage.parse_manifests(
+    elsewhere = planning.parse_manifests(
         "c.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: other}"
     )
     with pytest.raises(ManifestError, match="namespace other differs from --namespace prod"):
@@ -227,7 +230,7 @@ def test_unknown_kinds_and_namespace_conflicts_are_refused() -> None:
 
 
 def test_record_labels_are_added_to_every_object() -> None:
-    manifests = stage.parse_manifests("d.yaml", DEPLOYMENT)
+    manifests = planning.parse_manifests("d.yaml", DEPLOYMENT)
     planned = plan(manifests, labels=inventory_labels("prod"))
     labels = planned[0].obj["metadata"]["labels"]
     assert labels == {
@@ -261,7 +264,7 @@ def test_prune_candidates_keep_manifests_and_never_namespaces_or_crds() -> None:
         (InventoryItem("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, "w"), "u4"),
     ]
     keep = {("apps", "Deployment", "prod", "web")}
-    assert stage.prune_candidates(found, keep) == [found[1]]
+    assert applying.prune_candidates(found, keep) == [found[1]]
 
 
 # -- flags -----------------------------------------------------------------------
@@ -311,12 +314,12 @@ def test_commit_falls_back_to_cloud_build_commit_sha(monkeypatch: pytest.MonkeyP
 
 def test_summary_table_and_failure_report() -> None:
     resource = Resource("apps", "v1", "Deployment", "deployments", True)
-    target = stage.Target(stage.ObjRef("apps", "Deployment", "prod", "web"), resource, 2, {})
+    target = applying.Target(planning.ObjRef("apps", "Deployment", "prod", "web"), resource, 2, {})
     target.verdict = rules.current(rules.ROLLED_OUT, "3 of 3 updated replicas available")
-    lines = stage.summary_table([target])
+    lines = watching.summary_table([target])
     assert lines[0].split() == ["OBJECT", "NAMESPACE", "STATUS", "DETAIL"]
     assert lines[1].startswith("Deployment/web  prod")
-    failure = stage.Failure(
+    failure = watching.Failure(
         "Deployment/web",
         "prod",
         "CrashLoopBackOff",
@@ -355,7 +358,7 @@ def test_live_record_round_trips_through_its_configmap() -> None:
 
 
 def test_images_of_pod_templates() -> None:
-    manifests = stage.parse_manifests("d.yaml", DEPLOYMENT)
+    manifests = planning.parse_manifests("d.yaml", DEPLOYMENT)
     cron = {
         "kind": "CronJob",
         "spec": {
@@ -367,3 +370,15 @@ def test_images_of_pod_templates() -> None:
         "example.com/migrate:1",
         "example.com/web:2",
     )
+
+
+def test_images_of_pod_templates_and_ephemeral_containers() -> None:
+    """The live record reads pod specs from the same table update-manifest pins with:
+    a PodTemplate keeps its spec at ``template.spec``, and ephemeral containers count."""
+    template = {"kind": "PodTemplate", "template": {"spec": {"containers": [{"image": "t:1"}]}}}
+    pod = {
+        "kind": "Pod",
+        "spec": {"containers": [{"image": "p:1"}], "ephemeralContainers": [{"image": "e:1"}]},
+    }
+    custom = {"kind": "Rollout", "spec": {"template": {"spec": {"containers": [{"image": "r:1"}]}}}}
+    assert images_in([template, pod, custom]) == ("e:1", "p:1", "r:1", "t:1")

@@ -23,8 +23,8 @@ import yaml
 from fixtures_registry import ImagePusher
 
 from steps import verify_rollout as stage
-from steps.kube import Access, connect
-from steps.live_record import read_live_record
+from steps.lib.kube_access import Access, connect
+from steps.lib.live_record import read_live_record
 from steps.sandbox.gcp import GcpSandbox
 
 BEHAVIOR = "sandbox.gitops-steps.dev/behavior"
@@ -495,7 +495,7 @@ def test_watches_resumed_after_compaction_are_told_410_in_stream_and_list_again(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from steps import kube as kube_module
+    from steps.lib import kube as kube_module
     from steps.sandbox.kube.timings import Timings
 
     kube = kube_factory(timings=Timings.fast().but(slow_start=3.0))
@@ -528,7 +528,7 @@ def test_watches_resumed_after_compaction_are_told_410_in_stream_and_list_again(
 def test_a_bug_in_the_watch_thread_is_exit_70_not_a_timeout_nor_a_rollback(
     kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from steps import kube as kube_module
+    from steps.lib import kube as kube_module
 
     good = write_manifests(tmp_path / "production", configmap("c", version="1"))
     assert run_stage(kube, good, capsys=capsys, tmp_path=tmp_path).code == 0

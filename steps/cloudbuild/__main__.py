@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from steps.cli import run_command
+from steps.lib.cli import run_command
 
 COMMANDS = {
     "validate": ("steps.cloudbuild.validate", "check a config as Cloud Build would"),

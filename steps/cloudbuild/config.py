@@ -29,7 +29,7 @@ import yaml
 
 from steps.cloudbuild import schema
 from steps.cloudbuild import substitutions as subst
-from steps.errors import UsageError
+from steps.lib.errors import UsageError
 
 SUBMIT, TRIGGER = "submit", "trigger"
 STARTED_BY = (SUBMIT, TRIGGER)
@@ -45,8 +45,6 @@ MAX_ARGS = 100  # [cbl] maxNumArgs
 MAX_ARG_LENGTH = 10_000
 MAX_ENV = 100  # [cbl] maxNumEnvs
 MAX_SUBSTITUTIONS = 100  # [cbl] maxNumSubstitutions
-MAX_SUBST_KEY = 100  # [cbl] maxSubstKeyLength
-MAX_SUBST_VALUE = 4000  # [cbl] maxSubstValueLength
 # BuildOptions.diskSizeGb in the API (gcloud 528's cloudbuild_v1_messages.py):
 # "At present, the maximum disk size is 4000GB; builds that request more than
 # the maximum are rejected with an error" (1000GB before). The refusal's exact
@@ -118,11 +116,6 @@ class Report:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)  # camelCase, as the message holds it
-
-
-def step_label(index: int, step: Mapping[str, Any]) -> str:
-    ident = step.get("id")
-    return f'Step #{index} - "{ident}"' if ident else f"Step #{index}"
 
 
 def check(
@@ -465,7 +458,6 @@ class Resolved:
 
     data: dict[str, Any]
     values: dict[str, str]
-    user_keys: list[str]
     missing: list[str]
     unused: list[str]
 
@@ -492,13 +484,13 @@ def resolve(
     unused = sorted(k for k in user if k not in usage.used)
     if _automaps(data):
         unused = []  # every substitution reaches a step's environment
-    for key in missing:
-        if not subst.USER_KEY.match(key):
-            # [issue] google/trillian-examples#627
-            raise UsageError(
-                "invalid value for 'build.substitutions': "
-                f'key in the template "{key}" is not a valid built-in substitution'
-            )
+    invalid = [key for key in missing if not subst.USER_KEY.match(key)]
+    if invalid:
+        # [issue] google/trillian-examples#627: Cloud Build names the first one
+        raise UsageError(
+            "invalid value for 'build.substitutions': "
+            f'key in the template "{invalid[0]}" is not a valid built-in substitution'
+        )
     if substitution_option(data) == "MUST_MATCH" and (missing or unused):
         # [cbl] CheckBuild joins every mismatch with ";"
         problems = [
@@ -508,7 +500,7 @@ def resolve(
             f'key "{key}" in the substitution data is not matched in the template' for key in unused
         ]
         raise UsageError("invalid build: " + ";".join(problems))
-    return Resolved(resolved, values, list(user), missing, unused)
+    return Resolved(resolved, values, missing, unused)
 
 
 def _automaps(data: Mapping[str, Any]) -> bool:

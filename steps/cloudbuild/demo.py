@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steps.errors import CheckFailed, InternalError
+from steps.lib.errors import CheckFailed, InternalError
 from steps.sandbox import triggers
 from steps.sandbox import up as sandbox
 

@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steps.cloudbuild.config import Step
+from steps.stages import IMAGE_STAGES, by_name
 
-STAGES = ("test", "update-manifest", "push-candidate", "verify-rollout", "promote")
+STAGES = tuple(stage.name for stage in IMAGE_STAGES)
+"""Our stage images, named after their stage (steps/stages.py)."""
 _STEP_IMAGE = re.compile(r"^(?:.*/)?(?P<stage>" + "|".join(STAGES) + r")(?::[^/]*)?(?:@.*)?$")
 GIT = "gcr.io/cloud-builders/git"
 DOCKER = "gcr.io/cloud-builders/docker"
@@ -227,7 +229,7 @@ def local_command(
     if mapping is not None and is_command(mapping.target):
         return [*shlex.split(mapping.target), *args]
     if stage is not None:
-        return [local_tool(f"gitops-{stage}"), *args]
+        return [local_tool(by_name(stage).script), *args]
     bare = _bare(image)
     if bare == GIT:
         return [shutil.which("git") or "git", *args]
@@ -275,11 +277,6 @@ def container_engine_for(engine: str) -> str | None:
     return "podman" if shutil.which("podman") else None
 
 
-def runs_locally(image: str, maps: Sequence[Mapping_]) -> bool:
-    """Under podman/docker, whether a step still runs as a local process."""
-    return placement(image, "podman", maps, None) == HOST
-
-
 def _reference_suffix(image: str) -> str:
     """``:tag`` and/or ``@digest`` of ``image`` ("" when it has neither)."""
     return image[len(_bare(image)) :]
@@ -302,7 +299,7 @@ def container_image(image: str, maps: Sequence[Mapping_]) -> str:
 
 def containers_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """CONTAINERS_CONF/CONTAINERS_STORAGE_CONF: the storage every entry point shares."""
-    from steps import containers
+    from steps.lib import containers
 
     return containers.environ(os.environ if environ is None else environ)
 

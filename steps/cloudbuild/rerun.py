@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steps.cli import StepParser, StepRun, add_common_options, run_step
-from steps.cloudbuild.run import MASK, RECORDS, BuildRecord, Log, load_record, run_build, summary
+from steps.cloudbuild.records import MASK, RECORDS, BuildRecord, Log, load_record
+from steps.cloudbuild.run import run_build, summary
+from steps.lib.cli import StepParser, StepRun, add_common_options, run_step
 
 PROG = "gitops-cloudbuild rerun"
 

@@ -10,544 +10,43 @@ a process (or a container) with ``/workspace``, ``HOME=/builder/home``,
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from steps.cli import StepParser, StepRun, add_common_options, run_step
 from steps.cloudbuild import config
 from steps.cloudbuild import engine as engines
-from steps.cloudbuild.substitutions import BUILT_INS, parse_pairs
-from steps.errors import UsageError
-from steps.gitrepo import hardened_env
-from steps.output import register_secret, say, write_atomic
+from steps.cloudbuild.execute import Context, run_step_in, schedule, terminate
+from steps.cloudbuild.records import (
+    RECORDS,
+    BuildRecord,
+    Log,
+    Masker,
+    StepRecord,
+    built_ins,
+    git_output,
+    read_secret_file,
+)
+from steps.cloudbuild.substitutions import parse_pairs
+from steps.lib.cli import StepParser, StepRun, add_common_options, run_step
+from steps.lib.errors import UsageError
+from steps.lib.gitrepo import hardened_env
+from steps.lib.output import say, write_atomic
 
 PROG = "gitops-cloudbuild run"
 ENGINES = ("process", "podman", "docker")
 DEFAULT_PROJECT = "sandbox-project"
 DEFAULT_BUILD_TIMEOUT = 3600.0
-RECORDS = Path(".gitops-cloudbuild") / "builds"
-MASK = "[REDACTED]"
-OUTPUT_LIMIT = 4096
-LOG_TAIL = 200
-KILL_GRACE = 3.0
-# The sandbox's build service account (steps/sandbox/gcp.py serves the same).
-SERVICE_ACCOUNT = "gitops-builder@sandbox-project.iam.gserviceaccount.com"
-
-Log = Callable[[str], None]
-
-
-@dataclass
-class StepRecord:
-    id: str
-    index: int
-    name: str
-    status: str = "QUEUED"  # SUCCESS FAILURE TIMEOUT CANCELLED SKIPPED
-    exit_code: int | None = None
-    duration: float = 0.0
-    started: float | None = None
-    finished: float | None = None
-    output: str = ""
-    allowed_failure: bool = False
-    error: str = ""
-    log_tail: list[str] = field(default_factory=list)
-    ran_in: str = ""  # "host", or the engine and image: "podman localhost/x:1"
-
-
-@dataclass
-class BuildRecord:
-    build_id: str
-    status: str
-    steps: list[StepRecord]
-    path: Path | None = None
-    substitutions: dict[str, str] = field(default_factory=dict)
-    request: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    workspace: str = ""
-    images: list[dict[str, str]] = field(default_factory=list)
-    started: float = 0.0
-    finished: float = 0.0
-
-    def step(self, ident: str) -> StepRecord:
-        return next(s for s in self.steps if s.id == ident or str(s.index) == ident)
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["path"] = str(self.path) if self.path else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BuildRecord:
-        fields = dict(data)
-        fields["steps"] = [StepRecord(**s) for s in data.get("steps", [])]
-        fields["path"] = Path(data["path"]) if data.get("path") else None
-        return cls(**fields)
-
-
-def load_record(build_id: str, records: Path) -> BuildRecord:
-    path = records / f"{build_id}.json"
-    try:
-        return BuildRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except OSError:
-        raise UsageError(f"no build {build_id} in {records}") from None
-
-
-# -- inputs --------------------------------------------------------------------
-
-
-def _git(source: Path, *args: str) -> str:
-    """Git's answer, or "" (not a repository, or no git here: images without it)."""
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(source), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=hardened_env(),  # the user's checkout: its config runs nothing of ours
-        )
-    except OSError:
-        return ""
-    return proc.stdout.strip() if proc.returncode == 0 else ""
-
-
-def git_built_ins(source: Path) -> dict[str, str]:
-    """COMMIT_SHA, SHORT_SHA, BRANCH_NAME, REPO_NAME as a trigger would set them."""
-    commit = _git(source, "rev-parse", "HEAD")
-    branch = _git(source, "rev-parse", "--abbrev-ref", "HEAD")
-    url = _git(source, "config", "--get", "remote.origin.url")
-    repo = (url.rstrip("/").rsplit("/", 1)[-1] if url else source.resolve().name).removesuffix(
-        ".git"
-    )
-    branch = "" if branch == "HEAD" else branch
-    return {
-        "COMMIT_SHA": commit,
-        "REVISION_ID": commit,
-        "SHORT_SHA": commit[:7],
-        "BRANCH_NAME": branch,
-        "REF_NAME": branch,
-        "REPO_NAME": repo,
-        "REPO_FULL_NAME": repo,
-    }
-
-
-def built_ins(
-    source: Path,
-    config_path: str,
-    project_id: str,
-    build_id: str,
-    given: Mapping[str, str],
-    started_by: str = config.TRIGGER,
-) -> dict[str, str]:
-    """Built-in substitutions: a trigger sets the source's Git state and its
-    own name; ``gcloud builds submit`` sets only what ``--substitutions`` gives."""
-    values = {name: "" for name in BUILT_INS}
-    if started_by == config.TRIGGER:
-        values.update(git_built_ins(source))
-        values.update(TRIGGER_NAME="local", TRIGGER_BUILD_CONFIG_PATH=config_path)
-    values.update(
-        PROJECT_ID=project_id,
-        PROJECT_NUMBER="123456789012",
-        BUILD_ID=build_id,
-        LOCATION="global",
-        SERVICE_ACCOUNT_EMAIL=SERVICE_ACCOUNT,
-        SERVICE_ACCOUNT=f"projects/{project_id}/serviceAccounts/{SERVICE_ACCOUNT}",
-    )
-    overrides = {k: v for k, v in given.items() if k in BUILT_INS}
-    if "COMMIT_SHA" in overrides:
-        overrides.setdefault("SHORT_SHA", overrides["COMMIT_SHA"][:7])
-        overrides.setdefault("REVISION_ID", overrides["COMMIT_SHA"])
-    values.update(overrides)
-    return values
-
-
-def read_secret_file(path: Path) -> dict[str, str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UsageError(f"--secret-env-file {path}: {exc.strerror}") from None
-    values: dict[str, str] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise UsageError(f"{path}:{number}: expected KEY=VALUE")
-        values[key.strip()] = value
-    return values
-
-
-class Masker:
-    def __init__(self, secrets: Mapping[str, str]) -> None:
-        self._values = sorted((v for v in secrets.values() if v), key=len, reverse=True)
-        for value in self._values:
-            register_secret(value)
-
-    def __call__(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, MASK)
-        return text
-
-    def deep(self, node: Any) -> Any:
-        if isinstance(node, str):
-            return self(node)
-        if isinstance(node, list):
-            return [self.deep(n) for n in node]
-        if isinstance(node, dict):
-            return {k: self.deep(v) for k, v in node.items()}
-        return node
-
-
-# -- one step ------------------------------------------------------------------
-
-
-@dataclass
-class Context:
-    """What every step of one build shares."""
-
-    engine: str
-    workspace: Path
-    home: Path
-    scratch: Path
-    volumes: dict[str, Path]
-    values: dict[str, str]
-    options: dict[str, Any]
-    secrets: dict[str, str]
-    base_env: dict[str, str]
-    extra_env: dict[str, str]
-    maps: list[engines.Mapping_]
-    mask: Masker
-    log: Log
-    cancel: threading.Event
-    log_lock: threading.Lock = field(default_factory=threading.Lock)
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _images: dict[str, bool] = field(default_factory=dict)
-
-    def image_available(self, image: str, engine: str) -> bool:
-        """Whether ``engine`` has ``image`` or can pull it (cached)."""
-        if image not in self._images:
-            base = [shutil.which(engine) or engine]
-            if engine == "podman":
-                base += list(engines.PODMAN_FLAGS)
-            env = {**os.environ, **engines.containers_environ()} if engine == "podman" else None
-            found = False
-            for verb in (["image", "inspect"], ["pull", "--quiet"]):
-                try:
-                    proc = subprocess.run(
-                        [*base, *verb, image],
-                        env=env,
-                        capture_output=True,
-                        check=False,
-                        timeout=120,
-                    )
-                except (OSError, subprocess.TimeoutExpired):
-                    break
-                if proc.returncode == 0:
-                    found = True
-                    break
-            self._images[image] = found
-        return self._images[image]
-
-    def rewrite(self, text: str, step: config.Step) -> str:
-        """Container paths (/workspace, /builder/home, volumes) as local ones."""
-        places = {"/workspace": self.workspace, "/builder/home": self.home}
-        for volume in [*self._option_volumes(), *step.volumes]:
-            places[volume.path] = self.volumes[volume.name]
-        for inside in sorted(places, key=len, reverse=True):
-            pattern = r"(?<![\w./-])" + re.escape(inside.rstrip("/")) + r"(?=/|$|[^\w.-])"
-            local = str(places[inside]).replace("\\", "\\\\")
-            text = re.sub(pattern, local, text)
-        return text
-
-    def _option_volumes(self) -> list[config.Volume]:
-        return [config.Volume(v["name"], v["path"]) for v in self.options.get("volumes") or []]
-
-    def step_env(self, step: config.Step, outputs: Path, local: bool) -> dict[str, str]:
-        env: dict[str, str] = dict(self.extra_env)  # --env: every step, whatever the engine
-        automap = step.automap
-        if automap is None:
-            automap = bool(self.options.get("automapSubstitutions"))
-        if automap:
-            env.update(self.values)
-        for entry in [*(self.options.get("env") or []), *step.env]:
-            key, _, value = str(entry).partition("=")
-            env[key] = self.rewrite(value, step) if local else value
-        for name in [*(self.options.get("secretEnv") or []), *step.secret_env]:
-            env[name] = self.secrets[name]
-        env["HOME"] = str(self.home) if local else "/builder/home"
-        env["BUILDER_OUTPUT"] = str(outputs) if local else "/builder/outputs"
-        return env
-
-
-def run_step_in(ctx: Context, step: config.Step, record: StepRecord) -> None:
-    """Run one step to the end; fill ``record``. Never raises for step failures."""
-    outputs = ctx.scratch / "outputs" / str(step.index)
-    outputs.mkdir(parents=True, exist_ok=True)
-    image = step.name
-    prefix = ctx.values.get("_STEPS_IMAGE_PREFIX")
-    local = engines.placement(image, ctx.engine, ctx.maps, prefix) == engines.HOST
-    engine = engines.container_engine_for(ctx.engine)
-    try:
-        if not local:
-            target = engines.container_image(image, ctx.maps)
-            if engine is None:
-                raise engines.NotRunnable(engines.unmapped_message(image))
-            if not ctx.image_available(target, engine):
-                # Never a silent fallback to the host: the build says what it ran.
-                raise engines.NotRunnable(
-                    f"image {target} is not available to {engine} (not in its storage and "
-                    "it cannot be pulled); build it (scripts/build-images) or pull it, "
-                    "or map it with --map-image"
-                )
-        argv, env, cwd = _command(ctx, step, image, outputs, local, engine or ctx.engine)
-        record.ran_in = "host" if local else f"{engine} {target}"
-    except engines.NotRunnable as exc:
-        _emit(ctx, step, f"ERROR: {exc}", record)
-        record.status, record.exit_code, record.error = "FAILURE", 127, str(exc)
-        return
-    record.started = time.time()
-    deadline = None if step.timeout is None else time.monotonic() + step.timeout
-    try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        message = f"cannot start {argv[0]}: {exc.strerror}"
-        _emit(ctx, step, f"ERROR: {message}", record)
-        record.status, record.exit_code, record.error = "FAILURE", 127, message
-        record.finished = time.time()
-        return
-    ctx.processes[step.key] = proc
-    reader = threading.Thread(target=_pump, args=(ctx, step, proc, record), daemon=True)
-    reader.start()
-    status = None
-    while True:
-        try:
-            proc.wait(timeout=0.05)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if deadline is not None and time.monotonic() > deadline:
-            status = "TIMEOUT"
-            _terminate(proc)
-        elif ctx.cancel.is_set():
-            status = "CANCELLED"
-            _terminate(proc)
-    # As when a step's container stops: what it left running goes with it.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    reader.join(timeout=5)
-    ctx.processes.pop(step.key, None)
-    record.finished = time.time()
-    record.exit_code = proc.returncode
-    output = outputs / "output"
-    if output.is_file():
-        record.output = ctx.mask(output.read_bytes()[:OUTPUT_LIMIT].decode("utf-8", "replace"))
-    if status == "TIMEOUT":
-        record.status = "TIMEOUT"
-        record.error = f"step timed out after {step.timeout:g}s"
-        _emit(ctx, step, f"ERROR: {record.error}", record)
-    elif status == "CANCELLED":
-        record.status = "CANCELLED"
-    elif proc.returncode == 0:
-        record.status = "SUCCESS"
-    else:
-        record.status = "FAILURE"
-        allowed = (
-            proc.returncode in step.allow_exit_codes
-            if step.allow_exit_codes
-            else step.allow_failure
-        )
-        record.allowed_failure = allowed
-        record.error = f"exit status {proc.returncode}"
-
-
-def _command(
-    ctx: Context, step: config.Step, image: str, outputs: Path, local: bool, engine: str
-) -> tuple[list[str], dict[str, str], Path]:
-    env = ctx.step_env(step, outputs, local)
-    prefix = ctx.values.get("_STEPS_IMAGE_PREFIX")
-    script_file: Path | None = None
-    if step.script is not None:
-        script_file = ctx.scratch / "scripts" / f"{step.index}.sh"
-        script_file.parent.mkdir(parents=True, exist_ok=True)
-        text = ctx.rewrite(step.script, step) if local else step.script
-        script_file.write_text(text, encoding="utf-8")
-        script_file.chmod(0o755)
-    if local:
-        args = [ctx.rewrite(a, step) for a in step.args]
-        if script_file is not None:
-            first = step.script.splitlines()[0] if step.script else ""
-            argv = [str(script_file)] if first.startswith("#!") else ["sh", str(script_file)]
-        else:
-            argv = engines.local_command(step, image, args, steps_prefix=prefix, maps=ctx.maps)
-        full_env = {**ctx.base_env, **env}
-        workdir = ctx.workspace
-        if step.dir:
-            target = ctx.rewrite(step.dir, step)
-            workdir = Path(target) if Path(target).is_absolute() else ctx.workspace / target
-        workdir.mkdir(parents=True, exist_ok=True)
-        if Path(argv[0]).name == "buildah":
-            full_env.update(engines.containers_environ(full_env))
-            if argv[1:2] == ["bud"]:
-                _require_base_images(args, workdir, full_env)
-        return argv, full_env, workdir
-    mounts = [(str(ctx.workspace), "/workspace"), (str(ctx.home), "/builder/home")]
-    mounts.append((str(outputs), "/builder/outputs"))
-    for volume in [*ctx._option_volumes(), *step.volumes]:
-        mounts.append((str(ctx.volumes[volume.name]), volume.path))
-    inside_script = None
-    if script_file is not None:
-        mounts.append((str(script_file.parent), "/builder/scripts"))
-        inside_script = f"/builder/scripts/{script_file.name}"
-    inside_dir = "/workspace"
-    if step.dir:
-        inside_dir = step.dir if step.dir.startswith("/") else f"/workspace/{step.dir}"
-    metadata = {k: v for k, v in ctx.base_env.items() if k.startswith("GCE_METADATA")}
-    container_env = {**env, **metadata}
-    argv = engines.container_command(
-        engine,
-        step,
-        engines.container_image(image, ctx.maps),
-        step.args,
-        env=container_env,
-        mounts=mounts,
-        workdir=inside_dir,
-        script_path=inside_script,
-        shebang=bool(step.script and step.script.startswith("#!")),
-        name=f"gitops-cloudbuild-{uuid.uuid4().hex[:12]}",
-    )
-    host_env = {**os.environ, **container_env}
-    if engine == "podman":
-        host_env.update(engines.containers_environ(host_env))
-    return argv, host_env, ctx.workspace
-
-
-def _require_base_images(args: Sequence[str], workdir: Path, env: Mapping[str, str]) -> None:
-    """``docker build`` here: every base image must already be in local storage,
-    checked before buildah starts (it would look the name up on the network)."""
-    buildah = shutil.which("buildah") or "buildah"
-    for base in engines.dockerfile_bases(args, workdir):
-        proc = subprocess.run(
-            [buildah, "inspect", "--type", "image", base],
-            env=dict(env),
-            capture_output=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise engines.NotRunnable(
-                f"docker build: base image {base} is not in local storage; stopping before "
-                "any network access (no registry is pulled from here). Build or pull it "
-                f"first, or map {engines.DOCKER} with --map-image"
-            )
-
-
-def _pump(
-    ctx: Context, step: config.Step, proc: subprocess.Popen[bytes], record: StepRecord
-) -> None:
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        _emit(ctx, step, raw.decode("utf-8", "replace").rstrip("\n"), record)
-
-
-def _emit(ctx: Context, step: config.Step, line: str, record: StepRecord) -> None:
-    text = ctx.mask(line)
-    record.log_tail.append(text)
-    del record.log_tail[:-LOG_TAIL]
-    with ctx.log_lock:
-        ctx.log(f"{step.label}: {text}")
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-# -- the graph -----------------------------------------------------------------
-
-
-def schedule(
-    steps: Sequence[config.Step],
-    selected: set[str],
-    run_one: Callable[[config.Step], StepRecord],
-    records: dict[str, StepRecord],
-    cancel: threading.Event,
-    build_deadline: float,
-) -> str:
-    """Run selected steps as their dependencies allow; the build's status."""
-    deps = config.dependencies(steps)
-    ok: set[str] = {s.key for s in steps if s.key not in selected}
-    pending = [s for s in steps if s.key in selected]
-    running: dict[str, threading.Thread] = {}
-    finished = threading.Condition()
-    status = "SUCCESS"
-
-    def worker(step: config.Step) -> None:
-        run_one(step)
-        with finished:
-            finished.notify_all()
-
-    with finished:
-        while pending or running:
-            for key in [k for k, t in running.items() if not t.is_alive()]:
-                del running[key]
-                rec = records[key]
-                if rec.status == "SUCCESS" or (rec.status == "FAILURE" and rec.allowed_failure):
-                    ok.add(key)
-                elif status == "SUCCESS" and rec.status in ("FAILURE", "TIMEOUT"):
-                    status = "FAILURE"
-                    cancel.set()
-            if time.monotonic() > build_deadline and status == "SUCCESS":
-                status = "TIMEOUT"
-                cancel.set()
-            if not cancel.is_set():
-                for step in list(pending):
-                    if all(d in ok for d in deps[step.key]):
-                        pending.remove(step)
-                        thread = threading.Thread(target=worker, args=(step,), daemon=True)
-                        running[step.key] = thread
-                        thread.start()
-            else:
-                for step in pending:
-                    records[step.key].status = "CANCELLED"
-                pending = []
-            if running:
-                finished.wait(timeout=0.1)
-            elif pending:
-                # Nothing runs and nothing can start: a dependency failed.
-                for step in pending:
-                    records[step.key].status = "CANCELLED"
-                pending = []
-    return status
-
-
-# -- the build -----------------------------------------------------------------
 
 
 def run_build(
@@ -595,80 +94,42 @@ def run_build(
     )
     build_id = str(uuid.uuid4())
     data = dict(config_data) if config_data is not None else config.load(Path(config_path))
-    try:
-        config_rel = str(Path(config_path).resolve().relative_to(source))
-    except ValueError:
-        config_rel = str(config_path)
-    if started_by not in config.STARTED_BY:
-        raise UsageError(f"--started-by {started_by!r}: expected trigger or submit")
-    values_in = built_ins(source, config_rel, project, build_id, given, started_by)
-    if commit:
-        values_in.update(COMMIT_SHA=commit, REVISION_ID=commit, SHORT_SHA=commit[:7])
-    report = config.check(data, given, values_in, started_by=started_by)
-    if report.errors:
-        raise UsageError(f"{config_path}: {'; '.join(report.errors)}")
-    resolved = config.resolve(report.data, given, values_in)
+    values_in, resolved = _resolve(
+        config_path, source, data, given, project, build_id, started_by, commit
+    )
     steps = config.build_steps(resolved.data)
-    known = {s.key for s in steps}
-    for ident in [*only, *skip]:
-        if ident not in known:
-            raise UsageError(f"--only/--skip {ident!r}: no step with that id")
-    selected = {s.key for s in steps if (not only or s.key in only) and s.key not in skip}
+    selected = _selected(steps, only, skip)
     secrets = dict(secret_env or {})
     if secret_env_file is not None:
         secrets.update(read_secret_file(Path(secret_env_file)))
     options = dict(resolved.data.get("options") or {})
-    for step in steps:
-        if step.key not in selected:
-            continue
-        for name in [*(options.get("secretEnv") or []), *step.secret_env]:
-            if name not in secrets:
-                raise UsageError(
-                    f"{step.label}: secretEnv {name} has no value: "
-                    f"add {name}=... to --secret-env-file"
-                )
+    _check_secrets(steps, selected, options, secrets)
     try:
         maps = engine_maps(map_images)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     mask = Masker(secrets)
     records_path = Path(records_dir) if records_dir else source / RECORDS
-    record = BuildRecord(
-        build_id=build_id,
-        status="WORKING",
-        steps=[StepRecord(id=s.id, index=s.index, name=s.name) for s in steps],
-        path=records_path / f"{build_id}.json",
-        substitutions=mask.deep({k: v for k, v in resolved.values.items() if v != ""}),
-        request=mask.deep(
-            {
-                "config_path": str(Path(config_path).resolve()),
-                "config": data,
-                "source": str(source),
-                "substitutions": given,
-                "commit": values_in["COMMIT_SHA"],
-                "built_ins": {k: values_in[k] for k in ("BRANCH_NAME", "REPO_NAME", "COMMIT_SHA")},
-                "project_id": project,
-                "engine": engine,
-                "only": list(only),
-                "skip": list(skip),
-                "map_images": list(map_images),
-                "secret_env_file": str(Path(secret_env_file).resolve())
-                if secret_env_file
-                else None,
-                "records_dir": str(records_path),
-                "extra_env": dict(extra_env or {}),
-                "metadata_server": metadata_server,
-                "push_images": push_images,
-                "started_by": started_by,
-            }
-        ),
-        config=mask.deep(resolved.data),
-        started=time.time(),
-    )
-    by_key = {s.key: r for s, r in zip(steps, record.steps, strict=True)}
-    for step in steps:
-        if step.key not in selected:
-            by_key[step.key].status = "SKIPPED"
+    request = {
+        "config_path": str(Path(config_path).resolve()),
+        "config": data,
+        "source": str(source),
+        "substitutions": given,
+        "commit": values_in["COMMIT_SHA"],
+        "built_ins": {k: values_in[k] for k in ("BRANCH_NAME", "REPO_NAME", "COMMIT_SHA")},
+        "project_id": project,
+        "engine": engine,
+        "only": list(only),
+        "skip": list(skip),
+        "map_images": list(map_images),
+        "secret_env_file": str(Path(secret_env_file).resolve()) if secret_env_file else None,
+        "records_dir": str(records_path),
+        "extra_env": dict(extra_env or {}),
+        "metadata_server": metadata_server,
+        "push_images": push_images,
+        "started_by": started_by,
+    }
+    record, by_key = _new_record(build_id, steps, selected, records_path, resolved, mask, request)
     scratch = Path(tempfile.mkdtemp(prefix="gitops-cloudbuild-"))
     extra = dict(extra_env or {})
     metadata_address, server = _metadata(metadata_server, extra, project, emit)
@@ -678,57 +139,13 @@ def run_build(
         )
         record.workspace = str(workspace)
         _write(record)
-        base_env = {**os.environ, **extra}
-        here = str(Path(sys.executable).parent)
-        base_env["PATH"] = here + os.pathsep + base_env.get("PATH", os.defpath)
-        if metadata_address:
-            base_env.update(GCE_METADATA_HOST=metadata_address, GCE_METADATA_IP=metadata_address)
-        ctx = Context(
-            engine=engine,
-            workspace=workspace,
-            home=_mkdir(scratch / "home"),
-            scratch=scratch,
-            volumes={},
-            values=resolved.values,
-            options=options,
-            secrets=secrets,
-            base_env=base_env,
-            extra_env=extra,
-            maps=maps,
-            mask=mask,
-            log=emit,
-            cancel=threading.Event(),
+        ctx = _context(
+            engine, workspace, scratch, resolved, options, secrets, extra, maps, mask, emit
         )
-        for volume in [
-            *(options.get("volumes") or []),
-            *(v for s in steps for v in [asdict(x) for x in s.volumes]),
-        ]:
-            ctx.volumes.setdefault(volume["name"], _mkdir(scratch / "volumes" / volume["name"]))
+        ctx.base_env.update(_metadata_env(metadata_address))
+        _make_volumes(ctx, steps)
         emit(f"BUILD {build_id} ({len(selected)} of {len(steps)} steps, engine {engine})")
-        timeout = data.get("timeout")
-        deadline = time.monotonic() + (
-            config.parse_duration(timeout) if timeout else DEFAULT_BUILD_TIMEOUT
-        )
-
-        def run_one(step: config.Step) -> StepRecord:
-            rec = by_key[step.key]
-            rec.status = "WORKING"
-            emit(f"Starting {step.label}")
-            run_step_in(ctx, step, rec)
-            rec.duration = round((rec.finished or time.time()) - (rec.started or time.time()), 3)
-            emit(f"Finished {step.label}: {rec.status}" + (f" ({rec.error})" if rec.error else ""))
-            return rec
-
-        try:
-            record.status = schedule(steps, selected, run_one, by_key, ctx.cancel, deadline)
-        except BaseException:
-            ctx.cancel.set()
-            for proc in list(ctx.processes.values()):
-                _terminate(proc)
-            record.status = "CANCELLED"
-            record.finished = time.time()
-            _write(record)
-            raise
+        _execute(ctx, steps, selected, by_key, record, data)
         if record.status == "SUCCESS" and push_images and not only and not skip:
             record.images = push_built_images(resolved.data.get("images") or [], engine, emit)
             if any(item["status"] != "SUCCESS" for item in record.images):
@@ -741,6 +158,171 @@ def run_build(
     _write(record)
     emit(f"BUILD {record.status}: {build_id} (record: {record.path})")
     return record
+
+
+def _new_record(
+    build_id: str,
+    steps: Sequence[config.Step],
+    selected: set[str],
+    records_path: Path,
+    resolved: config.Resolved,
+    mask: Masker,
+    request: dict[str, Any],
+) -> tuple[BuildRecord, dict[str, StepRecord]]:
+    """The build's record (secrets masked), and each step's record by key."""
+    record = BuildRecord(
+        build_id=build_id,
+        status="WORKING",
+        steps=[StepRecord(id=s.id, index=s.index, name=s.name) for s in steps],
+        path=records_path / f"{build_id}.json",
+        substitutions=mask.deep({k: v for k, v in resolved.values.items() if v != ""}),
+        request=mask.deep(request),
+        config=mask.deep(resolved.data),
+        started=time.time(),
+    )
+    by_key = {s.key: r for s, r in zip(steps, record.steps, strict=True)}
+    for step in steps:
+        if step.key not in selected:
+            by_key[step.key].status = "SKIPPED"
+    return record, by_key
+
+
+def _make_volumes(ctx: Context, steps: Sequence[config.Step]) -> None:
+    """A directory per named volume (the build's options' and every step's)."""
+    options = ctx.options
+    for volume in [
+        *(options.get("volumes") or []),
+        *(v for s in steps for v in [asdict(x) for x in s.volumes]),
+    ]:
+        ctx.volumes.setdefault(volume["name"], _mkdir(ctx.scratch / "volumes" / volume["name"]))
+
+
+def _resolve(
+    config_path: Path,
+    source: Path,
+    data: Mapping[str, Any],
+    given: Mapping[str, str],
+    project: str,
+    build_id: str,
+    started_by: str,
+    commit: str | None,
+) -> tuple[dict[str, str], config.Resolved]:
+    """The built-in values, and the config checked as Cloud Build would and resolved."""
+    try:
+        config_rel = str(Path(config_path).resolve().relative_to(source))
+    except ValueError:
+        config_rel = str(config_path)
+    if started_by not in config.STARTED_BY:
+        raise UsageError(f"--started-by {started_by!r}: expected trigger or submit")
+    values_in = built_ins(source, config_rel, project, build_id, given, started_by)
+    if commit:
+        values_in.update(COMMIT_SHA=commit, REVISION_ID=commit, SHORT_SHA=commit[:7])
+    report = config.check(data, given, values_in, started_by=started_by)
+    if report.errors:
+        raise UsageError(f"{config_path}: {'; '.join(report.errors)}")
+    return values_in, config.resolve(report.data, given, values_in)
+
+
+def _selected(steps: Sequence[config.Step], only: Sequence[str], skip: Sequence[str]) -> set[str]:
+    """The keys of the steps ``--only``/``--skip`` leave to run."""
+    known = {s.key for s in steps}
+    for ident in [*only, *skip]:
+        if ident not in known:
+            raise UsageError(f"--only/--skip {ident!r}: no step with that id")
+    return {s.key for s in steps if (not only or s.key in only) and s.key not in skip}
+
+
+def _check_secrets(
+    steps: Sequence[config.Step],
+    selected: set[str],
+    options: Mapping[str, Any],
+    secrets: Mapping[str, str],
+) -> None:
+    """Every secretEnv a selected step names has a value, before anything runs."""
+    for step in steps:
+        if step.key not in selected:
+            continue
+        for name in [*(options.get("secretEnv") or []), *step.secret_env]:
+            if name not in secrets:
+                raise UsageError(
+                    f"{step.label}: secretEnv {name} has no value: "
+                    f"add {name}=... to --secret-env-file"
+                )
+
+
+def _metadata_env(address: str | None) -> dict[str, str]:
+    return {"GCE_METADATA_HOST": address, "GCE_METADATA_IP": address} if address else {}
+
+
+def _context(
+    engine: str,
+    workspace: Path,
+    scratch: Path,
+    resolved: config.Resolved,
+    options: dict[str, Any],
+    secrets: dict[str, str],
+    extra: dict[str, str],
+    maps: list[engines.Mapping_],
+    mask: Masker,
+    emit: Log,
+) -> Context:
+    """What every step of the build shares: workspace, environment, volumes, masking."""
+    base_env = {**os.environ, **extra}
+    here = str(Path(sys.executable).parent)
+    base_env["PATH"] = here + os.pathsep + base_env.get("PATH", os.defpath)
+    return Context(
+        engine=engine,
+        workspace=workspace,
+        home=_mkdir(scratch / "home"),
+        scratch=scratch,
+        volumes={},
+        values=resolved.values,
+        options=options,
+        secrets=secrets,
+        base_env=base_env,
+        extra_env=extra,
+        maps=maps,
+        mask=mask,
+        log=emit,
+        cancel=threading.Event(),
+    )
+
+
+def _execute(
+    ctx: Context,
+    steps: Sequence[config.Step],
+    selected: set[str],
+    by_key: dict[str, StepRecord],
+    record: BuildRecord,
+    data: Mapping[str, Any],
+) -> None:
+    """Run the selected steps in their graph until done, failed or the build's timeout;
+    on an interruption, stop every step and record the build as cancelled."""
+    emit = ctx.log
+    timeout = data.get("timeout")
+    deadline = time.monotonic() + (
+        config.parse_duration(timeout) if timeout else DEFAULT_BUILD_TIMEOUT
+    )
+
+    def run_one(step: config.Step) -> StepRecord:
+        rec = by_key[step.key]
+        rec.status = "WORKING"
+        emit(f"Starting {step.label}")
+        run_step_in(ctx, step, rec)
+        rec.duration = round((rec.finished or time.time()) - (rec.started or time.time()), 3)
+        emit(f"Finished {step.label}: {rec.status}" + (f" ({rec.error})" if rec.error else ""))
+        return rec
+
+    try:
+        record.status = schedule(steps, selected, run_one, by_key, ctx.cancel, deadline)
+    except BaseException:
+        ctx.cancel.set()
+        for proc in list(ctx.processes.values()):
+            terminate(proc)
+        record.status = "CANCELLED"
+        record.finished = time.time()
+        _write(record)
+        raise
 
 
 class _Stoppable(Protocol):
@@ -796,10 +378,6 @@ def engine_maps(items: Sequence[str]) -> list[engines.Mapping_]:
     return engines.parse_map_images(items)
 
 
-def _absolute(path: Path | None) -> str | None:
-    return str(Path(path).resolve()) if path else None
-
-
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -812,7 +390,11 @@ def _workspace(source: Path, target: Path | None, scratch: Path, commit: str | N
             raise UsageError(f"--write-workspace {workspace}: inside --source {source}")
         ignore = shutil.ignore_patterns(".gitops-cloudbuild")
         shutil.copytree(source, workspace, symlinks=True, ignore=ignore, dirs_exist_ok=True)
-    if commit and (workspace / ".git").exists() and _git(workspace, "rev-parse", "HEAD") != commit:
+    if (
+        commit
+        and (workspace / ".git").exists()
+        and git_output(workspace, "rev-parse", "HEAD") != commit
+    ):
         proc = subprocess.run(
             ["git", "-C", str(workspace), "checkout", "--quiet", "--force", "--detach", commit],
             capture_output=True,

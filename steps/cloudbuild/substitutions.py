@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from steps.errors import UsageError
+from steps.lib.errors import UsageError
 
 BUILT_INS = (
     "PROJECT_ID",

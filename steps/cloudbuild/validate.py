@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from steps.cli import StepParser
 from steps.cloudbuild import config
 from steps.cloudbuild.substitutions import parse_pairs
-from steps.errors import StepError, UsageError
-from steps.output import say, warn
+from steps.lib.cli import StepParser
+from steps.lib.errors import StepError, UsageError
+from steps.lib.output import say, warn
 
 PROG = "gitops-cloudbuild validate"
 STARTED_BY_HELP = (

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from steps.errors import CheckFailed, UsageError
+from steps.lib.errors import CheckFailed, UsageError
 from steps.sandbox import up as sandbox
 
 SKIP = (".git", ".venv", "__pycache__", ".pytest_cache", "test-results", "out", "*.pyc")

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steps.errors import ExternalError, UsageError
+from steps.lib.errors import ExternalError, UsageError
 from steps.sandbox.service import Service
 
 DOCKER_REGISTRY = "/usr/bin/docker-registry"

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import signal
 import sys
@@ -41,24 +40,6 @@ BRANCH = "candidate"
 REPO_NAME = "env"
 TRIGGER_NAME = "env-candidate"
 ZERO = "0" * 40
-
-
-def install_hook(layout: sandbox.Layout, *, engine: str = "process") -> Path:
-    """Write ``env.git``'s post-receive hook, which hands pushes to ``hook``."""
-    hook = layout.git_root / "env.git" / "hooks" / "post-receive"
-    hook.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "steps.sandbox.triggers", "hook", "--dir", str(layout.root)]
-    argv += ["--engine", engine]
-    home = os.environ.get("HOME") or str(Path.home())
-    hook.write_text(
-        "#!/bin/sh\n"
-        "# gitops-sandbox: a push to candidate starts the env build, as a Cloud Build\n"
-        "# trigger would; the build runs detached, so the push does not wait for it.\n"
-        f"export HOME={shlex.quote(home)}\n"
-        f"exec {shlex.join(argv)}\n"
-    )
-    hook.chmod(0o755)
-    return hook
 
 
 def triggers_of(values: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:

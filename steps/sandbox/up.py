@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.errors import ExternalError, InternalError, StepError, UsageError
+from steps.lib.errors import ExternalError, InternalError, StepError, UsageError
 from steps.sandbox.gcp import DEFAULT_CLUSTER
 from steps.sandbox.registry import free_port
 
@@ -347,7 +347,7 @@ def containers_env() -> dict[str, str]:
     """The environment for buildah and scripts/build-images: ours (HOME, PATH, proxies,
     the cache location...) minus what a developer's Git could leak in, plus the one
     image storage every entry point shares."""
-    from steps import containers
+    from steps.lib import containers
 
     env = _child_env()
     return {**env, **containers.environ(env)}
@@ -384,6 +384,24 @@ def git(*args: str, cwd: Path | None = None) -> str:
 
 def _copy_app(target: Path) -> None:
     shutil.copytree(EXAMPLE_APP, target, ignore=shutil.ignore_patterns(*_SKIP, "*.pyc"))
+
+
+def install_hook(layout: Layout, *, engine: str = "process") -> Path:
+    """Write ``env.git``'s post-receive hook: ``steps.sandbox.triggers hook`` takes the pushes."""
+    hook = layout.git_root / "env.git" / "hooks" / "post-receive"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "steps.sandbox.triggers", "hook", "--dir", str(layout.root)]
+    argv += ["--engine", engine]
+    home = os.environ.get("HOME") or str(Path.home())
+    hook.write_text(
+        "#!/bin/sh\n"
+        "# gitops-sandbox: a push to candidate starts the env build, as a Cloud Build\n"
+        "# trigger would; the build runs detached, so the push does not wait for it.\n"
+        f"export HOME={shlex.quote(home)}\n"
+        f"exec {shlex.join(argv)}\n"
+    )
+    hook.chmod(0o755)
+    return hook
 
 
 def seed_repositories(layout: Layout, chain: Sequence[str] = ()) -> dict[str, str]:
@@ -455,7 +473,7 @@ def playground_environ(layout: Layout, registry: str) -> dict[str, str]:
     except OSError:
         system = ""
     layout.registries_conf.write_text(registries_conf(system, registry))
-    from steps import containers
+    from steps.lib import containers
 
     return {
         "GITOPS_INSECURE_REGISTRY": registry,
@@ -469,7 +487,7 @@ def playground_environ(layout: Layout, registry: str) -> dict[str, str]:
 
 def create_namespace(kubeconfig: Path, name: str) -> None:
     """An environment's namespace, as a cluster admin would make it before the first build."""
-    from steps.kube import Access, connect
+    from steps.lib.kube_access import Access, connect
 
     api = connect(Access(kubeconfig=str(kubeconfig)))
     resource = api.resource("v1", "Namespace")
@@ -512,10 +530,8 @@ def up(options: Options) -> dict[str, str]:
         chain = list(CHAIN) if options.chain else []
         values["CHAIN"] = " ".join(chain)
         shas = seed_repositories(layout, chain)
-        from steps.sandbox import triggers
-
         if options.trigger:
-            triggers.install_hook(layout, engine=options.engine)
+            install_hook(layout, engine=options.engine)
         say(f"registry on {HOST}:{ports['registry']}")
         argv = [py, "-m", "steps.sandbox", "registry", "--port", str(ports["registry"])]
         pid = spawn(layout, "registry", [*argv, "--dir", str(layout.registry)], env)
@@ -603,7 +619,7 @@ def prune_app_images(registry: str | None) -> list[str]:
 
     Every app build leaves an image behind (its label names the commit, so no
     two are alike): without this the image cache grows by one image per build."""
-    from steps import containers
+    from steps.lib import containers
 
     if shutil.which("buildah") is None or not (containers.cache_dir() / "storage.conf").exists():
         return []

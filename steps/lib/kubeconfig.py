@@ -3,7 +3,7 @@
 Why our own: the official ``kubernetes`` package costs 0.4-1 s to import and
 about 125 MB in an image, and the stages use it only to read this file and to
 send HTTP requests. This module is the reading half (pure, given the files);
-``steps.kubehttp`` sends the requests, and ``ExecCredentials`` runs exec
+``steps.lib.kubehttp`` sends the requests, and ``ExecCredentials`` runs exec
 credential plugins such as ``gke-gcloud-auth-plugin``.
 
 What is understood, as kubectl does:
@@ -35,12 +35,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps.errors import ExternalError, UsageError
-from steps.output import register_secret
+from steps.lib.errors import ExternalError, UsageError
+from steps.lib.output import register_secret
+from steps.lib.timefmt import parse_rfc3339
 
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 INTERACTIVE_MODES = ("Never", "IfAvailable", "Always")
@@ -511,10 +511,9 @@ def parse_exec_credential(text: str, api_version: str, what: str) -> ExecResult:
     expires = None
     stamp = status.get("expirationTimestamp")
     if stamp:
-        try:
-            expires = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            raise UsageError(f"{what}: expirationTimestamp {stamp!r} is not a time") from None
+        expires = parse_rfc3339(str(stamp))
+        if expires is None:
+            raise UsageError(f"{what}: expirationTimestamp {stamp!r} is not a time")
     return ExecResult(
         str(token) if token else None,
         expires,

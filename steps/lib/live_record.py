@@ -16,10 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from steps.errors import UsageError
+from steps.lib.errors import UsageError
+from steps.lib.pod_specs import container_images
 
 if TYPE_CHECKING:
-    from steps.kube import KubeApi
+    from steps.lib.kube import KubeApi
 
 RECORD_PREFIX = "gitops-steps-"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -168,7 +169,7 @@ def read_live_record(api: KubeApi, namespace: str, name: str) -> LiveRecord | No
     """The live record ``name`` in ``namespace``, or None if none was written yet.
 
     For ``gitops-promote --require-live NAME``: connect with
-    ``steps.kube.connect(steps.kube.access_from_args(args))`` and compare
+    ``steps.lib.kube.connect(steps.lib.kube.access_from_args(args))`` and compare
     ``record.commit`` with the commit being promoted. Transient API errors are
     retried; ``ExternalError`` (exit 3) once the cluster stays unreachable.
     """
@@ -186,23 +187,8 @@ def write_live_record(api: KubeApi, record: LiveRecord) -> dict[str, Any]:
 
 
 def images_in(objects: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """Every container image in the pod templates of ``objects``, sorted (pure)."""
+    """Every container image in the pod specs of ``objects``, sorted (pure)."""
     found: set[str] = set()
     for obj in objects:
-        for spec in _pod_specs(obj):
-            for key in ("initContainers", "containers"):
-                for container in spec.get(key) or []:
-                    if isinstance(container, Mapping) and container.get("image"):
-                        found.add(str(container["image"]))
+        found |= container_images(obj)
     return tuple(sorted(found))
-
-
-def _pod_specs(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    kind = obj.get("kind")
-    spec = obj.get("spec") or {}
-    if kind == "Pod":
-        return [spec]
-    if kind == "CronJob":
-        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
-    template = (spec.get("template") or {}).get("spec")
-    return [template] if isinstance(template, Mapping) else []

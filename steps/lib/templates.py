@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from steps.errors import ManifestError, UsageError
+from steps.lib.errors import ManifestError, UsageError
 
 _PLACEHOLDER = re.compile(r"\$(\$?)\{([^}\n]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -9,7 +9,7 @@ storage driver is chosen once, when ``storage.conf`` is first written
 ``vfs``; ``$STORAGE_DRIVER`` overrides). An existing ``storage.conf`` is never
 rewritten: changing the driver would orphan every image already stored.
 
-``python -m steps.containers`` prints the same settings as ``export`` lines
+``python -m steps.lib.containers`` prints the same settings as ``export`` lines
 for the shell (``scripts/build-images`` evaluates them). Standard library only.
 """
 
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Print ``export`` lines: the cache directory and the two configuration files."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args:
-        print("usage: python -m steps.containers", file=sys.stderr)
+        print("usage: python -m steps.lib.containers", file=sys.stderr)
         return 2
     values = {"GITOPS_CACHE_DIR": str(cache_dir()), **environ()}
     for name, value in values.items():

@@ -25,8 +25,9 @@ from typing import Any
 
 import yaml
 
-from steps.errors import ManifestError, UsageError
-from steps.imageref import ImageRef, InvalidReference, canonical
+from steps.lib.errors import ManifestError, UsageError
+from steps.lib.imageref import ImageRef, InvalidReference, canonical
+from steps.lib.pod_specs import CONTAINER_LISTS, POD_SPEC_PATHS
 
 try:  # libyaml is ten times faster; the pure-Python loader gives the same marks.
     from yaml import CSafeLoader as _Loader
@@ -35,19 +36,6 @@ except ImportError:  # pragma: no cover - wheels ship libyaml
 
 STR_TAG = "tag:yaml.org,2002:str"
 
-# Where each workload kind keeps its pod spec (kstatus style: one row a kind).
-POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
-    "Pod": ("spec",),
-    "PodTemplate": ("template", "spec"),
-    "Deployment": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "DaemonSet": ("spec", "template", "spec"),
-    "ReplicaSet": ("spec", "template", "spec"),
-    "ReplicationController": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-}
-CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 KUSTOMIZATION_FILENAMES = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 
 # Flux image-automation setter: `image: x # {"$imagepolicy": "ns:name[:tag|:name|:digest]"}`.

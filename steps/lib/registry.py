@@ -30,10 +30,10 @@ from typing import Any, NoReturn
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from steps import __version__
-from steps.errors import ExternalError, UsageError
-from steps.imageref import DOCKER_HUB, ImageRef
-from steps.output import redact, register_secret, say
-from steps.retry import RETRY_AFTER_CAP, Backoff, backoff_delay
+from steps.lib.errors import ExternalError, UsageError
+from steps.lib.imageref import DOCKER_HUB, ImageRef
+from steps.lib.output import redact, register_secret, say
+from steps.lib.retry import RETRY_AFTER_CAP, Backoff, backoff_delay
 
 # Most specific first: an index is what a multi-platform tag points at, and
 # its digest is the one that pins every platform.
@@ -500,7 +500,7 @@ class RegistryClient:
         )
 
     def _backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """The shared policy (``steps.retry``), from this client's first delay."""
+        """The shared policy (``steps.lib.retry``), from this client's first delay."""
         policy = Backoff(self._backoff, BACKOFF_CAP)
         return backoff_delay(attempt, policy=policy, retry_after=retry_after)
 

@@ -62,17 +62,6 @@ class ImageRef:
         """The repository path on its registry (``library/nginx`` for ``nginx``)."""
         return split_domain(self.repository)[1]
 
-    @property
-    def canonical_repository(self) -> str:
-        """The repository in the form used for matching."""
-        domain, path = split_domain(self.repository)
-        return f"{domain}/{path}"
-
-    @property
-    def short_name(self) -> str:
-        """The last path component: a substring of every spelling of the image."""
-        return self.repository.rsplit("/", 1)[-1]
-
     def with_digest(self, digest: str, *, keep_tag: bool) -> ImageRef:
         return ImageRef(self.repository, self.tag if keep_tag else None, digest)
 
@@ -103,12 +92,3 @@ def canonical(repository: str) -> str:
     """The canonical form of a repository name (no tag or digest)."""
     domain, path = split_domain(repository)
     return f"{domain}/{path}"
-
-
-def is_repository(text: str) -> bool:
-    """True when ``text`` is a repository name without tag or digest."""
-    try:
-        ref = ImageRef.parse(text)
-    except InvalidReference:
-        return False
-    return ref.tag is None and ref.digest is None

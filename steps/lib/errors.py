@@ -1,6 +1,6 @@
 """One error family per kind of failure, each carrying its exit code.
 
-Stages raise these; ``steps.cli.run_step`` turns them into one clean line on
+Stages raise these; ``steps.lib.cli.run_step`` turns them into one clean line on
 stderr and the exit code. Anything else escaping a stage is a bug and gets a
 traceback.
 """

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NoReturn
 
-from steps.errors import StepError, UsageError
-from steps.output import say, write_result
+from steps.lib.errors import StepError, UsageError
+from steps.lib.output import say, write_result
 
 ENV_PREFIX = "GITOPS_"
 _TRUE = {"1", "true", "yes", "on"}

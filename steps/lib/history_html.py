@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from steps.lib.timefmt import duration, parse_rfc3339
+
 OUTCOME_COLOURS = {
     "promoted": "#188038",
     "failed": "#d93025",
@@ -49,24 +51,12 @@ code{font-size:12px}a{color:#1a0dab}
 """
 
 
-def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def _label(epoch: float, span: float) -> str:
     """A tick's label, as precise as the span needs (ticks an hour apart need no seconds)."""
     moment = datetime.fromtimestamp(epoch, UTC)
     if span < 600:
         return moment.strftime("%H:%M:%S")
     return moment.strftime("%m-%d %H:%M" if span < 3 * 86400 else "%Y-%m-%d")
-
-
-def _duration(seconds: float | None) -> str:
-    from steps.history import duration
-
-    return duration(seconds)
 
 
 def _count(n: int, noun: str) -> str:
@@ -120,11 +110,11 @@ def cards(summary: Mapping[str, Any], environment: str = "production") -> str:
          f"{_count(summary['rollbacks'], 'rollback')}"),
         ("Success rate", _percent(summary.get("success_rate")),
          f"{summary['outcomes']['promoted']} of {_count(decided, 'decided attempt')} promoted"),
-        ("Lead time (median)", _duration(summary.get("lead_time_median_s")),
-         f"p90 {_duration(summary.get('lead_time_p90_s'))}"),
+        ("Lead time (median)", duration(summary.get("lead_time_median_s")),
+         f"p90 {duration(summary.get('lead_time_p90_s'))}"),
         ("Change failure rate", _percent(summary.get("change_failure_rate")),
          f"{_count(summary['changes_failed'], 'failed change')}"),
-        ("Time to restore (median)", _duration(summary.get("time_to_restore_median_s")),
+        ("Time to restore (median)", duration(summary.get("time_to_restore_median_s")),
          f"{_count(summary['incidents'], 'incident')}, {summary['open_incidents']} open"),
     ]  # fmt: skip
     now_card = f'<div class="v">{now[0]}</div>'  # already HTML: a <code> element
@@ -158,7 +148,7 @@ def env_build_seconds(attempts: Sequence[Mapping[str, Any]]) -> list[float]:
     """Per attempt with a verdict: candidate pushed (the trigger) to the first verdict."""
     seconds = []
     for r in attempts:
-        start, verdict = _epoch(r.get("time")), _epoch(r.get("first_verdict_time"))
+        start, verdict = parse_rfc3339(r.get("time")), parse_rfc3339(r.get("first_verdict_time"))
         if start is not None and verdict is not None and verdict >= start:
             seconds.append(verdict - start)
     return seconds
@@ -169,8 +159,8 @@ def latest_status(
 ) -> tuple[str, str]:
     """The pill and caption for the newest env build: a rollback re-run after the newest
     attempt is that build (the newest attempt's outcome would hide it)."""
-    newest = _epoch(attempts[0]["time"]) if attempts else None
-    since = _epoch(production.get("since")) if production else None
+    newest = parse_rfc3339(attempts[0]["time"]) if attempts else None
+    since = parse_rfc3339(production.get("since")) if production else None
     rolled_back_last = since is not None and (newest is None or since >= newest)
     if production and production.get("rollback") and rolled_back_last:
         target = str(production.get("candidate") or "")[:12]
@@ -196,7 +186,7 @@ def glance(attempts: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) ->
     rate = passed / (passed + failed) if passed + failed else None
     items = [
         ("Latest status", status, where),
-        ("Env build (average)", escape(_duration(average)),
+        ("Env build (average)", escape(duration(average)),
          f"candidate push to verdict, {_count(len(durations), 'build')}"),
         ("Pass / fail", escape(f"{passed} / {failed}"), f"{_percent(rate)} passed"),
     ]  # fmt: skip
@@ -225,11 +215,11 @@ def timeline(
         parts.append(f'<text x="{LEFT - 10}" y="{y + 4}" text-anchor="end">{escape(name)}</text>')
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}" stroke="#f1f3f4"/>')
     parts.append(f'<text x="{LEFT - 10}" y="14" text-anchor="end">rollbacks</text>')
-    rollbacks = [d for d in deployments if d.get("rollback_from") and _epoch(d.get("time"))]
+    rollbacks = [d for d in deployments if d.get("rollback_from") and parse_rfc3339(d.get("time"))]
     # A line across the lanes per rollback, unless there are so many they would hide the dots.
     lines = len(rollbacks) <= MAX_ROLLBACK_LINES
     for deployment in rollbacks:
-        x = scale.x(_epoch(deployment["time"]) or 0.0)
+        x = scale.x(parse_rfc3339(deployment["time"]) or 0.0)
         line = (
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - 18}" '
             f'stroke="{ROLLBACK_COLOUR}" stroke-dasharray="3 3"/>'
@@ -243,7 +233,7 @@ def timeline(
             f'<path d="M{x - 7:.1f} 4 L{x + 7:.1f} 4 L{x:.1f} 18 Z" fill="{ROLLBACK_COLOUR}"/></g>'
         )
     for row in attempts:
-        moment = _epoch(row["time"])
+        moment = parse_rfc3339(row["time"])
         if moment is None:
             continue
         colour = OUTCOME_COLOURS.get(row["outcome"], "#000")
@@ -264,7 +254,7 @@ def lead_chart(
     """A bar per promotion at its time, as tall as its lead time; median and p90 lines."""
     height, top, bottom = 190, 20, 22
     points = [
-        (_epoch(r["promoted_at"]), float(r["lead_time_s"]), r)
+        (parse_rfc3339(r["promoted_at"]), float(r["lead_time_s"]), r)
         for r in attempts
         if r.get("promoted_at") and r.get("lead_time_s") is not None
     ]
@@ -280,7 +270,7 @@ def lead_chart(
     ]
     parts += scale.ticks(height, top)
     parts.append(
-        f'<text x="{LEFT - 10}" y="{top + 8}" text-anchor="end">{_duration(longest)}</text>'
+        f'<text x="{LEFT - 10}" y="{top + 8}" text-anchor="end">{duration(longest)}</text>'
     )
     parts.append(f'<text x="{LEFT - 10}" y="{height - bottom}" text-anchor="end">0</text>')
     for moment, lead, row in points:
@@ -290,7 +280,7 @@ def lead_chart(
         parts.append(
             f'<rect class="lead" x="{x - 3:.1f}" y="{y(lead):.1f}" width="6" '
             f'height="{height - bottom - y(lead):.1f}" fill="{LEAD_COLOUR}">'
-            f"<title>{escape(row['commit'][:12])}: {_duration(lead)}</title></rect>"
+            f"<title>{escape(row['commit'][:12])}: {duration(lead)}</title></rect>"
         )
     label_x = float(WIDTH - RIGHT)
     for key, dash in (("lead_time_median_s", "6 3"), ("lead_time_p90_s", "2 3")):
@@ -302,7 +292,7 @@ def lead_chart(
             f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
             f'stroke="#202124" stroke-dasharray="{dash}"/>'
             f'<text x="{label_x:.0f}" y="{y(value) - 3:.1f}" text-anchor="end">'
-            f"{name} {_duration(value)}</text>"
+            f"{name} {duration(value)}</text>"
         )
         label_x -= 130  # the next label never sits on this one
     parts.append("</svg>")
@@ -340,7 +330,7 @@ def table(
             escape(" ".join(r.get("images") or []) or "-"),
             f'<span class="pill" style="background:{colour}">{escape(r["outcome"])}</span>',
             escape(", ".join(rollback) or "-"),
-            escape(_duration(r.get("candidate_to_production_s"))),
+            escape(duration(r.get("candidate_to_production_s"))),
         ]
         body = "".join(f"<td>{c}</td>" for c in cells)
         detail = f'<td class="detail">{escape(r.get("detail") or "")}</td>'
@@ -365,13 +355,13 @@ def render_html(
 ) -> str:
     """The whole page. ``attempts`` newest first, as ``gitops-history --format json`` has them."""
     period = summary["period"]
-    start = _epoch(period["since"]) or 0.0
-    end = _epoch(period["until"]) or start
+    start = parse_rfc3339(period["since"]) or 0.0
+    end = parse_rfc3339(period["until"]) or start
     scale = _Scale(start, end)
     shown = [
         d
         for d in deployments
-        if (moment := _epoch(d.get("time"))) is not None and start <= moment <= end
+        if (moment := parse_rfc3339(d.get("time"))) is not None and start <= moment <= end
     ]
     legend = (
         "".join(

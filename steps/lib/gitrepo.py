@@ -44,9 +44,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from steps.errors import ExternalError, UsageError
-from steps.output import redact, register_secret, say
-from steps.retry import CONTENTION, FAILURE, backoff_delay
+from steps.lib.errors import ExternalError, UsageError
+from steps.lib.output import redact, register_secret, say
+from steps.lib.retry import CONTENTION, FAILURE, backoff_delay
 
 T = TypeVar("T")
 

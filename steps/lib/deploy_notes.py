@@ -14,7 +14,7 @@ and ``gitops-history`` takes the latest line. Outcomes are ``rolled-out``,
 the notes tip (depth 1) into a private bare repository, add our line to
 whatever note is there now, push, and when the push is rejected because
 someone else pushed notes meanwhile, fetch the new tip and do it again
-(``steps.gitrepo.push_with_retry``, same credentials and backoff).
+(``steps.lib.gitrepo.push_with_retry``, same credentials and backoff).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from steps.errors import UsageError
-from steps.gitrepo import (
+from steps.lib.errors import UsageError
+from steps.lib.gitrepo import (
     DEFAULT_COMMITTER,
     DEFAULT_MAX_ATTEMPTS,
     Attempt,
@@ -38,7 +38,7 @@ from steps.gitrepo import (
     parse_repo,
     push_with_retry,
 )
-from steps.output import say
+from steps.lib.output import say
 
 NOTES_REF = "refs/notes/gitops"
 NOTES_BRANCH = "gitops-notes"

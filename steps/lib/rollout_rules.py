@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from steps.lib.timefmt import parse_rfc3339
 
 Obj = Mapping[str, Any]
 
@@ -309,9 +310,6 @@ RULES: dict[tuple[str, str], Rule] = {
 WORKLOADS = {("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet")}
 """Kinds whose status is meaningless until ``status.observedGeneration`` is written."""
 
-POD_OWNERS = WORKLOADS | {("batch", "Job"), ("", "Pod")}
-"""Kinds whose pods we watch for fail-fast reasons."""
-
 
 def status_of(
     obj: Obj, *, applied_generation: int | None = None, wait_load_balancer: bool = False
@@ -387,33 +385,79 @@ def without_template_hash(template: Any) -> Any:
     return {**template, "metadata": metadata}
 
 
+def _owned_pods(workload: Obj, pods: Sequence[Obj], replicasets: Sequence[Obj]) -> list[Obj]:
+    owner = uid(workload)
+    return [p for p in pods if owned_by(p, owner)]
+
+
+def _pod_itself(workload: Obj, pods: Sequence[Obj], replicasets: Sequence[Obj]) -> list[Obj]:
+    return [workload]
+
+
+def _deployment_pods(workload: Obj, pods: Sequence[Obj], replicasets: Sequence[Obj]) -> list[Obj]:
+    rs = new_replicaset(workload, replicasets)
+    if rs is None:
+        return []
+    rs_uid = uid(rs)
+    return [p for p in pods if owned_by(p, rs_uid)]
+
+
+def _statefulset_pods(workload: Obj, pods: Sequence[Obj], replicasets: Sequence[Obj]) -> list[Obj]:
+    revision = get_path(workload, "status", "updateRevision")
+    if not revision:
+        return []
+    owned = _owned_pods(workload, pods, replicasets)
+    return [p for p in owned if pod_label(p, CONTROLLER_REVISION_LABEL) == revision]
+
+
+def _daemonset_pods(workload: Obj, pods: Sequence[Obj], replicasets: Sequence[Obj]) -> list[Obj]:
+    owned = _owned_pods(workload, pods, replicasets)
+    generation = str(int_field(workload, "metadata", "generation"))
+    labelled = [p for p in owned if pod_label(p, TEMPLATE_GENERATION_LABEL) is not None]
+    if labelled:
+        return [p for p in labelled if pod_label(p, TEMPLATE_GENERATION_LABEL) == generation]
+    return owned
+
+
+@dataclass(frozen=True)
+class PodOwner:
+    """How to find a kind's newest pods, for fail-fast (one row a kind in ``POD_OWNERS``)."""
+
+    new_pods: Callable[[Obj, Sequence[Obj], Sequence[Obj]], list[Obj]]
+    """(workload, pods, replicasets) -> the pods of its newest revision."""
+    via_replicasets: bool = False
+    """Its pods belong to a ReplicaSet it owns: watch ReplicaSets, and FailedCreate
+    events name the new ReplicaSet, not the workload."""
+
+
+POD_OWNERS: dict[tuple[str, str], PodOwner] = {
+    ("apps", "Deployment"): PodOwner(_deployment_pods, via_replicasets=True),
+    ("apps", "StatefulSet"): PodOwner(_statefulset_pods),
+    ("apps", "DaemonSet"): PodOwner(_daemonset_pods),
+    ("batch", "Job"): PodOwner(_owned_pods),
+    ("", "Pod"): PodOwner(_pod_itself),
+}
+"""Kinds whose pods we watch for fail-fast reasons. Adding a kind: its rule in
+``RULES`` and a row here."""
+
+
 def new_revision_pods(
     workload: Obj, pods: Iterable[Obj], replicasets: Iterable[Obj] = ()
 ) -> list[Obj]:
     """The pods of the workload's newest revision: only they can fail a rollout."""
-    key = group_kind(workload)
-    owner = uid(workload)
-    if key == ("", "Pod"):
-        return [workload]
-    if key == ("apps", "Deployment"):
+    owner = POD_OWNERS.get(group_kind(workload))
+    find = owner.new_pods if owner is not None else _owned_pods
+    return find(workload, list(pods), list(replicasets))
+
+
+def pod_controllers(workload: Obj, replicasets: Iterable[Obj]) -> list[str]:
+    """The uids of what creates the newest pods (the new ReplicaSet for a Deployment):
+    the objects a ``FailedCreate`` event is about."""
+    owner = POD_OWNERS.get(group_kind(workload))
+    if owner is not None and owner.via_replicasets:
         rs = new_replicaset(workload, replicasets)
-        if rs is None:
-            return []
-        rs_uid = uid(rs)
-        return [p for p in pods if owned_by(p, rs_uid)]
-    owned = [p for p in pods if owned_by(p, owner)]
-    if key == ("apps", "StatefulSet"):
-        revision = get_path(workload, "status", "updateRevision")
-        if not revision:
-            return []
-        return [p for p in owned if pod_label(p, CONTROLLER_REVISION_LABEL) == revision]
-    if key == ("apps", "DaemonSet"):
-        generation = str(int_field(workload, "metadata", "generation"))
-        labelled = [p for p in owned if pod_label(p, TEMPLATE_GENERATION_LABEL) is not None]
-        if labelled:
-            return [p for p in labelled if pod_label(p, TEMPLATE_GENERATION_LABEL) == generation]
-        return owned
-    return owned
+        return [uid(rs)] if rs is not None else []
+    return [uid(workload)]
 
 
 def pod_label(pod: Obj, name: str) -> str | None:
@@ -523,16 +567,6 @@ def last_exit(last: Any) -> str:
     return text
 
 
-def parse_time(text: Any) -> float | None:
-    """RFC 3339 as the API writes it -> seconds since the epoch (None if absent/bad)."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class Graces:
     """How long a persisting problem may last before it fails the rollout."""
@@ -549,7 +583,7 @@ def is_fatal(problem: Problem, first_seen: float, now: float, graces: Graces) ->
     if not problem.persisting:
         return True
     started = first_seen
-    since = parse_time(problem.since)
+    since = parse_rfc3339(problem.since)
     if since is not None:
         started = min(started, since)
     return now - started >= graces.for_reason(problem.reason)

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from steps.errors import ManifestError, UsageError
-from steps.manifest_edit import KUSTOMIZATION_FILENAMES
+from steps.lib.errors import ManifestError, UsageError
+from steps.lib.manifest_edit import KUSTOMIZATION_FILENAMES
 
 RENDER_TIMEOUT = 120.0
 """Seconds one ``kubectl kustomize`` may take (remote bases are fetched)."""

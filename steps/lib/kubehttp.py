@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from steps.errors import UsageError
-from steps.kubeconfig import ClientConfig, ExecCredentials
-from steps.output import register_secret, warn
+from steps.lib.errors import UsageError
+from steps.lib.kubeconfig import ClientConfig, ExecCredentials
+from steps.lib.output import register_secret, warn
 
 POOL_SIZE = 16
 """Idle connections kept per server (watches and parallel dry runs each use one)."""
