@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from fixtures_git import git
-from test_images import images  # noqa: F401  (the stage images, built once per module)
+from test_images import images, needs_image_tools  # noqa: F401  (images: built once per module)
 
 from steps.cloudbuild import engine, rerun, run
 from steps.cloudbuild.config import Step
@@ -593,14 +593,8 @@ def test_records_default_under_the_source(build: Build, source: Path) -> None:
 STEP_IMAGE = "localhost/gitops-steps/update-manifest:dev"
 
 
-needs_podman = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("podman") is None or shutil.which("runc") is None,
-    reason="needs root, podman and runc (scripts/setup)",
-)
-
-
 @pytest.mark.slow
-@needs_podman
+@needs_image_tools
 @pytest.mark.usefixtures("images")  # built from this checkout, as CI has none yet
 def test_podman_engine_runs_steps_in_their_images(build: Build, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
@@ -640,7 +634,7 @@ def test_podman_engine_runs_steps_in_their_images(build: Build, tmp_path: Path) 
 
 
 @pytest.mark.slow
-@needs_podman
+@needs_image_tools
 @pytest.mark.usefixtures("images")  # built from this checkout, as CI has none yet
 def test_a_missing_stage_image_is_an_error_under_podman(build: Build) -> None:
     missing = "localhost/gitops-steps/update-manifest:never-built"
@@ -651,7 +645,7 @@ def test_a_missing_stage_image_is_an_error_under_podman(build: Build) -> None:
 
 
 @pytest.mark.slow
-@needs_podman
+@needs_image_tools
 @pytest.mark.usefixtures("images")
 def test_the_process_engine_runs_a_third_party_image_in_podman(build: Build) -> None:
     base = "docker.io/library/python:3.12-slim"  # scripts/build-images tags its base so

@@ -28,13 +28,13 @@ PREFIX = "localhost/gitops-steps"
 TAG = "dev"
 TOOLS = ("buildah", "podman", "runc", "debootstrap")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in TOOLS) or os.geteuid() != 0,
-        reason="needs root and the Debian packages " + " ".join(TOOLS),
-    ),
-]
+needs_image_tools = pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in TOOLS) or os.geteuid() != 0,
+    reason="needs root and the Debian packages " + " ".join(TOOLS),
+)
+"""What building the stage images (the ``images`` fixture) and running them take."""
+
+pytestmark = [pytest.mark.slow, needs_image_tools]
 
 
 def image(target: str) -> str:

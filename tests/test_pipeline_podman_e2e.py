@@ -21,21 +21,18 @@ from pathlib import Path
 import pytest
 
 # The five stage images built from this checkout (layers cached after the first build).
-from test_images import PREFIX, TAG, images  # noqa: F401
+from test_images import PREFIX, TAG, images, needs_image_tools  # noqa: F401
 
 from steps.cloudbuild import run
 from steps.cloudbuild.demo import Pipeline
 from steps.sandbox import up as sandbox
 
-TOOLS = ("podman", "runc", "buildah", "debootstrap", "git")
-
 pytestmark = [
     pytest.mark.slow,
+    needs_image_tools,
     pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in TOOLS)
-        or os.geteuid() != 0
-        or not os.access("/usr/bin/docker-registry", os.X_OK),
-        reason="needs root, docker-registry and the Debian packages " + " ".join(TOOLS),
+        shutil.which("git") is None or not os.access("/usr/bin/docker-registry", os.X_OK),
+        reason="needs the Debian packages git and docker-registry",
     ),
 ]
 
