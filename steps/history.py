@@ -61,7 +61,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steps.lib.cli import (
-    Provenance,
     StepParser,
     StepRun,
     add_common_options,
@@ -100,6 +99,7 @@ from steps.lib.history_model import (
     touches,
 )
 from steps.lib.output import say, write_atomic
+from steps.lib.provenance import Provenance
 from steps.lib.timefmt import duration
 
 if TYPE_CHECKING:

@@ -26,7 +26,6 @@ LARGE_MODULES: dict[str, int] = {
     "steps/lib/gitrepo.py": 1187,
     "steps/history.py": 811,
     "steps/lib/manifest_edit.py": 858,
-    "steps/promote.py": 643,
     "steps/lib/registry.py": 614,
     "steps/lib/rollout_rules.py": 633,
     "steps/test_stage.py": 856,
