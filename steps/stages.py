@@ -1,13 +1,16 @@
 """The one registry of stages: the pipeline's entry points and the images that carry them.
 
-Everything else that lists stages or images is derived from ``STAGES`` (the
-runner's image -> command mapping in ``steps/cloudbuild/engine.py``, the
-targets ``scripts/build-images`` builds, the image and packaging tests, the
-benchmarks and their size budgets) or checked against it by
-``tests/test_stage_registry.py`` (``pyproject.toml``'s console scripts and
-extras, ``Dockerfile.steps``'s targets, ``cloudbuild/steps.yaml``, the
-README). Adding a stage is its module plus one row here; the test then names
-every place still to write.
+Everything else that lists stages or images comes from ``STAGES``: read when
+it runs (the runner's image -> command mapping in
+``steps/cloudbuild/engine.py``, the targets ``scripts/build-images`` builds,
+the image and packaging tests, the benchmarks and their size budgets), or
+written from it by ``scripts/stage_files.py`` between ``GENERATED`` markers
+(``Dockerfile.steps``'s environments and targets, ``cloudbuild/steps.yaml``'s
+build and smoke steps and ``images:``, ``pyproject.toml``'s console scripts,
+the README's table of images). ``tests/test_stage_registry.py`` checks all of
+them, and ``pyproject.toml``'s extras and the README's section per stage,
+which people write. Adding a stage is its module plus one row here, then
+``.venv/bin/python scripts/stage_files.py`` and its README section.
 
 ``python -m steps.stages`` prints the image targets, one a line (for
 ``scripts/build-images``). Pure data: importing this imports nothing.
