@@ -12,7 +12,8 @@ from fixtures_git import GIT_PASSWORD, GIT_USER, files_at, git, log, run_cli, se
 
 from steps.lib import gitrepo
 from steps.lib.gitrepo import PushOutcome, Workspace, parse_trailers
-from steps.promote import main, promoted_from, promotion_kind
+from steps.lib.promotion import promoted_from, promotion_kind
+from steps.promote import main
 from steps.push_candidate import main as push_candidate
 from steps.sandbox.gitserver import GitServer
 

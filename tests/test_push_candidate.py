@@ -21,8 +21,9 @@ from fixtures_git import (
 )
 
 from steps.lib import gitrepo
+from steps.lib.candidate_push import default_subject, image_references
 from steps.lib.gitrepo import PushOutcome, Workspace, parse_trailers
-from steps.push_candidate import default_subject, image_references, main
+from steps.push_candidate import main
 from steps.sandbox.gitserver import GitServer
 
 DIGEST_A = "sha256:" + "a" * 64

@@ -24,12 +24,9 @@ EXEMPT = ("steps/sandbox/",)
 LARGE_MODULES: dict[str, int] = {
     "steps/cloudbuild/config.py": 607,
     "steps/lib/gitrepo.py": 1187,
-    "steps/history.py": 811,
     "steps/lib/manifest_edit.py": 858,
-    "steps/promote.py": 643,
     "steps/lib/registry.py": 614,
     "steps/lib/rollout_rules.py": 633,
-    "steps/test_stage.py": 856,
     "steps/verify_rollout.py": 639,
 }
 """Modules over MAX_MODULE still to split (path -> lines when listed)."""
