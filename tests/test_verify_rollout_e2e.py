@@ -23,6 +23,7 @@ import yaml
 from fixtures_registry import ImagePusher
 
 from steps import verify_rollout as stage
+from steps.lib import rollout as rollout_module
 from steps.lib.kube_access import Access, connect
 from steps.lib.live_record import read_live_record
 from steps.sandbox.gcp import GcpSandbox
@@ -597,7 +598,7 @@ def test_a_lock_lost_during_the_rollout_records_nothing(
 ) -> None:
     api = connect(Access(kubeconfig=str(kube.kubeconfig)))
     lease_path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/prod"
-    real_report = stage.report_outcome
+    real_report = rollout_module.report_outcome
 
     def stolen_then_reported(*args: Any, **kwargs: Any) -> Any:
         # Another build takes the Lease (as after a long stall) just as the wait ends.
@@ -606,7 +607,7 @@ def test_a_lock_lost_during_the_rollout_records_nothing(
         api.request("PUT", lease_path, body=lease)
         return real_report(*args, **kwargs)
 
-    monkeypatch.setattr(stage, "report_outcome", stolen_then_reported)
+    monkeypatch.setattr(rollout_module, "report_outcome", stolen_then_reported)
     manifests = write_manifests(tmp_path / "m", deployment())
     run = run_stage(
         kube,
@@ -631,13 +632,13 @@ def test_a_lock_lost_during_the_rollout_records_nothing(
 def test_a_lease_that_cannot_be_read_at_the_end_records_nothing(
     kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_report = stage.report_outcome
+    real_report = rollout_module.report_outcome
 
     def forbidden_then_reported(*args: Any, **kwargs: Any) -> Any:
         kube.faults.fail(r"/leases/prod$", status=403, count=1, method="GET")
         return real_report(*args, **kwargs)
 
-    monkeypatch.setattr(stage, "report_outcome", forbidden_then_reported)
+    monkeypatch.setattr(rollout_module, "report_outcome", forbidden_then_reported)
     manifests = write_manifests(tmp_path / "m", deployment())
     argv = ["--lock", "prod", "--record", "prod", "--commit", "c" * 40]
     run = run_stage(kube, manifests, *argv, capsys=capsys, tmp_path=tmp_path)

@@ -30,7 +30,6 @@ LARGE_MODULES: dict[str, int] = {
     "steps/lib/registry.py": 614,
     "steps/lib/rollout_rules.py": 633,
     "steps/test_stage.py": 856,
-    "steps/verify_rollout.py": 639,
 }
 """Modules over MAX_MODULE still to split (path -> lines when listed)."""
 

@@ -98,6 +98,8 @@ class Waiter:
         self.events: queue.Queue[Event] = queue.Queue()
         self.cache: dict[str, dict[tuple[str | None, str], dict[str, Any]]] = {}
         self.synced: set[str] = set()
+        self.clocks = {target.ref: rules.ProblemClock() for target in self.targets}
+        """When each target's pod problems were first seen (for the grace periods)."""
         self.watches: dict[str, CollectionWatch] = {}
         self.target_paths: set[str] = set()
 
@@ -251,7 +253,7 @@ class Waiter:
         new_pods, owners = self._pods_of(target, live)
         problems = [problem for pod in new_pods for problem in rules.pod_problems(pod)]
         problems += rules.failed_create_problems(self._recent_events(), owners)
-        fatal = target.clock.fatal(problems, now, self.options.graces)
+        fatal = self.clocks[target.ref].fatal(problems, now, self.options.graces)
         if not fatal:
             return None
         problem = fatal[0]
