@@ -9,6 +9,7 @@ controllers work while those modules load.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -146,6 +147,7 @@ def wait_options(config: Config, deadline: float) -> WaitOptions:
 def wait_for(api: KubeApi, targets: Sequence[Target], options: WaitOptions) -> WaitOutcome:
     from steps.lib.rollout_watch import Waiter
 
+    gc.enable()  # off from start-up to the apply when run as a command (verify_rollout.main)
     return Waiter(api, targets, options).run()
 
 
@@ -184,6 +186,7 @@ def take_lock(api: KubeApi, config: Config, namespace: str) -> tuple[LeaseLock, 
     wait = config.lock_timeout if config.lock_timeout is not None else config.timeout
 
     def waiting(holder: str, left: float) -> None:
+        gc.enable()  # a wait for another build may be long: collect as usual meanwhile
         say(
             f"lock {config.lock}: held by {holder} (expires in {left:.0f}s unless renewed); waiting"
         )

@@ -26,6 +26,8 @@ UNREACHABLE_AT_TIMEOUT = 10.0
 WAITING_FOR_CONTROLLER = (rules.NOT_APPLIED_YET, rules.GENERATION_LAG)
 """Reasons that mean the controller has not acted on the object yet."""
 RECENT_EVENTS = 5
+WARNINGS_ONLY = (("fieldSelector", "type=Warning"),)
+"""The events a wait reads (``kubectl get events --field-selector type=Warning``)."""
 
 # --------------------------------------------------------------------------- wait
 
@@ -108,12 +110,14 @@ class Waiter:
     def _collection(self, resource: Resource, namespace: str | None) -> str:
         return resource.path(namespace if resource.namespaced else None)
 
-    def _watch(self, path: str) -> None:
+    def _watch(self, path: str, selectors: Sequence[tuple[str, str]] = ()) -> None:
         from steps.lib.kube import CollectionWatch
 
         if path not in self.watches:
             self.cache.setdefault(path, {})
-            self.watches[path] = CollectionWatch(self.api, path, path, self.events).start()
+            self.watches[path] = CollectionWatch(
+                self.api, path, path, self.events, selectors=selectors
+            ).start()
 
     def _pod_paths(self, namespace: str | None) -> tuple[str, str, str]:
         ns = namespace or "default"
@@ -132,7 +136,9 @@ class Waiter:
             if owner is not None:
                 pods, replicasets, events = self._pod_paths(target.ref.namespace)
                 self._watch(pods)
-                self._watch(events)
+                # Only warnings fail a rollout or go in its report: the server
+                # leaves out the dozens of Normal events every rollout makes.
+                self._watch(events, WARNINGS_ONLY)
                 if owner.via_replicasets:
                     self._watch(replicasets)
 
