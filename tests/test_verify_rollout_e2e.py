@@ -534,12 +534,14 @@ def test_a_bug_in_the_watch_thread_is_exit_70_not_a_timeout_nor_a_rollback(
     good = write_manifests(tmp_path / "production", configmap("c", version="1"))
     assert run_stage(kube, good, capsys=capsys, tmp_path=tmp_path).code == 0
 
+    listed: list[Any] = []
+
     def broken(listing: Any) -> Any:
+        listed.append(listing)
         raise TypeError("a bug in the watch thread")
 
     monkeypatch.setattr(kube_module, "typed_items", broken)
     candidate = write_manifests(tmp_path / "candidate", deployment(behavior="slow-start"))
-    started = time.monotonic()
     run = run_stage(
         kube,
         candidate,
@@ -551,7 +553,9 @@ def test_a_bug_in_the_watch_thread_is_exit_70_not_a_timeout_nor_a_rollback(
         tmp_path=tmp_path,
     )
     assert run.code == 70, run
-    assert time.monotonic() - started < 6  # not retried until the deadline
+    # Not retried: at most one listing per watched collection (Deployments, Pods,
+    # ReplicaSets, Events) reached the bug before the stage stopped.
+    assert 1 <= len(listed) <= 4, listed
     assert "TypeError: a bug in the watch thread" in run.err
     assert "Traceback" in run.err and "internal error" in run.err
     assert "rolling back" not in run.err
@@ -654,7 +658,6 @@ def test_the_rollback_shares_the_one_deadline(
 ) -> None:
     good = write_manifests(tmp_path / "production", deployment("other", behavior="never-ready"))
     candidate = write_manifests(tmp_path / "candidate", deployment(behavior="never-ready"))
-    started = time.monotonic()
     run = run_stage(
         kube,
         candidate,
@@ -665,12 +668,16 @@ def test_the_rollback_shares_the_one_deadline(
         capsys=capsys,
         tmp_path=tmp_path,
     )
-    elapsed = time.monotonic() - started
     assert run.code == 1, run
     # The wait gives up at 4s (a third of --timeout kept back), the rollback at 6s.
     assert "timed out after 4s; still waiting for: Deployment/web" in run.err
-    assert run.result["rollback"]["status"] == "timed-out"
-    assert 6 <= elapsed < 10, elapsed
+    rollback = run.result["rollback"]
+    assert rollback["status"] == "timed-out"  # it waited until its deadline...
+    # ... which was what the one deadline had left (6s less the 4s the wait took,
+    # less the apply), not a deadline of its own,
+    assert 0 < rollback["budget_seconds"] <= 2, rollback
+    # and its wait ended within that budget.
+    assert rollback["seconds"] <= rollback["budget_seconds"], rollback
     run = run_stage(
         kube,
         candidate,

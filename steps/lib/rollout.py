@@ -252,17 +252,22 @@ def roll_back(
     labels: Mapping[str, str],
     deadline: float,
 ) -> dict[str, Any]:
-    """Re-apply the last good manifests and wait for them until ``deadline`` (still exit 1)."""
+    """Re-apply the last good manifests and wait for them until ``deadline`` (still exit 1).
+
+    The result says what was left of the one deadline when the rollback began
+    (``budget_seconds``): the rollback has that, never a deadline of its own.
+    """
     left = max(deadline - time.monotonic(), 0.0)
+    budget = {"budget_seconds": round(left, 3)}
     say(f"rolling back: applying {config.rollback_dir} ({format_seconds(left)} left)")
     try:
         _, outcome = apply_and_wait(api, manifests, config, labels=labels, deadline=deadline)
     except (ManifestError, UsageError, ExternalError) as exc:
         say(f"rollback failed: {exc.message}")
-        return {"status": "error", "error": exc.message}
+        return {"status": "error", "error": exc.message, **budget}
     described = report_outcome(outcome, left)
     say(f"rollback {'complete' if outcome.status == 'rolled-out' else outcome.status}")
-    return described
+    return {**described, **budget}
 
 
 def lock_still_held(api: KubeApi, lock: LeaseLock) -> bool:
