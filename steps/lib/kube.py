@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from steps.lib.builtin_kinds import built_in
 from steps.lib.errors import ExternalError
 from steps.lib.retry import Backoff, backoff_delay
 
@@ -257,6 +258,11 @@ class KubeApi:
         return found
 
     def resource(self, api_version: str, kind: str) -> Resource | None:
+        """How ``kind`` is served: known for GA built-ins, else from discovery."""
+        known = built_in(api_version, kind)
+        if known is not None:
+            group, _, version = api_version.rpartition("/")
+            return Resource(group, version, kind, *known)
         served = self.resources(api_version)
         return None if served is None else served.get(kind)
 

@@ -42,12 +42,14 @@ class Target:
 
 def scopes_for(api: KubeApi, manifests: Sequence[Manifest]) -> dict[tuple[str, str], Scope]:
     """Ask discovery about each kind; fall back to CRDs among the manifests."""
+    from steps.lib.builtin_kinds import built_in
     from steps.lib.parallel import run_all
 
     defined = crd_scopes(manifests)
     scopes: dict[tuple[str, str], Scope] = {}
-    # Discovery of each group version at once; the loop below reads the cache.
-    versions = sorted({manifest.api_version for manifest in manifests})
+    # Discovery of each group version at once (none for GA built-in kinds, whose
+    # answer is known); the loop below reads the cache.
+    versions = sorted({m.api_version for m in manifests if built_in(m.api_version, m.kind) is None})
     for outcome in run_all(api.resources, versions):
         if isinstance(outcome, BaseException):
             raise outcome
