@@ -20,7 +20,6 @@ official ``kubernetes`` package is not used at all (tests use it as a reference)
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,6 +32,8 @@ from steps.lib.errors import ExternalError
 from steps.lib.retry import Backoff, backoff_delay
 
 if TYPE_CHECKING:
+    import queue
+
     from steps.lib.kubehttp import Transport
 
 FIELD_MANAGER = "gitops-steps"
