@@ -7,11 +7,19 @@ first in odd ones) so that drift in machine load hits both sides alike:
    new image each time. Ours: ``gitops-verify-rollout --manifests DIR``
    (server-side dry run, ordered apply, watch). kubectl:
    ``kubectl apply --server-side --force-conflicts -f DIR`` then ``kubectl rollout status
-   deployment/web``, with a fresh discovery cache each run as in a fresh
-   Cloud Build step (``--kubectl-cache warm`` keeps one instead), and
-   ``--validate=false`` (the emulator serves no OpenAPI document for kubectl's
-   client-side schema check; skipping it only makes kubectl faster). Printed:
-   each side's median wall time and the median of the per-pair ratios.
+   deployment/web``, the two sharing one discovery cache that starts empty each
+   run, as in a fresh Cloud Build step (``--kubectl-cache warm`` keeps one
+   across runs instead), and ``--validate=false`` (no field validation at all,
+   where ours asks the server for Strict: it only makes kubectl faster). Same
+   kubeconfig, same manifests but for the image. Printed: which kubectl, each
+   side's median wall time and the median of the per-pair ratios.
+
+   Which kubectl: ``/usr/bin/kubectl`` here is the Google Cloud CLI's
+   dispatcher, which asks the server its version and runs the matching
+   ``kubectl.1.NN`` beside it (itself when it matches). By default the
+   benchmark runs that versioned binary directly, as a user with a plain
+   kubectl does: one round trip fewer than through the dispatcher, so the
+   stricter baseline. ``--kubectl PATH`` (or ``$KUBECTL``) picks another.
 2. Failing rollout: the new revision's container crashes. Measured from the
    first container crash the emulator stores (its own change log) to the
    process's exit. Ours exits 1 on CrashLoopBackOff; kubectl rollout status
@@ -45,10 +53,26 @@ from typing import Any
 import yaml
 
 from steps.sandbox.kube import KubeEmulator, Timings
+from steps.sandbox.kube.resources import VERSION_INFO
 
 REPO = Path(__file__).resolve().parent.parent
-KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
+DISPATCHER = Path("/usr/bin/kubectl")
 BEHAVIOR = "sandbox.gitops-steps.dev/behavior"
+
+
+def find_kubectl(server_minor: str) -> Path:
+    """The real kubectl the dispatcher would run against this server, called directly."""
+    if os.environ.get("KUBECTL"):
+        return Path(os.environ["KUBECTL"])
+    versioned = DISPATCHER.resolve().with_name(f"kubectl.1.{server_minor}")
+    return versioned if versioned.exists() else DISPATCHER
+
+
+def kubectl_version(kubectl: Path) -> str:
+    proc = subprocess.run(
+        [str(kubectl), "version", "--client"], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else "unknown"
 
 
 def ours_command() -> list[str]:
@@ -142,8 +166,11 @@ def run(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, floa
 
 
 class Sides:
-    def __init__(self, kube: KubeEmulator, work: Path, warm_cache: bool) -> None:
+    def __init__(
+        self, kube: KubeEmulator, work: Path, warm_cache: bool, kubectl: Path | None = None
+    ) -> None:
         self.kube = kube
+        self.kubectl_path = kubectl or find_kubectl(VERSION_INFO["minor"])
         self.work = work
         self.warm_cache = warm_cache
         # Bytecode caching on, as in an installed image (.pyc files written at install).
@@ -166,7 +193,8 @@ class Sides:
     def kubectl(self, directory: Path, timeout: float) -> tuple[int, float, float]:
         self.count += 1
         cache = self.work / ("kubectl-cache" if self.warm_cache else f"kubectl-cache-{self.count}")
-        base = [KUBECTL, "--kubeconfig", str(self.kube.kubeconfig), "--cache-dir", str(cache)]
+        base = [str(self.kubectl_path), "--kubeconfig", str(self.kube.kubeconfig)]
+        base += ["--cache-dir", str(cache)]
         started = time.monotonic()
         apply = ["apply", "--server-side", "--force-conflicts", "--validate=false"]
         code, _, err = run([*base, *apply, "-f", str(directory)], self.env, 60)
@@ -287,18 +315,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="skip kubectl's failing side when its deadline is longer (seconds)",
     )
     parser.add_argument("--kubectl-cache", choices=("cold", "warm"), default="cold")
+    parser.add_argument(
+        "--kubectl",
+        type=Path,
+        help="the kubectl to measure (default: $KUBECTL, else the versioned kubectl the "
+        f"dispatcher at {DISPATCHER} would run, called directly)",
+    )
     parser.add_argument("--tls", action="store_true", help="the emulator serves HTTPS")
     parser.add_argument("--emulator-mode", metavar="NAME", help="Timings.NAME() of the emulator")
     parser.add_argument("--real-backoff", action="store_true", help="crash back-off 10s doubling")
     parser.add_argument("--timing", action="append", default=[], metavar="NAME=SECONDS")
     args = parser.parse_args(argv)
-    if not Path(KUBECTL).exists():
-        raise SystemExit(f"{KUBECTL}: not found (set KUBECTL)")
+    kubectl = args.kubectl or find_kubectl(VERSION_INFO["minor"])
+    if not kubectl.exists():
+        raise SystemExit(f"{kubectl}: not found (--kubectl PATH)")
 
     timings = timings_from(args)
     with tempfile.TemporaryDirectory() as tmp, KubeEmulator(timings=timings, tls=args.tls) as kube:
         work = Path(tmp)
-        sides = Sides(kube, work, args.kubectl_cache == "warm")
+        sides = Sides(kube, work, args.kubectl_cache == "warm", kubectl)
         # Warm up both sides once (page cache, the first ReplicaSet), unmeasured.
         warm = write_dir(
             work / "warm",
@@ -318,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             clock.stop()
 
+    print(f"kubectl: {kubectl} ({kubectl_version(kubectl)}), discovery cache {args.kubectl_cache}")
     print(f"emulator timings: {timings}; load average {os.getloadavg()[0]:.1f}")
     if pairs:
         ours = [o for o, _ in pairs]

@@ -102,10 +102,10 @@ CHILD = textwrap.dedent(
     access = Access(cluster=ClusterName.parse(sys.argv[1]), container_api_url=sys.argv[2],
                     endpoint=sys.argv[3])
     api = connect(access)
-    first = api.resource("v1", "ConfigMap")
+    first = api.resources("v1")["ConfigMap"]  # discovery itself: two requests to the API
     time.sleep(float(sys.argv[4]))
     api.forget_discovery()
-    second = api.resource("v1", "Namespace")
+    second = api.resources("v1")["Namespace"]
     print(json.dumps({"host": api.host, "first": first.plural, "second": second.namespaced}))
     """
 )
@@ -332,7 +332,7 @@ def test_kubeconfig_context_and_namespace(tmp_path: Path) -> None:
         )
         api = connect(Access(kubeconfig=str(kubeconfig), context="b"))
         assert isinstance(api, KubeApi) and api.default_namespace == "prod"
-        assert api.resource("v1", "ConfigMap") is not None
+        assert api.resources("v1") is not None  # discovery itself: one request to the API
         assert api_server.authorizations == ["Bearer kubeconfig-token-1"]
         assert connect(Access(kubeconfig=str(kubeconfig))).default_namespace == "default"
         with pytest.raises(UsageError, match="no such file"):

@@ -54,9 +54,6 @@ brings inspect, about as much as Python takes to start): with them, --help took
 5-7x ``python -c pass`` from a plain install, without them about 2.5x
 (benchmarks/bench_startup.py; issue 15's target is 3x). argparse itself and what
 it imports (re, gettext, shutil for the terminal's width) are the floor."""
-HELP_SLOW_YET = {"steps.verify_rollout"}
-"""Stages whose module still imports its work at the top: verify-rollout (another
-branch splits it; once its body lives in steps/lib, import that inside run())."""
 
 
 def test_update_manifest_is_among_the_stages() -> None:
@@ -83,12 +80,7 @@ def test_help_does_not_import_heavy_libraries(module: str) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    [
-        pytest.param(
-            m, marks=pytest.mark.xfail(m in HELP_SLOW_YET, reason="imports its work", strict=True)
-        )
-        for m in sorted(set(STAGES.values()))
-    ],
+    sorted(set(STAGES.values())),
 )
 def test_help_imports_only_the_flags(module: str) -> None:
     """What makes --help fast: the stage module holds its flags and main, and

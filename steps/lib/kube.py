@@ -5,7 +5,7 @@ How a stage reaches the cluster (``--cluster`` through the GKE API and ADC,
 ``steps.lib.lease``.
 
 ``KubeApi`` speaks to any resource by path through a ``steps.lib.kubehttp``
-transport (the standard library's ``http.client`` with our TLS, credentials and
+transport (HTTP/1.1 on sockets with our TLS, credentials and
 proxy handling; kubeconfig files are read by ``steps.lib.kubeconfig``), retries what is transient
 (429, 5xx, dropped connections) with backoff and ``Retry-After``, and raises
 ``ExternalError`` once the API server stays unreachable. ``CollectionWatch``
@@ -20,7 +20,6 @@ official ``kubernetes`` package is not used at all (tests use it as a reference)
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,10 +27,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from steps.lib.builtin_kinds import built_in
 from steps.lib.errors import ExternalError
 from steps.lib.retry import Backoff, backoff_delay
 
 if TYPE_CHECKING:
+    import queue
+
     from steps.lib.kubehttp import Transport
 
 FIELD_MANAGER = "gitops-steps"
@@ -129,8 +131,6 @@ class KubeApi:
         timeout: Any = REQUEST_TIMEOUT,
     ) -> Any:
         """One request; the response (a watch's body not read yet) or ApiError."""
-        import http.client
-
         headers = {"Accept": "application/json"}
         payload: bytes | None = None
         if body is not None:
@@ -147,7 +147,7 @@ class KubeApi:
                 timeout=timeout,
                 preload=("watch", "true") not in query,
             )
-        except (http.client.HTTPException, OSError) as exc:
+        except OSError as exc:  # no answer: all steps.lib.kubehttp's transport raises
             raise ApiError(0, f"{type(exc).__name__}: {exc}") from None
         if 200 <= response.status < 300:
             return response
@@ -259,6 +259,11 @@ class KubeApi:
         return found
 
     def resource(self, api_version: str, kind: str) -> Resource | None:
+        """How ``kind`` is served: known for GA built-ins, else from discovery."""
+        known = built_in(api_version, kind)
+        if known is not None:
+            group, _, version = api_version.rpartition("/")
+            return Resource(group, version, kind, *known)
         served = self.resources(api_version)
         return None if served is None else served.get(kind)
 
@@ -401,9 +406,7 @@ def _watch_event(line: bytes) -> Any:
 
 def transport_errors() -> tuple[type[BaseException], ...]:
     """What a dropped connection raises below us: transient, unlike any other exception."""
-    import http.client
-
-    return (http.client.HTTPException, OSError)  # all steps.lib.kubehttp's transport raises
+    return (OSError,)  # all steps.lib.kubehttp's transport raises
 
 
 # --------------------------------------------------------------------------- list + watch

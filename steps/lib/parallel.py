@@ -39,12 +39,15 @@ def run_all(
                 return
             results[index] = _one(call, items[index])
 
+    # The calling thread is one of the workers: one thread fewer to start and
+    # to wait for (a few milliseconds each on a loaded machine).
     threads = [
         threading.Thread(target=worker, name="parallel", daemon=True)
-        for _ in range(min(limit, len(items)))
+        for _ in range(min(limit, len(items)) - 1)
     ]
     for thread in threads:
         thread.start()
+    worker()
     for thread in threads:
         thread.join()
     return results
@@ -54,4 +57,9 @@ def _one(call: Callable[[T], R], item: T) -> R | BaseException:
     try:
         return call(item)
     except BaseException as exc:  # handed back to the caller, in order
+        if (
+            isinstance(exc, KeyboardInterrupt)
+            and threading.current_thread() is threading.main_thread()
+        ):
+            raise  # Ctrl-C or SIGTERM (a cancelled build) stops the caller now
         return exc

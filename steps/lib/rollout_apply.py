@@ -7,14 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from steps.lib import rollout_rules as rules
 from steps.lib.errors import ManifestError
-from steps.lib.live_record import (
-    InventoryItem,
-    LiveRecord,
-    inventory_labels,
-    inventory_selector,
-)
 from steps.lib.output import say
 from steps.lib.rollout_plan import (
     CRD_GROUP_KIND,
@@ -28,7 +21,9 @@ from steps.lib.rollout_plan import (
 )
 
 if TYPE_CHECKING:
+    from steps.lib import rollout_rules as rules
     from steps.lib.kube import ApiError, KubeApi, Resource
+    from steps.lib.live_record import InventoryItem, LiveRecord
 
 
 # --------------------------------------------------------------------------- apply
@@ -36,24 +31,25 @@ if TYPE_CHECKING:
 
 @dataclass
 class Target:
-    """One applied object the wait follows."""
+    """One applied object the wait follows (the wait keeps its judgement in ``verdict``)."""
 
     ref: ObjRef
     resource: Resource
     applied_generation: int | None
     live: dict[str, Any]
     verdict: rules.Verdict | None = None
-    clock: rules.ProblemClock = field(default_factory=rules.ProblemClock)
 
 
 def scopes_for(api: KubeApi, manifests: Sequence[Manifest]) -> dict[tuple[str, str], Scope]:
     """Ask discovery about each kind; fall back to CRDs among the manifests."""
+    from steps.lib.builtin_kinds import built_in
     from steps.lib.parallel import run_all
 
     defined = crd_scopes(manifests)
     scopes: dict[tuple[str, str], Scope] = {}
-    # Discovery of each group version at once; the loop below reads the cache.
-    versions = sorted({manifest.api_version for manifest in manifests})
+    # Discovery of each group version at once (none for GA built-in kinds, whose
+    # answer is known); the loop below reads the cache.
+    versions = sorted({m.api_version for m in manifests if built_in(m.api_version, m.kind) is None})
     for outcome in run_all(api.resources, versions):
         if isinstance(outcome, BaseException):
             raise outcome
@@ -170,6 +166,8 @@ def prune(
     api: KubeApi, record: str, planned: Sequence[Planned], previous: LiveRecord | None
 ) -> list[str]:
     """Delete objects labelled with ``record`` that the manifests no longer have."""
+    from steps.lib.live_record import InventoryItem, inventory_labels, inventory_selector
+
     kinds: dict[tuple[str, str], None] = {}
     namespaces: set[str | None] = {p.namespace for p in planned}
     for p in planned:

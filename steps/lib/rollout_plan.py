@@ -8,13 +8,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from steps.lib import rollout_rules as rules
 from steps.lib.errors import ManifestError, UsageError
-
-if TYPE_CHECKING:
-    pass
 
 YAML_SUFFIXES = (".yaml", ".yml")
 LOCAL_ONLY_GROUPS = ("kustomize.config.k8s.io", "config.kubernetes.io")
@@ -57,7 +53,8 @@ class Manifest:
 
     @property
     def group(self) -> str:
-        return rules.group_kind(self.obj)[0]
+        """``apps`` of ``apps/v1``; empty for the core group (``v1``)."""
+        return self.api_version.rpartition("/")[0]
 
     @property
     def name(self) -> str:

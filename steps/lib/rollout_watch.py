@@ -26,6 +26,8 @@ UNREACHABLE_AT_TIMEOUT = 10.0
 WAITING_FOR_CONTROLLER = (rules.NOT_APPLIED_YET, rules.GENERATION_LAG)
 """Reasons that mean the controller has not acted on the object yet."""
 RECENT_EVENTS = 5
+WARNINGS_ONLY = (("fieldSelector", "type=Warning"),)
+"""The events a wait reads (``kubectl get events --field-selector type=Warning``)."""
 
 # --------------------------------------------------------------------------- wait
 
@@ -98,6 +100,8 @@ class Waiter:
         self.events: queue.Queue[Event] = queue.Queue()
         self.cache: dict[str, dict[tuple[str | None, str], dict[str, Any]]] = {}
         self.synced: set[str] = set()
+        self.clocks = {target.ref: rules.ProblemClock() for target in self.targets}
+        """When each target's pod problems were first seen (for the grace periods)."""
         self.watches: dict[str, CollectionWatch] = {}
         self.target_paths: set[str] = set()
 
@@ -106,12 +110,14 @@ class Waiter:
     def _collection(self, resource: Resource, namespace: str | None) -> str:
         return resource.path(namespace if resource.namespaced else None)
 
-    def _watch(self, path: str) -> None:
+    def _watch(self, path: str, selectors: Sequence[tuple[str, str]] = ()) -> None:
         from steps.lib.kube import CollectionWatch
 
         if path not in self.watches:
             self.cache.setdefault(path, {})
-            self.watches[path] = CollectionWatch(self.api, path, path, self.events).start()
+            self.watches[path] = CollectionWatch(
+                self.api, path, path, self.events, selectors=selectors
+            ).start()
 
     def _pod_paths(self, namespace: str | None) -> tuple[str, str, str]:
         ns = namespace or "default"
@@ -130,7 +136,9 @@ class Waiter:
             if owner is not None:
                 pods, replicasets, events = self._pod_paths(target.ref.namespace)
                 self._watch(pods)
-                self._watch(events)
+                # Only warnings fail a rollout or go in its report: the server
+                # leaves out the dozens of Normal events every rollout makes.
+                self._watch(events, WARNINGS_ONLY)
                 if owner.via_replicasets:
                     self._watch(replicasets)
 
@@ -251,7 +259,7 @@ class Waiter:
         new_pods, owners = self._pods_of(target, live)
         problems = [problem for pod in new_pods for problem in rules.pod_problems(pod)]
         problems += rules.failed_create_problems(self._recent_events(), owners)
-        fatal = target.clock.fatal(problems, now, self.options.graces)
+        fatal = self.clocks[target.ref].fatal(problems, now, self.options.graces)
         if not fatal:
             return None
         problem = fatal[0]
