@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from steps.lib import overtaken
 from steps.lib import rollout_rules as rules
 from steps.lib.cli import (
     StepParser,
@@ -109,6 +110,7 @@ class Config:
     log_lines: int
     notes: str | None = None
     rollback_timeout: float | None = None
+    from_branch: str | None = None
 
 
 def apply_and_wait(
@@ -225,6 +227,7 @@ def build_parser() -> StepParser:
         help="env repo in which to record the outcome as a Git note on --commit "
         "(refs/notes/gitops, read by gitops-history)",
     )
+    overtaken.add_option(parser)
     add_common_options(parser)
     parser.add_argument("--version", action="version", version=version_text())
     return parser
@@ -345,6 +348,7 @@ def config_from_args(args: Any) -> Config:
         log_lines=20 if args.log_lines is None else max(args.log_lines, 0),
         notes=args.notes,
         rollback_timeout=rollback_timeout,
+        from_branch=overtaken.from_branch(args, record),
     )
 
 
@@ -497,19 +501,10 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
     )
     result = rollout(config, access, manifests, rollback_manifests)
     if config.notes and config.commit:
-        note_outcome(config.notes, config.commit, result)
+        from steps.lib.deploy_notes import note_rollout
+
+        note_rollout(config.notes, config.commit, result)
     return result
-
-
-def note_outcome(repo: str, commit: str, result: Mapping[str, Any]) -> None:
-    """Record the verdict as a Git note; a failure to do so is only a warning."""
-    from steps.lib.deploy_notes import record_outcome, verdict_of_rollout
-
-    outcome, reason = verdict_of_rollout(result)
-    try:
-        record_outcome(repo, commit, outcome, reason, os.environ.get("BUILD_ID") or None)
-    except StepError as exc:
-        warn(f"--notes: could not record the outcome: {exc.message}")
 
 
 def rollout(
@@ -532,8 +527,11 @@ def rollout(
     with sigterm_as_interrupt():
         try:
             if config.lock:
+                at_start = overtaken.live_record_if(config.from_branch, api, namespace, config)
                 lock, waited = take_lock(api, config, namespace)
                 result["lock"] = {"name": config.lock, "waited_seconds": round(waited, 3)}
+                if stop := overtaken.superseded_result(api, namespace, config, at_start):
+                    return {**result, **stop}
             previous = (
                 read_live_record(api, namespace, config.record)
                 if config.record and config.prune
