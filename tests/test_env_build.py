@@ -279,6 +279,29 @@ def test_a_rerun_that_a_newer_candidate_overtook_while_it_waited_applies_nothing
     assert verdicts(pipeline, first) == ["rolled-out", "superseded"]
 
 
+def test_a_live_commit_not_on_the_branch_does_not_stop_a_build(pipeline: Pipeline) -> None:
+    from steps.lib.kube_access import Access, connect
+    from steps.lib.live_record import LiveRecord, write_live_record
+
+    sha = pipeline.candidate("v1")
+    api = connect(Access(kubeconfig=str(pipeline.kube.kubeconfig)))
+    elsewhere = "f" * 40  # live from a branch since force-pushed: not newer than anything
+    write_live_record(api, LiveRecord("prod", "default", elsewhere, "b0", "2026-12-01T00:00:00Z"))
+
+    pipeline.verify(sha, *guarded(pipeline))
+
+    assert cluster_image(pipeline) == "example.com/web:v1"
+    assert verdicts(pipeline, sha) == ["rolled-out"]
+
+
+def test_from_branch_needs_what_it_reads(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sha = pipeline.candidate("v1")
+    pipeline.verify(sha, "--from-branch", "candidate", expect=2)
+    assert "--from-branch needs --notes, --record and --lock" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("at_start", "newer", "attempted", "overtaken"),
     [

@@ -82,8 +82,8 @@ def candidate_facts(repo: str, branch: str, commit: str, live: str) -> Candidate
 
         def fetch() -> CandidateFacts:
             tip = ws.fetch_branch(branch, depth=FIRST_DEPTH)
-            if tip is None:
-                return CandidateFacts(live_is_newer=False, attempted_before=True)
+            if tip is None:  # no such branch: nothing on it can be newer
+                return CandidateFacts(live_is_newer=False, attempted_before=False)
             ours = ws.deepen_until(branch, tip, commit, FIRST_DEPTH, limit=SEARCH_LIMIT)
             theirs = ws.deepen_until(branch, tip, live, FIRST_DEPTH, limit=SEARCH_LIMIT)
             if not (ours and theirs and ours != theirs and ws.is_ancestor(ours, theirs)):
