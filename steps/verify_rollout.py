@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from steps.lib.cli import (
     StepParser,
@@ -28,7 +28,7 @@ from steps.lib.cli import (
     version_text,
 )
 from steps.lib.cluster_flags import LEASE_DURATION, add_access_options
-from steps.lib.errors import StepError, UsageError
+from steps.lib.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,6 +90,12 @@ def build_parser() -> StepParser:
         metavar="URL",
         help="env repo in which to record the outcome as a Git note on --commit "
         "(refs/notes/gitops, read by gitops-history)",
+    )
+    parser.add_option(
+        "--from-branch",
+        metavar="BRANCH",
+        help="with --notes, --record and --lock: the branch --commit is on; a build that a "
+        "newer live commit of it overtook applies nothing (superseded; see steps/lib/overtaken.py)",
     )
     add_common_options(parser)
     parser.add_argument("--version", action="version", version=version_text())
@@ -167,6 +173,7 @@ def checked_name(name: str, flag: str) -> str:
 def config_from_args(args: Any) -> Config:
     from pathlib import Path
 
+    from steps.lib.overtaken import from_branch
     from steps.lib.rollout import Config, format_seconds
 
     record = checked_name(args.record, "--record") if args.record else None
@@ -221,6 +228,7 @@ def config_from_args(args: Any) -> Config:
         log_lines=20 if args.log_lines is None else max(args.log_lines, 0),
         notes=args.notes,
         rollback_timeout=rollback_timeout,
+        from_branch=from_branch(args, record),
     )
 
 
@@ -244,20 +252,10 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
     )
     result = rollout(config, access, manifests, rollback_manifests)
     if config.notes and config.commit:
-        note_outcome(config.notes, config.commit, result)
+        from steps.lib.deploy_notes import note_rollout
+
+        note_rollout(config.notes, config.commit, result)
     return result
-
-
-def note_outcome(repo: str, commit: str, result: Mapping[str, Any]) -> None:
-    """Record the verdict as a Git note; a failure to do so is only a warning."""
-    from steps.lib.deploy_notes import record_outcome, verdict_of_rollout
-    from steps.lib.output import warn
-
-    outcome, reason = verdict_of_rollout(result)
-    try:
-        record_outcome(repo, commit, outcome, reason, os.environ.get("BUILD_ID") or None)
-    except StepError as exc:
-        warn(f"--notes: could not record the outcome: {exc.message}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

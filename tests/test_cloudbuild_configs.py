@@ -235,7 +235,14 @@ def test_env_build_passes_what_the_issue_asks() -> None:
     config = load("env.yaml")
     steps = {step["id"]: step for step in config["steps"]}
     verify = stage_args(steps["verify-rollout"])
-    for flag in ("--lock=", "--record=", "--commit=$COMMIT_SHA", "--prune", "--notes="):
+    for flag in (
+        "--lock=",
+        "--record=",
+        "--commit=$COMMIT_SHA",
+        "--prune",
+        "--notes=",
+        "--from-branch=${_FROM_BRANCH}",
+    ):
         assert any(arg.startswith(flag) for arg in verify), flag
     assert steps["verify-rollout"]["secretEnv"] == ["GIT_TOKEN"]  # --notes pushes
     history = stage_args(steps["history"])

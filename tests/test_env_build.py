@@ -19,6 +19,7 @@ from fixtures_git import git, log, write_tree
 
 from steps import verify_rollout
 from steps.history import main as history
+from steps.lib import rollout
 from steps.lib.promotion import live_verdict, same_commit
 from steps.promote import main as promote
 from steps.push_candidate import main as push_candidate
@@ -183,6 +184,144 @@ def test_an_unreachable_notes_repo_only_warns(
     capsys.readouterr()
     pipeline.verify(sha, "--notes", str(pipeline.work / "no-such-repo.git"))
     assert "warning: --notes: could not record the outcome" in capsys.readouterr().err
+
+
+def guarded(pipeline: Pipeline) -> tuple[str, ...]:
+    """The env build's flags: the lock, the notes, and the branch the commits are on."""
+    return ("--lock", "prod", "--notes", pipeline.repo, "--from-branch", "candidate")
+
+
+def cluster_image(pipeline: Pipeline) -> str:
+    from steps.lib.kube_access import Access, connect
+
+    api = connect(Access(kubeconfig=str(pipeline.kube.kubeconfig)))
+    deployment = api.get("/apis/apps/v1/namespaces/default/deployments/web")
+    assert deployment is not None
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+def verdicts(pipeline: Pipeline, sha: str) -> list[str]:
+    note = git("--git-dir", pipeline.repo, "notes", "--ref=gitops", "show", sha)
+    return [json.loads(line)["outcome"] for line in note.splitlines() if line.strip()]
+
+
+def test_an_older_candidates_first_build_running_last_applies_nothing(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Triggered builds run in any order: the older candidate's build takes the lock last.
+    older = pipeline.candidate("v1")
+    newer = pipeline.candidate("v2")
+    pipeline.verify(newer, *guarded(pipeline))
+    assert pipeline.promote(newer)[0] == 0
+    capsys.readouterr()
+
+    pipeline.verify(older, *guarded(pipeline))
+
+    err = capsys.readouterr().err
+    assert (
+        f"{newer[:12]}, a newer candidate than {older[:12]}, is live (its first build was "
+        "overtaken); nothing applied (superseded)"
+    ) in err
+    assert "applied default/Deployment/web" not in err
+    assert cluster_image(pipeline) == "example.com/web:v2"
+    assert verdicts(pipeline, older) == ["superseded"]
+    code, result = pipeline.promote(older)
+    assert (code, result["status"], result["live"]) == (0, "superseded", newer)
+    assert pipeline.production()[0].startswith(f"Promote {newer[:12]}")
+    assert not any(s.startswith("Rollback") for s in pipeline.production())
+
+
+def test_rerunning_an_attempted_build_still_rolls_back(pipeline: Pipeline) -> None:
+    first = pipeline.candidate("v1")
+    second = pipeline.candidate("v2")
+    for sha in (first, second):
+        pipeline.verify(sha, *guarded(pipeline))
+        assert pipeline.promote(sha)[0] == 0
+
+    pipeline.verify(first, *guarded(pipeline))  # re-running first's env build: deliberate
+
+    assert cluster_image(pipeline) == "example.com/web:v1"
+    assert set(verdicts(pipeline, first)) == {"rolled-out"}  # one line a second per outcome
+    code, result = pipeline.promote(first)
+    assert (code, result["kind"]) == (0, "rollback")
+    assert pipeline.production()[0].startswith(f"Rollback to {first[:12]}")
+
+
+def test_a_rerun_that_a_newer_candidate_overtook_while_it_waited_applies_nothing(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from steps.lib.kube_access import Access, connect
+    from steps.lib.lease import LeaseLock
+    from steps.lib.live_record import LiveRecord, write_live_record
+
+    first, second, third = (pipeline.candidate(tag) for tag in ("v1", "v2", "v3"))
+    for sha in (first, second):
+        pipeline.verify(sha, *guarded(pipeline))
+    api = connect(Access(kubeconfig=str(pipeline.kube.kubeconfig)))
+    other_build = LeaseLock(api, "default", "prod", duration=30, identity="third's build")
+    assert other_build.try_acquire()[0]
+    real_take_lock = rollout.take_lock
+
+    def take_lock_while_third_goes_live(*args: Any) -> Any:
+        # The re-run of first has read what is live (second) and now waits for the
+        # lock, which third's build holds while it rolls out and records third.
+        write_live_record(api, LiveRecord("prod", "default", third, "b3", "2026-12-01T00:00:00Z"))
+        other_build.release()
+        return real_take_lock(*args)
+
+    monkeypatch.setattr(rollout, "take_lock", take_lock_while_third_goes_live)
+    capsys.readouterr()
+
+    pipeline.verify(first, *guarded(pipeline))
+
+    err = capsys.readouterr().err
+    assert f"{third[:12]}, a newer candidate than {first[:12]}, is live (it went live" in err
+    assert cluster_image(pipeline) == "example.com/web:v2"
+    assert verdicts(pipeline, first) == ["rolled-out", "superseded"]
+
+
+def test_a_live_commit_not_on_the_branch_does_not_stop_a_build(pipeline: Pipeline) -> None:
+    from steps.lib.kube_access import Access, connect
+    from steps.lib.live_record import LiveRecord, write_live_record
+
+    sha = pipeline.candidate("v1")
+    api = connect(Access(kubeconfig=str(pipeline.kube.kubeconfig)))
+    elsewhere = "f" * 40  # live from a branch since force-pushed: not newer than anything
+    write_live_record(api, LiveRecord("prod", "default", elsewhere, "b0", "2026-12-01T00:00:00Z"))
+
+    pipeline.verify(sha, *guarded(pipeline))
+
+    assert cluster_image(pipeline) == "example.com/web:v1"
+    assert verdicts(pipeline, sha) == ["rolled-out"]
+
+
+def test_from_branch_needs_what_it_reads(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sha = pipeline.candidate("v1")
+    pipeline.verify(sha, "--from-branch", "candidate", expect=2)
+    assert "--from-branch needs --notes, --record and --lock" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("at_start", "newer", "attempted", "overtaken"),
+    [
+        ("c3", False, False, False),  # the live commit is older: a newer candidate deploys
+        ("c1", True, False, True),  # first build of an older one, overtaken while queued
+        ("c3", True, False, True),  # ... or already before it started
+        (None, True, False, True),
+        ("c3", True, True, False),  # a re-run with c3 live from the start: the rollback
+        ("c1", True, True, True),  # a re-run that c3 overtook while it waited
+        (None, True, True, True),
+    ],
+)
+def test_overtaken_reasons(
+    at_start: str | None, newer: bool, attempted: bool, overtaken: bool
+) -> None:
+    from steps.lib.overtaken import CandidateFacts, overtaken_reason
+
+    facts = CandidateFacts(live_is_newer=newer, attempted_before=attempted)
+    assert (overtaken_reason("c2", at_start, "c3", facts) is not None) is overtaken
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps import verify_rollout
+from steps.lib import rollout_plan
 from steps.update_manifest import main
 
 DIGEST = "sha256:" + "ab" * 32
@@ -98,9 +98,7 @@ def test_each_overlay_is_rendered_into_its_environment_with_images_pinned(tmp_pa
     # the base's tag and the production overlay's images: entry
     assert len(result["changes"]) == 2
     # What was recorded is what verify-rollout accepts and applies.
-    assert [m.namespace for m in verify_rollout.load_manifests(out / "production")] == [
-        "production"
-    ]
+    assert [m.namespace for m in rollout_plan.load_manifests(out / "production")] == ["production"]
 
 
 def test_an_overlay_kustomize_refuses_fails_with_exit_2_and_writes_nothing(

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from steps.cloudbuild.demo import Pipeline, crashing_release, greeting_release, running_sandbox
+from steps.sandbox import triggers
+from steps.sandbox import up as sandbox
 from steps.sandbox.up import containers_env, provide_python_base
 
 TOOLS = ("buildah", "git")
@@ -191,6 +193,42 @@ def test_three_commits_at_once_end_with_one_agreed_truth(pipeline: Pipeline) -> 
             assert not any(f"candidate@{record['commit']}" in body for body in promoted)
     for commit in candidates:
         assert sum(f"candidate@{commit}" in body for body in promoted) <= 1
+
+
+def test_an_older_candidates_build_running_last_is_superseded_not_a_rollback(
+    pipeline: Pipeline,
+) -> None:
+    """What load did to the test above once, forced: the oldest candidate's build,
+    triggered first, takes the lock last. It must not roll the newer one back."""
+    releases = [greeting_release(pipeline, name) for name in ("one", "two", "three")]
+    triggers.hold_builds(pipeline.layout, [1])  # the first push's build stays queued
+    try:
+        for commit in releases:  # one after the other: build N is the Nth candidate's
+            build, lines = pipeline.app_build(commit)
+            assert build.status == "SUCCESS", "\n".join(lines[-30:])
+        deadline = time.monotonic() + TIMEOUT
+        while not all(r.get("status") == "SUCCESS" for r in pipeline.env_builds()[1:3]):
+            assert time.monotonic() < deadline, pipeline.env_builds()
+            time.sleep(0.2)
+        newest, tip = pipeline.log("candidate", "%H")[0], pipeline.tip("production")
+        assert pipeline.log("production", "%s")[0].startswith(f"Promote {newest[:12]}")
+    finally:
+        triggers.release_builds(pipeline.layout)
+    late = pipeline.wait_env_builds(3, TIMEOUT)[0]
+
+    oldest = pipeline.log("candidate", "%H")[-2]  # the seed commit apart
+    assert (late["number"], late["commit"]) == (1, oldest)
+    log = Path(str(late["log"])).read_text()
+    assert late["status"] == "SUCCESS", log[-3000:]
+    assert "nothing applied (superseded)" in log and "not promoting (superseded)" in log
+    assert "lock production: acquired" in log and "lock production: released" in log
+    assert "applied default/Deployment/hello" not in log
+    assert pipeline.tip("production") == tip
+    assert not any("Rollback" in s for s in pipeline.log("production", "%s"))
+    assert pipeline.cluster()["image"] in pipeline.show(newest, "hello/deployment.yaml")
+    env_dir = pipeline.values["ENV_REPO_DIR"]
+    note = sandbox.git("--git-dir", env_dir, "notes", "--ref=gitops", "show", oldest)
+    assert '"outcome": "superseded"' in note
 
 
 def test_rerunning_any_build_is_harmless(

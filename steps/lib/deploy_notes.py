@@ -20,13 +20,14 @@ someone else pushed notes meanwhile, fetch the new tip and do it again
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from steps.lib.errors import UsageError
+from steps.lib.errors import StepError, UsageError
 from steps.lib.gitrepo import (
     DEFAULT_COMMITTER,
     DEFAULT_MAX_ATTEMPTS,
@@ -38,7 +39,7 @@ from steps.lib.gitrepo import (
     parse_repo,
     push_with_retry,
 )
-from steps.lib.output import say
+from steps.lib.output import say, warn
 
 NOTES_REF = "refs/notes/gitops"
 NOTES_BRANCH = "gitops-notes"
@@ -152,6 +153,8 @@ def verdict_of_rollout(result: Mapping[str, Any]) -> tuple[str, str | None]:
     status = result.get("status")
     if status == "rolled-out":
         return "rolled-out", None
+    if status == "superseded":
+        return "superseded", f"Superseded: {result.get('live') or 'a newer commit'} went live first"
     failure = result.get("failure")
     if isinstance(failure, Mapping):
         parts = [failure.get("reason"), failure.get("object"), failure.get("message")]
@@ -166,6 +169,15 @@ def verdict_of_rollout(result: Mapping[str, Any]) -> tuple[str, str | None]:
 
 
 # --------------------------------------------------------------------------- I/O
+
+
+def note_rollout(repo: str, commit: str, result: Mapping[str, Any]) -> None:
+    """verify-rollout --notes: the verdict as a note; a failure to record it only warns."""
+    outcome, reason = verdict_of_rollout(result)
+    try:
+        record_outcome(repo, commit, outcome, reason, os.environ.get("BUILD_ID") or None)
+    except StepError as exc:
+        warn(f"--notes: could not record the outcome: {exc.message}")
 
 
 class NotesWorkspace(Workspace):

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from steps.lib import overtaken
 from steps.lib.errors import CheckFailed, ExternalError, ManifestError, StepError, UsageError
 from steps.lib.output import say, warn
 from steps.lib.rollout_apply import (
@@ -68,6 +69,7 @@ class Config:
     log_lines: int
     notes: str | None = None
     rollback_timeout: float | None = None
+    from_branch: str | None = None
 
 
 def apply_and_wait(
@@ -321,8 +323,11 @@ def rollout(
     with sigterm_as_interrupt():
         try:
             if config.lock:
+                at_start = overtaken.live_record_if(config.from_branch, api, namespace, config)
                 lock, waited = take_lock(api, config, namespace)
                 result["lock"] = {"name": config.lock, "waited_seconds": round(waited, 3)}
+                if stop := overtaken.superseded_result(api, namespace, config, at_start):
+                    return {**result, **stop}
             previous = previous_record(api, namespace, config) if config.prune else None
             deadline = time.monotonic() + config.timeout
             reserved = rollback_budget(config) if rollback_manifests is not None else 0.0

@@ -14,6 +14,10 @@ Each triggered build leaves ``DIR/triggers/NNNN.json`` (commit, status,
 exit code, log) and its output in ``DIR/logs/build-NNNN.log``;
 ``wait_for_builds`` reads them back.
 
+A fault hook for tests: build numbers listed in ``DIR/triggers/hold``
+(``hold_builds``) stay queued until ``release_builds``, as a busy worker pool
+would keep them, which forces the order in which triggered builds run.
+
 ``serve-git`` is the sandbox's Git server process: the loopback server of
 ``steps.sandbox.gitserver`` with the token read from ``DIR/secrets.env``.
 """
@@ -40,6 +44,9 @@ BRANCH = "candidate"
 REPO_NAME = "env"
 TRIGGER_NAME = "env-candidate"
 ZERO = "0" * 40
+HOLD = "hold"
+HOLD_LIMIT = 600.0
+"""Seconds a held build waits at most before it runs anyway."""
 
 
 def triggers_of(values: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
@@ -117,8 +124,31 @@ def start_build(
     return number
 
 
+def hold_builds(layout: sandbox.Layout, numbers: Sequence[int]) -> None:
+    """Keep the triggered builds ``numbers`` (queued or still to come) queued."""
+    layout.triggers.mkdir(parents=True, exist_ok=True)
+    (layout.triggers / HOLD).write_text("".join(f"{n}\n" for n in numbers))
+
+
+def release_builds(layout: sandbox.Layout) -> None:
+    (layout.triggers / HOLD).unlink(missing_ok=True)
+
+
+def _wait_while_held(layout: sandbox.Layout, number: int) -> None:
+    deadline = time.monotonic() + HOLD_LIMIT
+    while time.monotonic() < deadline:
+        try:
+            held = (layout.triggers / HOLD).read_text().split()
+        except FileNotFoundError:
+            return
+        if str(number) not in held:
+            return
+        time.sleep(0.05)
+
+
 def run_build(layout: sandbox.Layout, number: int, *, engine: str = "process") -> int:
     """Check the commit out and run the env repo's cloudbuild.yaml on it; the exit code."""
+    _wait_while_held(layout, number)
     record = _update_record(layout, number, status="WORKING", started=time.time())
     commit = str(record["commit"])
     values = sandbox.read_env(layout.root)
