@@ -70,19 +70,12 @@ from steps.lib.cli import (
 )
 from steps.lib.deploy_notes import MAX_NOTE, NOTES_REF, OutcomeNote, parse_note
 from steps.lib.errors import UsageError
-from steps.lib.gitrepo import (
-    NETWORK_TIMEOUT,
-    RepoLocation,
-    classify_failure,
-    git_credentials,
-    hardened_env,
-    parse_repo,
-    raise_for_failure,
-    tool_trailers,
-    validate_branch,
-    validate_subpath,
-    with_retries,
-)
+from steps.lib.git_env import git_credentials, hardened_env
+from steps.lib.git_failures import classify_failure, raise_for_failure
+from steps.lib.git_inputs import RepoLocation, parse_repo, validate_branch, validate_subpath
+from steps.lib.git_messages import tool_trailers
+from steps.lib.git_retry import with_retries
+from steps.lib.gitrepo import NETWORK_TIMEOUT
 from steps.lib.history_model import (
     OUTCOMES,
     AttemptRow,

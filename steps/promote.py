@@ -25,26 +25,26 @@ from steps.lib.cli import (
     version_text,
 )
 from steps.lib.errors import CheckFailed, UsageError
-from steps.lib.gitrepo import (
-    CONTENTION_BUDGET,
+from steps.lib.git_env import git_credentials
+from steps.lib.git_inputs import (
     DEFAULT_COMMITTER,
-    DEFAULT_MAX_ATTEMPTS,
-    Attempt,
     Identity,
     RepoLocation,
-    Workspace,
-    diff_states,
-    format_message,
-    git_credentials,
     parse_identity,
     parse_repo,
-    push_with_retry,
-    tool_trailers,
-    trailer_values,
     validate_branch,
     validate_subpath,
+)
+from steps.lib.git_messages import format_message, tool_trailers, trailer_values
+from steps.lib.git_retry import (
+    CONTENTION_BUDGET,
+    DEFAULT_MAX_ATTEMPTS,
+    Attempt,
+    push_with_retry,
     with_retries,
 )
+from steps.lib.git_trees import diff_states
+from steps.lib.gitrepo import Workspace
 from steps.lib.kube_access import Access, access_from_args, add_access_options, connect
 from steps.lib.live_record import LiveRecord, check_record_name, read_live_record
 from steps.lib.output import say

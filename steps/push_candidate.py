@@ -26,29 +26,20 @@ from steps.lib.cli import (
     version_text,
 )
 from steps.lib.errors import CheckFailed, UsageError
-from steps.lib.gitrepo import (
-    CONTENTION_BUDGET,
+from steps.lib.git_env import git_credentials, hardened_env
+from steps.lib.git_inputs import (
     DEFAULT_COMMITTER,
-    DEFAULT_MAX_ATTEMPTS,
-    Attempt,
     Identity,
     RepoLocation,
-    State,
-    Workspace,
-    diff_states,
-    format_message,
-    git_credentials,
-    hardened_env,
-    join_path,
-    merge_subtree,
     parse_identity,
     parse_repo,
-    push_with_retry,
-    tool_trailers,
-    trailer_values,
     validate_branch,
     validate_subpath,
 )
+from steps.lib.git_messages import format_message, tool_trailers, trailer_values
+from steps.lib.git_retry import CONTENTION_BUDGET, DEFAULT_MAX_ATTEMPTS, Attempt, push_with_retry
+from steps.lib.git_trees import State, diff_states, join_path, merge_subtree
+from steps.lib.gitrepo import Workspace
 from steps.lib.imageref import ImageRef, InvalidReference
 from steps.lib.output import say
 

@@ -40,7 +40,7 @@ from steps.cloudbuild.records import (
 from steps.cloudbuild.substitutions import parse_pairs
 from steps.lib.cli import StepParser, StepRun, add_common_options, run_step
 from steps.lib.errors import UsageError
-from steps.lib.gitrepo import hardened_env
+from steps.lib.git_env import hardened_env
 from steps.lib.output import say, write_atomic
 
 PROG = "gitops-cloudbuild run"
