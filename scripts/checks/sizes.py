@@ -24,7 +24,6 @@ EXEMPT = ("steps/sandbox/",)
 LARGE_MODULES: dict[str, int] = {
     "steps/cloudbuild/config.py": 607,
     "steps/history.py": 811,
-    "steps/lib/manifest_edit.py": 858,
     "steps/promote.py": 643,
     "steps/lib/registry.py": 614,
     "steps/lib/rollout_rules.py": 633,
