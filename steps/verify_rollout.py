@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from steps.lib import rollout_rules as rules
+from steps.lib import fail_fast
 from steps.lib.cli import (
     StepParser,
     StepRun,
@@ -104,7 +104,7 @@ class Config:
     prune: bool
     rollback_dir: Path | None
     allow_cluster_scoped: bool
-    graces: rules.Graces
+    graces: fail_fast.Graces
     wait_load_balancer: bool
     log_lines: int
     notes: str | None = None
@@ -321,7 +321,7 @@ def config_from_args(args: Any) -> Config:
                 f"--rollback-timeout {args.rollback_timeout}: must be more than 0 and "
                 f"less than --timeout ({format_seconds(timeout)}), which it is part of"
             )
-    graces = rules.Graces(
+    graces = fail_fast.Graces(
         persisting=parse_duration(args.failure_grace or "30s", "--failure-grace"),
         unschedulable=parse_duration(args.unschedulable_grace or "2m", "--unschedulable-grace"),
     )

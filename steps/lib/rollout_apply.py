@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from steps.lib import fail_fast
 from steps.lib import rollout_rules as rules
 from steps.lib.errors import ManifestError
 from steps.lib.live_record import (
@@ -43,7 +44,7 @@ class Target:
     applied_generation: int | None
     live: dict[str, Any]
     verdict: rules.Verdict | None = None
-    clock: rules.ProblemClock = field(default_factory=rules.ProblemClock)
+    clock: fail_fast.ProblemClock = field(default_factory=fail_fast.ProblemClock)
 
 
 def scopes_for(api: KubeApi, manifests: Sequence[Manifest]) -> dict[tuple[str, str], Scope]:
