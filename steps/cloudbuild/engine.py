@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from steps.cloudbuild.config import Step
+from steps.cloudbuild.stepgraph import Step
 from steps.stages import IMAGE_STAGES, by_name
 
 STAGES = tuple(stage.name for stage in IMAGE_STAGES)
