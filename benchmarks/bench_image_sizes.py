@@ -1,9 +1,11 @@
 """Each step image's size above its base image, against the size targets.
 
 Cloud Build pulls every step image on every build, so size is part of the
-product. Builds the five targets with scripts/build-images (cached layers make
-a rebuild take seconds), then prints, per target, the bytes it adds to the base
-image, the target (60 MB; verify-rollout 180 MB) and the ratio to it.
+product. Builds every image of the registry (steps/stages.py) with
+scripts/build-images (cached layers make a rebuild take seconds), then prints,
+per target, the bytes it adds to the base image, its budget (60 MB;
+verify-rollout 180 MB; a stage's variant image, such as update-manifest-kustomize,
+its own: the stage's plus the tool it exists for) and the ratio to it.
 
     .venv/bin/python benchmarks/bench_image_sizes.py [--no-build] [TARGET...]
 
@@ -20,14 +22,10 @@ import sys
 from pathlib import Path
 
 from steps.lib import containers
-from steps.stages import IMAGE_TARGETS
+from steps.stages import IMAGE_TARGETS, image_named
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = IMAGE_TARGETS
-# update-manifest carries kubectl for --kustomize (the real Kustomize): its
-# binary alone is 61.9 MB, so that image's budget is 60 MB + that.
-BUDGET_MB = {"verify-rollout": 180.0, "update-manifest": 125.0}
-DEFAULT_BUDGET_MB = 60.0
 MB = 1_000_000
 
 
@@ -61,19 +59,20 @@ def main() -> int:
         subprocess.run([str(REPO / "scripts" / "build-images"), *args.targets], env=env, check=True)
     base = image_size(args.base)
     print(f"base image {args.base}: {base / MB:.1f} MB")
-    print(f"{'target':<16} {'above base':>11} {'target':>8} {'ratio':>6}  total")
+    print(f"{'target':<26} {'above base':>11} {'budget':>8} {'ratio':>6}  total")
     over = []
     for target in args.targets:
         size = image_size(f"{args.prefix}/{target}:{args.tag}")
         added = (size - base) / MB
-        budget = BUDGET_MB.get(target, DEFAULT_BUDGET_MB)
-        ratio = added / budget
+        image = image_named(target)
+        ratio = added / image.budget_mb
         flag = "" if ratio <= 1 else "  OVER"
         if ratio > 1:
             over.append(target)
+        note = f"  (variant of {image.stage.name}: {image.variant.why})" if image.variant else ""
         print(
-            f"{target:<16} {added:>8.1f} MB {budget:>5.0f} MB {ratio:>6.2f}  "
-            f"{size / MB:.1f} MB{flag}"
+            f"{target:<26} {added:>8.1f} MB {image.budget_mb:>5.0f} MB {ratio:>6.2f}  "
+            f"{size / MB:.1f} MB{flag}{note}"
         )
     if over:
         print(f"over target: {', '.join(over)}")

