@@ -116,12 +116,13 @@ def timed(action: Callable[[], None]) -> float:
 
 
 def interpreter_cost(bin_dir: Path, env: dict[str, str], rounds: int) -> tuple[float, float]:
-    """Median times to start Python, and to start it and import the stage (no work)."""
+    """Median times to start Python, and to start it and import the stage and its work
+    (``steps.lib.candidate_push``, which the stage imports after its flags), doing none."""
     python = str(bin_dir / "python")
     bare, stage = [], []
     for _ in range(rounds):
         bare.append(timed(partial(subprocess.run, [python, "-c", "pass"], env=env, check=True)))
-        command = [python, "-c", "import steps.push_candidate"]
+        command = [python, "-c", "import steps.push_candidate, steps.lib.candidate_push"]
         stage.append(timed(partial(subprocess.run, command, env=env, check=True)))
     return statistics.median(bare), statistics.median(stage)
 

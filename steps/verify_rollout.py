@@ -34,6 +34,7 @@ from steps.lib.cli import (
     settle_imports,
     version_text,
 )
+from steps.lib.cluster_flags import LEASE_DURATION, add_access_options
 from steps.lib.errors import CheckFailed, ExternalError, ManifestError, StepError, UsageError
 from steps.lib.live_record import (
     InventoryItem,
@@ -189,9 +190,6 @@ def inventory(planned: Sequence[Planned]) -> tuple[InventoryItem, ...]:
 
 
 def build_parser() -> StepParser:
-    from steps.lib.kube_access import add_access_options
-    from steps.lib.lease import LEASE_DURATION
-
     parser = StepParser(prog="gitops-verify-rollout", description=DESCRIPTION)
     parser.add_option(
         "--manifests", required=True, metavar="DIR", help="directory (or file) of YAML manifests"

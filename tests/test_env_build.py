@@ -19,7 +19,7 @@ from fixtures_git import git, log, write_tree
 
 from steps import verify_rollout
 from steps.history import main as history
-from steps.promote import live_verdict, same_commit
+from steps.lib.promotion import live_verdict, same_commit
 from steps.promote import main as promote
 from steps.push_candidate import main as push_candidate
 

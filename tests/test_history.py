@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from fixtures_git import GIT_PASSWORD, GIT_USER, git, log, run_cli, write_tree
 
-from steps.history import main, parse_when, render_link
+from steps.history import main, parse_when
 from steps.lib import git_retry
 from steps.lib.deploy_notes import (
     NOTES_REF,
@@ -56,6 +56,7 @@ from steps.lib.history_model import (
     summarize,
     written_path,
 )
+from steps.lib.history_text import render_link
 from steps.lib.timefmt import duration
 from steps.promote import main as promote
 from steps.push_candidate import main as push_candidate

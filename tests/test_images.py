@@ -144,7 +144,7 @@ def test_the_cluster_stages_import_their_client_without_kubernetes(
     probe = (
         "import sys, urllib3, google.auth\n"
         "import steps.lib.kube, steps.lib.kubeconfig, steps.lib.kubehttp\n"
-        "import steps.verify_rollout, steps.promote, steps.lib.live_record\n"
+        "import steps.verify_rollout, steps.promote, steps.lib.promoter, steps.lib.live_record\n"
         "from steps.lib.kubehttp import google_request, ssl_context\n"
         "google_request(); ssl_context(None)\n"
         "assert 'kubernetes' not in sys.modules and 'requests' not in sys.modules\n"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
+from steps.lib import cluster_flags, git_inputs, git_retry, lease, push_flags
 from steps.stages import STAGES as REGISTRY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,6 +21,42 @@ LAZY = ("urllib.request", "http.client", "ssl", "traceback")
 """Standard-library modules --help must not import either: each costs milliseconds
 at every start, and only a redirect (urllib.request), the API client
 (http.client, ssl) or a bug (traceback) needs it."""
+
+
+HELP_IMPORTS_OF_OURS = {
+    "steps",
+    "steps.lib",
+    "steps.lib.cli",
+    "steps.lib.errors",
+    "steps.lib.push_flags",
+    "steps.lib.cluster_flags",
+}
+"""All of ours that --help may import besides the stage module: the flags and the
+errors. A stage's work (steps/lib/...) is imported after its flags are parsed."""
+HELP_MUST_NOT_IMPORT = (
+    "dataclasses",
+    "inspect",
+    "typing",
+    "json",
+    "pathlib",
+    "subprocess",
+    "tempfile",
+    "threading",
+    "datetime",
+    "urllib.parse",
+    "tomllib",
+    "xml.etree",
+    "yaml",
+)
+"""Standard-library modules (and PyYAML) a stage's work needs and --help does not.
+Each costs 1-7 ms at every start (``python -X importtime``; dataclasses, which
+brings inspect, about as much as Python takes to start): with them, --help took
+5-7x ``python -c pass`` from a plain install, without them about 2.5x
+(benchmarks/bench_startup.py; issue 15's target is 3x). argparse itself and what
+it imports (re, gettext, shutil for the terminal's width) are the floor."""
+HELP_SLOW_YET = {"steps.verify_rollout"}
+"""Stages whose module still imports its work at the top: verify-rollout (another
+branch splits it; once its body lives in steps/lib, import that inside run())."""
 
 
 def test_update_manifest_is_among_the_stages() -> None:
@@ -41,6 +81,41 @@ def test_help_does_not_import_heavy_libraries(module: str) -> None:
     assert proc.stdout.split("\n")[:2] == ["[]", "[]"]
 
 
+@pytest.mark.parametrize(
+    "module",
+    [
+        pytest.param(
+            m, marks=pytest.mark.xfail(m in HELP_SLOW_YET, reason="imports its work", strict=True)
+        )
+        for m in sorted(set(STAGES.values()))
+    ],
+)
+def test_help_imports_only_the_flags(module: str) -> None:
+    """What makes --help fast: the stage module holds its flags and main, and
+    imports its work only once the flags are parsed. Run without ``site`` (-S),
+    so that the editable install's import hook and .pth files load nothing."""
+    code = (
+        "import contextlib, io, sys\n"
+        f"sys.path[:0] = [{str(REPO)!r}, {sysconfig.get_paths()['purelib']!r}]\n"
+        f"import {module} as stage\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        "        stage.main(['--help'])\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, exc.code\n"
+        "assert 'GITOPS_RESULT_FILE' in out.getvalue()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'steps'))\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({HELP_MUST_NOT_IMPORT!r})))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    ours, heavy = proc.stdout.splitlines()[:2]
+    assert sorted(set(ast.literal_eval(ours)) - HELP_IMPORTS_OF_OURS - {module}) == []
+    assert heavy == "[]"
+
+
 @pytest.mark.parametrize("script", sorted(STAGES))
 def test_console_script_and_python_dash_m(script: str) -> None:
     module = STAGES[script]
@@ -59,3 +134,27 @@ def test_importing_the_package_is_light() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_light_flag_modules_show_the_defaults_the_work_uses() -> None:
+    """push_flags and cluster_flags repeat defaults for --help so as not to import
+    gitrepo or lease; they must say what those use."""
+    assert push_flags.DEFAULT_COMMITTER == git_inputs.DEFAULT_COMMITTER
+    assert push_flags.DEFAULT_MAX_ATTEMPTS == git_retry.DEFAULT_MAX_ATTEMPTS
+    assert push_flags.CONTENTION_BUDGET == git_retry.CONTENTION_BUDGET
+    assert cluster_flags.LEASE_DURATION == lease.LEASE_DURATION
+
+
+@pytest.mark.parametrize(
+    ("stage", "work"),
+    [
+        ("steps.push_candidate", "steps.lib.candidate_push"),
+        ("steps.promote", "steps.lib.promotion"),
+        ("steps.history", "steps.lib.history_run"),
+    ],
+)
+def test_a_stage_and_its_work_use_one_name(stage: str, work: str) -> None:
+    """The name in the work's messages and trailers is the stage's (``run_step``'s)."""
+    module = importlib.import_module(stage)
+    assert importlib.import_module(work).STEP == module.STEP
+    assert module.STEP in {s.name for s in REGISTRY}

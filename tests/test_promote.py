@@ -14,7 +14,8 @@ from steps.lib import git_retry
 from steps.lib.git_failures import PushOutcome
 from steps.lib.git_messages import parse_trailers
 from steps.lib.gitrepo import Workspace
-from steps.promote import main, promoted_from, promotion_kind
+from steps.lib.promotion import promoted_from, promotion_kind
+from steps.promote import main
 from steps.push_candidate import main as push_candidate
 from steps.sandbox.gitserver import GitServer
 

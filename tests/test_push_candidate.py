@@ -21,10 +21,11 @@ from fixtures_git import (
 )
 
 from steps.lib import git_retry
+from steps.lib.candidate_push import default_subject, image_references
 from steps.lib.git_failures import PushOutcome
 from steps.lib.git_messages import parse_trailers
 from steps.lib.gitrepo import Workspace
-from steps.push_candidate import default_subject, image_references, main
+from steps.push_candidate import main
 from steps.sandbox.gitserver import GitServer
 
 DIGEST_A = "sha256:" + "a" * 64

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from steps.lib.errors import UsageError
-from steps.test_stage import (
+from steps.lib.app_test_report import (
     Case,
     Counts,
     Report,
@@ -30,9 +29,10 @@ from steps.test_stage import (
     parse_junit,
     parse_unittest_output,
     render_junit,
-    requirements_of_project,
     summary_lines,
 )
+from steps.lib.app_test_run import requirements_of_project
+from steps.lib.errors import UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "app"

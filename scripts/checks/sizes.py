@@ -22,9 +22,6 @@ MAX_FUNCTION = 80
 MAX_MODULE = 600
 EXEMPT = ("steps/sandbox/",)
 LARGE_MODULES: dict[str, int] = {
-    "steps/history.py": 811,
-    "steps/promote.py": 643,
-    "steps/test_stage.py": 856,
     "steps/verify_rollout.py": 639,
 }
 """Modules over MAX_MODULE still to split (path -> lines when listed)."""

@@ -6,7 +6,7 @@ this file among its paths: each attribute named below counts as used.
 
 _: object
 
-# steps/lib/cli.py: Provenance fields, serialised with dataclasses.asdict into every result.
+# steps/lib/provenance.py: Provenance fields, filled from cli.provenance_of (every result has them).
 _.short_sha
 _.branch_name
 # steps/cloudbuild/schema.py: the field types of the Build message, one name each.

@@ -4,21 +4,26 @@
   ``GITOPS_ENV_REPO``. A flag on the command line wins over the variable.
 - Cloud Build's built-in substitutions are read for provenance when present.
 - ``run_step`` is the one place that turns errors into exit codes.
+
+Every stage imports this before it parses its flags, so ``--help`` pays for
+each import here: only ``argparse`` (which brings ``re``) and the error types.
+Anything else (``dataclasses``, ``typing``, ``json``, ``pathlib``) is imported
+where it is used, after the flags (``tests/test_packaging.py`` checks).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, NoReturn
 
 from steps.lib.errors import StepError, UsageError
-from steps.lib.output import say, write_result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a millisecond at every start; mypy alone needs it
+    from typing import Any, NoReturn
 
 ENV_PREFIX = "GITOPS_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -149,31 +154,22 @@ def _from_env(action: argparse.Action, variable: str, raw: str) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class Provenance:
-    """Cloud Build's built-in substitutions, when the step runs there."""
+PROVENANCE_VARIABLES = (
+    "PROJECT_ID",
+    "BUILD_ID",
+    "COMMIT_SHA",
+    "SHORT_SHA",
+    "REPO_NAME",
+    "BRANCH_NAME",
+)
+"""Cloud Build's built-in substitutions read for provenance (present with
+``automapSubstitutions``); each is the field of its name in lower case."""
 
-    project_id: str | None = None
-    build_id: str | None = None
-    commit_sha: str | None = None
-    short_sha: str | None = None
-    repo_name: str | None = None
-    branch_name: str | None = None
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Provenance:
-        env = os.environ if environ is None else environ
-        return cls(
-            project_id=env.get("PROJECT_ID") or None,
-            build_id=env.get("BUILD_ID") or None,
-            commit_sha=env.get("COMMIT_SHA") or None,
-            short_sha=env.get("SHORT_SHA") or None,
-            repo_name=env.get("REPO_NAME") or None,
-            branch_name=env.get("BRANCH_NAME") or None,
-        )
-
-    def as_dict(self) -> dict[str, str]:
-        return {k: v for k, v in asdict(self).items() if v}
+def provenance_of(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The provenance variables that are set and not empty: ``{"build_id": ...}``."""
+    env = os.environ if environ is None else environ
+    return {name.lower(): env[name] for name in PROVENANCE_VARIABLES if env.get(name)}
 
 
 def add_common_options(parser: StepParser) -> None:
@@ -185,11 +181,13 @@ def add_common_options(parser: StepParser) -> None:
     )
 
 
-@dataclass
 class StepRun:
     """What a stage body tells ``run_step`` once it has parsed its flags."""
 
-    result_file: str | None = None
+    __slots__ = ("result_file",)
+
+    def __init__(self, result_file: str | None = None) -> None:
+        self.result_file = result_file
 
 
 def settle_imports(argv: Sequence[str] | None) -> None:
@@ -213,11 +211,11 @@ def run_step(step: str, body: Callable[[StepRun], dict[str, Any]]) -> int:
     dictionary (with ``status`` and, when not 0, ``exit_code``).
     """
     run = StepRun()
-    provenance = Provenance.from_env().as_dict()
+    provenance = provenance_of()
     try:
         result = body(run)
     except StepError as exc:
-        say(f"{step}: error: {exc.message}")
+        _say(f"{step}: error: {exc.message}")
         failure = {
             "step": step,
             "status": "error",
@@ -228,13 +226,13 @@ def run_step(step: str, body: Callable[[StepRun], dict[str, Any]]) -> int:
         _write_quietly(failure, run.result_file)
         return exc.exit_code
     except KeyboardInterrupt:
-        say(f"{step}: interrupted")
+        _say(f"{step}: interrupted")
         return 130
     except Exception:
         import traceback  # only for a bug: linecache, tokenize
 
-        say(traceback.format_exc().rstrip())
-        say(f"{step}: internal error: a bug in gitops-steps; please report it with the above")
+        _say(traceback.format_exc().rstrip())
+        _say(f"{step}: internal error: a bug in gitops-steps; please report it with the above")
         return 70
     exit_code = int(result.get("exit_code", 0))
     result = {"step": step, **result, "exit_code": exit_code, "provenance": provenance}
@@ -242,11 +240,19 @@ def run_step(step: str, body: Callable[[StepRun], dict[str, Any]]) -> int:
     return exit_code
 
 
+def _say(message: str) -> None:
+    from steps.lib.output import say  # json, pathlib: not before there is something to say
+
+    say(message)
+
+
 def _write_quietly(result: dict[str, Any], result_file: str | None) -> None:
+    from steps.lib.output import write_result
+
     try:
         write_result(result, result_file)
     except OSError as exc:
-        say(f"warning: could not write the result file {result_file}: {exc.strerror}")
+        _say(f"warning: could not write the result file {result_file}: {exc.strerror}")
 
 
 def run_command(
@@ -267,6 +273,8 @@ def run_command(
     if name not in commands:
         print(f"{prog}: error: unknown command {name!r} (see {prog} --help)", file=sys.stderr)
         return 2
+    import importlib
+
     module = importlib.import_module(commands[name][0])
     return int(module.main(rest))
 

@@ -1,5 +1,6 @@
-"""Reaching a cluster: the flags every cluster-facing stage shares, and the three
-ways in (``--cluster`` through the GKE API and ADC, ``--kubeconfig``, in-cluster),
+"""Reaching a cluster: the flags every cluster-facing stage shares (defined in
+``steps.lib.cluster_flags``) read into an ``Access``, and the three ways in
+(``--cluster`` through the GKE API and ADC, ``--kubeconfig``, in-cluster),
 each giving a ``steps.lib.kube.KubeApi``."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps.lib.cli import StepParser
+from steps.lib.cluster_flags import DEFAULT_CONTAINER_API
 from steps.lib.errors import ExternalError, UsageError
 from steps.lib.kube import (
     API_BACKOFF,
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     pass
 
 
-DEFAULT_CONTAINER_API = "https://container.googleapis.com"
 GOOGLE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -82,40 +82,6 @@ class Access:
             return "the in-cluster service account"
         where = self.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         return f"kubeconfig {where}" + (f" context {self.context}" if self.context else "")
-
-
-def add_access_options(parser: StepParser) -> None:
-    """The cluster flags (verify-rollout, and promote for --require-live)."""
-    parser.add_option(
-        "--cluster",
-        metavar="projects/P/locations/L/clusters/C",
-        help="GKE cluster: endpoint and CA from the GKE API, token from ADC",
-    )
-    parser.add_option(
-        "--private-endpoint",
-        action="store_true",
-        help="with --cluster, use the control plane's private IP endpoint",
-    )
-    parser.add_option(
-        "--dns-endpoint",
-        action="store_true",
-        help="with --cluster, use the control plane's DNS-based endpoint",
-    )
-    parser.add_option(
-        "--container-api-url",
-        metavar="URL",
-        help=f"GKE API base URL (default {DEFAULT_CONTAINER_API})",
-    )
-    parser.add_option("--kubeconfig", metavar="PATH", help="kubeconfig file")
-    parser.add_option("--context", metavar="NAME", help="kubeconfig context")
-    parser.add_option(
-        "--in-cluster", action="store_true", help="use the pod's service account (in a cluster)"
-    )
-    parser.exclusive(
-        ("--cluster", "--private-endpoint", "--dns-endpoint", "--container-api-url"),
-        ("--kubeconfig", "--context"),
-        ("--in-cluster",),
-    )
 
 
 def access_from_args(args: argparse.Namespace) -> Access:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from steps.lib.cluster_flags import LEASE_DURATION
 from steps.lib.errors import ExternalError
 from steps.lib.kube import ApiError, KubeApi
 from steps.lib.timefmt import parse_rfc3339
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- Lease lock
 
 
-LEASE_DURATION = 30
-"""Seconds a holder that stopped renewing keeps the lock."""
 LEASE_POLL = 0.5
 
 
