@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steps import update_manifest
-from steps.lib.manifest_edit import parse_image_rule, plan_file
+from steps.lib.image_rules import parse_image_rule
+from steps.lib.manifest_edit import plan_file
 
 TARGET = "us-docker.pkg.dev/acme/apps/checkout"
 
@@ -148,7 +149,7 @@ def marker_text(others: int) -> str:
 
 def time_markers(text: str) -> tuple[float, float]:
     """(seconds to plan the marker change, seconds to compose the same text)."""
-    from steps.lib.manifest_edit import compose_documents
+    from steps.lib.yaml_nodes import compose_documents
 
     rule = parse_image_rule(f"flux-system:checkout={TARGET}:v2")
     start = time.perf_counter()

@@ -176,7 +176,7 @@ def check_template(template: str, flag: str) -> str:
 def config_from_args(args: Namespace, provenance: Provenance, now: float) -> Config:
     from pathlib import Path
 
-    from steps.lib.gitrepo import parse_repo, validate_branch, validate_subpath
+    from steps.lib.git_inputs import parse_repo, validate_branch, validate_subpath
     from steps.lib.history_run import Config
 
     since = parse_when(args.since, now, "--since") if args.since else None

@@ -113,7 +113,7 @@ def build_parser() -> StepParser:
 
 
 def config_from_args(args: Namespace, provenance: Provenance) -> Config:
-    from steps.lib.gitrepo import parse_identity, parse_repo, validate_branch, validate_subpath
+    from steps.lib.git_inputs import parse_identity, parse_repo, validate_branch, validate_subpath
     from steps.lib.kube_access import access_from_args
     from steps.lib.live_record import check_record_name
     from steps.lib.promotion import SHA, Config

@@ -93,7 +93,7 @@ def config_from_args(args: Namespace, provenance: Provenance) -> Config:
     from pathlib import Path
 
     from steps.lib.candidate_push import Config
-    from steps.lib.gitrepo import parse_identity, parse_repo, validate_branch, validate_subpath
+    from steps.lib.git_inputs import parse_identity, parse_repo, validate_branch, validate_subpath
 
     location = parse_repo(args.repo)
     branch = validate_branch(args.branch or "candidate", "--branch")

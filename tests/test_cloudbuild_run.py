@@ -23,9 +23,9 @@ from fixtures_git import git
 from test_images import images, needs_image_tools  # noqa: F401  (images: built once per module)
 
 from steps.cloudbuild import engine, rerun, run
-from steps.cloudbuild.config import Step
 from steps.cloudbuild.records import BuildRecord
 from steps.cloudbuild.run import run_build
+from steps.cloudbuild.stepgraph import Step, Volume
 from steps.lib.errors import UsageError
 
 BASH = {"name": "bash", "entrypoint": "bash"}
@@ -283,7 +283,7 @@ def test_workspace_paths_rewritten_only_where_needed() -> None:
     ctx = Context.__new__(Context)
     ctx.workspace, ctx.home = Path("/tmp/ws"), Path("/tmp/home")
     ctx.volumes, ctx.options = {"c": Path("/tmp/vol")}, {}
-    step = Step(index=0, id="x", name="bash", volumes=(run.config.Volume("c", "/cache"),))
+    step = Step(index=0, id="x", name="bash", volumes=(Volume("c", "/cache"),))
     assert ctx.rewrite("--out=/workspace/a", step) == "--out=/tmp/ws/a"
     assert ctx.rewrite("/workspace", step) == "/tmp/ws"
     assert ctx.rewrite("/workspaces/a x/workspace", step) == "/workspaces/a x/workspace"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from fixtures_git import files_at, git, isolated_env, log, seed, write_tree
 
-from steps.lib.gitrepo import parse_trailers
+from steps.lib.git_messages import parse_trailers
 from steps.sandbox.gitserver import GitServer
 
 WRITERS = 16

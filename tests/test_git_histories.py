@@ -21,9 +21,9 @@ from fixtures_git import files_at, git, log, run_cli, seed, write_tree
 from test_promote import Env
 from test_push_candidate import deployment
 
-from steps.lib import gitrepo
+from steps.lib import git_failures, git_retry, gitrepo
 from steps.lib.deploy_notes import MAX_NOTE, make_note, merge_note
-from steps.lib.gitrepo import parse_trailers, tool_trailers
+from steps.lib.git_messages import parse_trailers, tool_trailers
 from steps.push_candidate import main as push_candidate
 from steps.sandbox.gitserver import GitServer
 
@@ -146,7 +146,7 @@ def test_require_live_is_read_again_on_every_attempt(
     pushes: list[str] = []
     newer: list[str] = []
 
-    def push(self: gitrepo.Workspace, commit: str, branch: str) -> gitrepo.PushOutcome:
+    def push(self: gitrepo.Workspace, commit: str, branch: str) -> git_failures.PushOutcome:
         pushes.append(commit)
         if len(pushes) == 1:
             # Meanwhile a newer candidate is pushed (after this promote fetched
@@ -157,7 +157,7 @@ def test_require_live_is_read_again_on_every_attempt(
         return real_push(self, commit, branch)
 
     monkeypatch.setattr(gitrepo.Workspace, "push", push)
-    monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
+    monkeypatch.setattr(git_retry, "backoff_delay", lambda *args: 0.01)
     live = ["--require-live", "prod", "--kubeconfig", str(kube.kubeconfig)]
     code, result = env.promote(c3, "--path", "web", *live, "--namespace", "default")
     assert (code, result["status"], result["live"]) == (0, "superseded", newer[0])
@@ -176,7 +176,7 @@ def test_a_lost_answer_then_someone_edits_the_same_file_is_pushed_not_a_conflict
     git_server.after_push = first_push_only(
         lambda: seed(url, "candidate", {"web/deploy.yaml": "v: 3\n"}, tmp_path / "w")
     )
-    monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
+    monkeypatch.setattr(git_retry, "backoff_delay", lambda *args: 0.01)
     src = write_tree(tmp_path / "out", {"deploy.yaml": "v: 2\n"})
     result_file = tmp_path / "r.json"
     code = push_candidate(
@@ -215,7 +215,7 @@ def test_a_lost_answer_under_more_than_50_commits_is_still_found(
     git_server.drop_answers = git_server.pushes + 1  # our first push lands, unheard
     git_server.after_push = first_push_only(lambda: pile(url, "candidate", 60, tmp_path))
     monkeypatch.setenv("BUILD_ID", "build-lost")
-    monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
+    monkeypatch.setattr(git_retry, "backoff_delay", lambda *args: 0.01)
     src = write_tree(tmp_path / "out", {"deploy.yaml": "v: 1\n" if allow_empty else "v: 2\n"})
     result_file = tmp_path / "r.json"
     args = ["--repo", url, "--from", str(src), "--path", "web", "--result-file", str(result_file)]

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from fixtures_git import GIT_PASSWORD, GIT_USER, git, run_cli, write_tree
 
-from steps.lib.gitrepo import RepoLocation, redirect_error
+from steps.lib.git_failures import redirect_error
+from steps.lib.git_inputs import RepoLocation
 from steps.sandbox.gitserver import GitServer
 
 ENCODED = base64.b64encode(f"{GIT_USER}:{GIT_PASSWORD}".encode()).decode()

@@ -15,29 +15,20 @@ import pytest
 from fixtures_git import init_bare, seed
 
 from steps.lib.errors import ExternalError, UsageError
-from steps.lib.gitrepo import (
-    Attempt,
-    Change,
+from steps.lib.git_env import config_env, git_credentials
+from steps.lib.git_failures import PushOutcome, TransientGitError, classify_failure, classify_push
+from steps.lib.git_inputs import (
     Identity,
-    PushOutcome,
-    PushReport,
     RepoLocation,
-    TransientGitError,
-    Workspace,
-    classify_failure,
-    classify_push,
-    config_env,
-    diff_states,
-    format_message,
-    git_credentials,
-    merge_subtree,
     parse_identity,
     parse_repo,
-    parse_trailers,
-    push_with_retry,
     validate_branch,
     validate_subpath,
 )
+from steps.lib.git_messages import format_message, parse_trailers
+from steps.lib.git_retry import Attempt, PushReport, push_with_retry
+from steps.lib.git_trees import Change, diff_states, merge_subtree
+from steps.lib.gitrepo import Workspace
 from steps.lib.retry import CONTENTION, FAILURE, RETRY_AFTER_CAP, backoff_delay
 
 # ----------------------------------------------------------------- validation
@@ -322,7 +313,8 @@ def test_workspace_reads_commits_and_blobs_with_git_alone(
 def test_help_does_not_import_gitpython() -> None:
     code = (
         "import sys\n"
-        "import steps.push_candidate, steps.promote, steps.lib.gitrepo\n"
+        "import steps.push_candidate, steps.promote\n"
+        "import steps.lib.gitrepo, steps.lib.git_env, steps.lib.git_retry\n"
         "for m in (steps.push_candidate, steps.promote):\n"
         "    try:\n"
         "        m.main(['--help'])\n"

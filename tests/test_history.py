@@ -33,7 +33,7 @@ import pytest
 from fixtures_git import GIT_PASSWORD, GIT_USER, git, log, run_cli, write_tree
 
 from steps.history import main, parse_when
-from steps.lib import gitrepo
+from steps.lib import git_retry
 from steps.lib.deploy_notes import (
     NOTES_REF,
     NotesWorkspace,
@@ -44,7 +44,7 @@ from steps.lib.deploy_notes import (
     record_outcome,
     verdict_of_rollout,
 )
-from steps.lib.gitrepo import PushOutcome
+from steps.lib.git_failures import PushOutcome
 from steps.lib.history_model import (
     Candidate,
     Deployment,
@@ -440,7 +440,7 @@ def test_record_outcome_retries_when_the_notes_moved(
         return calls[-1]
 
     monkeypatch.setattr(NotesWorkspace, "push", push)
-    monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
+    monkeypatch.setattr(git_retry, "backoff_delay", lambda *args: 0.01)
     assert record_outcome(url, second, "failed", "Boom", "mine", now=at(3)) == "pushed"
     assert [c.kind for c in calls] == ["racing", "ok", "moved", "ok"]
     notes = git_server.root / "env.git"

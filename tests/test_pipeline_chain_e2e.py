@@ -21,7 +21,7 @@ from test_pipeline_e2e import TIMEOUT, pytestmark, python_base  # noqa: F401
 
 from steps.cloudbuild.demo import Pipeline, crashing_release, greeting_release, running_sandbox
 from steps.history import main as history
-from steps.lib.gitrepo import parse_trailers
+from steps.lib.git_messages import parse_trailers
 
 
 @pytest.fixture

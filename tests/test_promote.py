@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from fixtures_git import GIT_PASSWORD, GIT_USER, files_at, git, log, run_cli, seed, write_tree
 
-from steps.lib import gitrepo
-from steps.lib.gitrepo import PushOutcome, Workspace, parse_trailers
+from steps.lib import git_retry
+from steps.lib.git_failures import PushOutcome
+from steps.lib.git_messages import parse_trailers
+from steps.lib.gitrepo import Workspace
 from steps.lib.promotion import promoted_from, promotion_kind
 from steps.promote import main
 from steps.push_candidate import main as push_candidate
@@ -164,7 +166,7 @@ def test_promote_retries_when_production_moves(env: Env) -> None:
         return calls[-1]
 
     env.monkeypatch.setattr(Workspace, "push", push)
-    env.monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
+    env.monkeypatch.setattr(git_retry, "backoff_delay", lambda *args: 0.01)
     code, result = env.promote(sha, "--path", "web")
     assert (code, result["attempts"]) == (0, 2)
     assert [c.kind for c in calls] == ["moved", "ok"]

@@ -13,7 +13,7 @@ import pytest
 from fixtures_git import files_at, git, log
 from test_promote import Env
 
-from steps.lib.gitrepo import parse_trailers
+from steps.lib.git_messages import parse_trailers
 
 MANIFESTS = {
     "staging/manifests.yaml": "kind: Deployment # staging\n",

@@ -20,9 +20,11 @@ from fixtures_git import (
     write_tree,
 )
 
-from steps.lib import gitrepo
+from steps.lib import git_retry
 from steps.lib.candidate_push import default_subject, image_references
-from steps.lib.gitrepo import PushOutcome, Workspace, parse_trailers
+from steps.lib.git_failures import PushOutcome
+from steps.lib.git_messages import parse_trailers
+from steps.lib.gitrepo import Workspace
 from steps.push_candidate import main
 from steps.sandbox.gitserver import GitServer
 
@@ -236,7 +238,7 @@ def racing_push(
         return outcome
 
     monkeypatch.setattr(Workspace, "push", push)
-    monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
+    monkeypatch.setattr(git_retry, "backoff_delay", lambda *args: 0.01)
     return outcomes
 
 
@@ -350,7 +352,7 @@ def test_a_push_whose_answer_was_lost_is_not_pushed_twice(
         return outcome
 
     monkeypatch.setattr(Workspace, "push", push)
-    monkeypatch.setattr(gitrepo, "backoff_delay", lambda *args: 0.01)
+    monkeypatch.setattr(git_retry, "backoff_delay", lambda *args: 0.01)
     seed(bare_repo, "candidate", {"web/a": "1"}, tmp_path / "w")
     src = write_tree(tmp_path / "out", {"a": "2"})
     result_file = tmp_path / "r.json"

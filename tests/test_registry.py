@@ -28,7 +28,8 @@ from fixtures_registry import ImagePusher
 from steps.lib.errors import ExternalError, StepError, UsageError
 from steps.lib.imageref import ImageRef
 from steps.lib.output import redact
-from steps.lib.registry import ACCEPT, RegistryClient, is_google_registry, parse_challenge
+from steps.lib.registry import ACCEPT, RegistryClient, parse_challenge
+from steps.lib.registry_auth import is_google_registry
 from steps.sandbox.registry import DOCKER_MANIFEST, OCI_MANIFEST, LocalRegistry
 
 DIGEST = "sha256:" + "ab" * 32

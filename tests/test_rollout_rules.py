@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from steps.lib import fail_fast
 from steps.lib import rollout_rules as rules
 from steps.lib.timefmt import parse_rfc3339
 
@@ -43,7 +44,7 @@ def test_status(case: dict[str, Any]) -> None:
         assert verdict.message == expect["message"]
 
 
-def describe(problem: rules.Problem) -> str:
+def describe(problem: fail_fast.Problem) -> str:
     where = problem.pod if problem.container is None else f"{problem.pod}/{problem.container}"
     return f"{where}: {problem.reason}"
 
@@ -54,13 +55,13 @@ def test_new_revision_pods_and_their_problems(case: dict[str, Any]) -> None:
     pods = rules.new_revision_pods(workload, case.get("pods", []), case.get("replicasets", []))
     assert [p["metadata"]["name"] for p in pods] == case["expect_new_pods"]
 
-    problems = [problem for pod in pods for problem in rules.pod_problems(pod)]
+    problems = [problem for pod in pods for problem in fail_fast.pod_problems(pod)]
     now = parse_rfc3339(case["now"]) if "now" in case else T0 + case.get("elapsed", 0)
     assert now is not None
     first_seen = T0 if "now" not in case else now
-    graces = rules.Graces(persisting=30, unschedulable=120)
-    fatal = [describe(p) for p in problems if rules.is_fatal(p, first_seen, now, graces)]
-    pending = [describe(p) for p in problems if not rules.is_fatal(p, first_seen, now, graces)]
+    graces = fail_fast.Graces(persisting=30, unschedulable=120)
+    fatal = [describe(p) for p in problems if fail_fast.is_fatal(p, first_seen, now, graces)]
+    pending = [describe(p) for p in problems if not fail_fast.is_fatal(p, first_seen, now, graces)]
     assert fatal == case["expect_fatal"]
     assert pending == case.get("expect_pending", [])
 
@@ -71,9 +72,9 @@ def test_every_rule_is_in_the_table_once() -> None:
 
 
 def test_problem_clock_forgets_what_went_away() -> None:
-    transient = rules.Problem("p", "c", "ErrImagePull", "timeout", persisting=True)
-    clock = rules.ProblemClock()
-    graces = rules.Graces(persisting=10)
+    transient = fail_fast.Problem("p", "c", "ErrImagePull", "timeout", persisting=True)
+    clock = fail_fast.ProblemClock()
+    graces = fail_fast.Graces(persisting=10)
     assert clock.fatal([transient], now=100.0, graces=graces) == []
     # It went away (the pull succeeded on retry) and came back: the clock restarts.
     assert clock.fatal([], now=105.0, graces=graces) == []
@@ -96,7 +97,7 @@ def test_failed_create_counts_only_for_the_given_owners() -> None:
             "involvedObject": {"kind": "ReplicaSet", "name": "web-0", "uid": "rs-old"},
         },
     ]
-    problems = rules.failed_create_problems(events, ["rs-new"])
+    problems = fail_fast.failed_create_problems(events, ["rs-new"])
     assert [(p.pod, p.reason, p.persisting) for p in problems] == [
         ("ReplicaSet/web-1", "FailedCreate", True)
     ]

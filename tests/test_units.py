@@ -8,15 +8,11 @@ import pytest
 
 from steps.lib.cli import StepParser, env_name
 from steps.lib.errors import ManifestError, UsageError
+from steps.lib.flux_markers import split_marker_policy
+from steps.lib.image_rules import parse_image_rule
 from steps.lib.imageref import ImageRef, InvalidReference, canonical
-from steps.lib.manifest_edit import (
-    apply_edits,
-    parse_image_rule,
-    plan_file,
-    render_scalar,
-    split_marker_policy,
-    verify_plan,
-)
+from steps.lib.manifest_edit import plan_file
+from steps.lib.manifest_splice import apply_edits, render_scalar, verify_plan
 from steps.lib.output import fit_to_limit, redact, register_secret
 from steps.lib.templates import parse_assignments, render_template
 
@@ -168,7 +164,7 @@ def test_verify_plan_rejects_an_edit_that_changes_anything_else() -> None:
 
 
 def test_apply_edits_rejects_overlaps() -> None:
-    from steps.lib.manifest_edit import TextEdit
+    from steps.lib.manifest_splice import TextEdit
 
     with pytest.raises(ValueError, match="overlapping"):
         apply_edits("abcdef", [TextEdit(0, 3, "x"), TextEdit(2, 4, "y")])

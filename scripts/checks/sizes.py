@@ -22,11 +22,6 @@ MAX_FUNCTION = 80
 MAX_MODULE = 600
 EXEMPT = ("steps/sandbox/",)
 LARGE_MODULES: dict[str, int] = {
-    "steps/cloudbuild/config.py": 607,
-    "steps/lib/gitrepo.py": 1187,
-    "steps/lib/manifest_edit.py": 858,
-    "steps/lib/registry.py": 614,
-    "steps/lib/rollout_rules.py": 633,
 }
 """Modules over MAX_MODULE still to split (path -> lines when listed)."""
 

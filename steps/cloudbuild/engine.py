@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from steps.cloudbuild.config import Step
+from steps.cloudbuild.stepgraph import Step
 from steps.stages import IMAGES, by_name
 
 STAGES = {image.target: image.stage.name for image in IMAGES}

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steps.cloudbuild import config
 from steps.cloudbuild import engine as engines
+from steps.cloudbuild import stepgraph
 from steps.cloudbuild.records import Log, Masker, StepRecord
 
 OUTPUT_LIMIT = 4096
@@ -76,7 +76,7 @@ class Context:
             self._images[image] = found
         return self._images[image]
 
-    def rewrite(self, text: str, step: config.Step) -> str:
+    def rewrite(self, text: str, step: stepgraph.Step) -> str:
         """Container paths (/workspace, /builder/home, volumes) as local ones."""
         places = {"/workspace": self.workspace, "/builder/home": self.home}
         for volume in [*self._option_volumes(), *step.volumes]:
@@ -87,10 +87,10 @@ class Context:
             text = re.sub(pattern, local, text)
         return text
 
-    def _option_volumes(self) -> list[config.Volume]:
-        return [config.Volume(v["name"], v["path"]) for v in self.options.get("volumes") or []]
+    def _option_volumes(self) -> list[stepgraph.Volume]:
+        return [stepgraph.Volume(v["name"], v["path"]) for v in self.options.get("volumes") or []]
 
-    def step_env(self, step: config.Step, outputs: Path, local: bool) -> dict[str, str]:
+    def step_env(self, step: stepgraph.Step, outputs: Path, local: bool) -> dict[str, str]:
         env: dict[str, str] = dict(self.extra_env)  # --env: every step, whatever the engine
         automap = step.automap
         if automap is None:
@@ -107,7 +107,7 @@ class Context:
         return env
 
 
-def run_step_in(ctx: Context, step: config.Step, record: StepRecord) -> None:
+def run_step_in(ctx: Context, step: stepgraph.Step, record: StepRecord) -> None:
     """Run one step to the end; fill ``record``. Never raises for step failures."""
     outputs = ctx.scratch / "outputs" / str(step.index)
     outputs.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,7 @@ def _wait(ctx: Context, proc: subprocess.Popen[bytes], deadline: float | None) -
 
 
 def _command(
-    ctx: Context, step: config.Step, image: str, outputs: Path, local: bool, engine: str
+    ctx: Context, step: stepgraph.Step, image: str, outputs: Path, local: bool, engine: str
 ) -> tuple[list[str], dict[str, str], Path]:
     env = ctx.step_env(step, outputs, local)
     prefix = ctx.values.get("_STEPS_IMAGE_PREFIX")
@@ -282,14 +282,14 @@ def _require_base_images(args: Sequence[str], workdir: Path, env: Mapping[str, s
 
 
 def _pump(
-    ctx: Context, step: config.Step, proc: subprocess.Popen[bytes], record: StepRecord
+    ctx: Context, step: stepgraph.Step, proc: subprocess.Popen[bytes], record: StepRecord
 ) -> None:
     assert proc.stdout is not None
     for raw in proc.stdout:
         _emit(ctx, step, raw.decode("utf-8", "replace").rstrip("\n"), record)
 
 
-def _emit(ctx: Context, step: config.Step, line: str, record: StepRecord) -> None:
+def _emit(ctx: Context, step: stepgraph.Step, line: str, record: StepRecord) -> None:
     text = ctx.mask(line)
     record.log_tail.append(text)
     del record.log_tail[:-LOG_TAIL]
@@ -314,22 +314,22 @@ def terminate(proc: subprocess.Popen[bytes]) -> None:
 
 
 def schedule(
-    steps: Sequence[config.Step],
+    steps: Sequence[stepgraph.Step],
     selected: set[str],
-    run_one: Callable[[config.Step], StepRecord],
+    run_one: Callable[[stepgraph.Step], StepRecord],
     records: dict[str, StepRecord],
     cancel: threading.Event,
     build_deadline: float,
 ) -> str:
     """Run selected steps as their dependencies allow; the build's status."""
-    deps = config.dependencies(steps)
+    deps = stepgraph.dependencies(steps)
     ok: set[str] = {s.key for s in steps if s.key not in selected}
     pending = [s for s in steps if s.key in selected]
     running: dict[str, threading.Thread] = {}
     finished = threading.Condition()
     status = "SUCCESS"
 
-    def worker(step: config.Step) -> None:
+    def worker(step: stepgraph.Step) -> None:
         run_one(step)
         with finished:
             finished.notify_all()

@@ -13,7 +13,7 @@ from typing import Any
 from steps.cloudbuild import config
 from steps.cloudbuild.substitutions import BUILT_INS
 from steps.lib.errors import UsageError
-from steps.lib.gitrepo import hardened_env
+from steps.lib.git_env import hardened_env
 from steps.lib.output import register_secret
 
 RECORDS = Path(".gitops-cloudbuild") / "builds"

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from steps.cloudbuild import config
+from steps.cloudbuild import config, stepgraph
 from steps.cloudbuild import engine as engines
 from steps.cloudbuild.execute import Context, run_step_in, schedule, terminate
 from steps.cloudbuild.records import (
@@ -40,7 +40,7 @@ from steps.cloudbuild.records import (
 from steps.cloudbuild.substitutions import parse_pairs
 from steps.lib.cli import StepParser, StepRun, add_common_options, run_step
 from steps.lib.errors import UsageError
-from steps.lib.gitrepo import hardened_env
+from steps.lib.git_env import hardened_env
 from steps.lib.output import say, write_atomic
 
 PROG = "gitops-cloudbuild run"
@@ -97,7 +97,7 @@ def run_build(
     values_in, resolved = _resolve(
         config_path, source, data, given, project, build_id, started_by, commit
     )
-    steps = config.build_steps(resolved.data)
+    steps = stepgraph.build_steps(resolved.data)
     selected = _selected(steps, only, skip)
     secrets = dict(secret_env or {})
     if secret_env_file is not None:
@@ -162,7 +162,7 @@ def run_build(
 
 def _new_record(
     build_id: str,
-    steps: Sequence[config.Step],
+    steps: Sequence[stepgraph.Step],
     selected: set[str],
     records_path: Path,
     resolved: config.Resolved,
@@ -187,7 +187,7 @@ def _new_record(
     return record, by_key
 
 
-def _make_volumes(ctx: Context, steps: Sequence[config.Step]) -> None:
+def _make_volumes(ctx: Context, steps: Sequence[stepgraph.Step]) -> None:
     """A directory per named volume (the build's options' and every step's)."""
     options = ctx.options
     for volume in [
@@ -223,7 +223,9 @@ def _resolve(
     return values_in, config.resolve(report.data, given, values_in)
 
 
-def _selected(steps: Sequence[config.Step], only: Sequence[str], skip: Sequence[str]) -> set[str]:
+def _selected(
+    steps: Sequence[stepgraph.Step], only: Sequence[str], skip: Sequence[str]
+) -> set[str]:
     """The keys of the steps ``--only``/``--skip`` leave to run."""
     known = {s.key for s in steps}
     for ident in [*only, *skip]:
@@ -233,7 +235,7 @@ def _selected(steps: Sequence[config.Step], only: Sequence[str], skip: Sequence[
 
 
 def _check_secrets(
-    steps: Sequence[config.Step],
+    steps: Sequence[stepgraph.Step],
     selected: set[str],
     options: Mapping[str, Any],
     secrets: Mapping[str, str],
@@ -290,7 +292,7 @@ def _context(
 
 def _execute(
     ctx: Context,
-    steps: Sequence[config.Step],
+    steps: Sequence[stepgraph.Step],
     selected: set[str],
     by_key: dict[str, StepRecord],
     record: BuildRecord,
@@ -304,7 +306,7 @@ def _execute(
         config.parse_duration(timeout) if timeout else DEFAULT_BUILD_TIMEOUT
     )
 
-    def run_one(step: config.Step) -> StepRecord:
+    def run_one(step: stepgraph.Step) -> StepRecord:
         rec = by_key[step.key]
         rec.status = "WORKING"
         emit(f"Starting {step.label}")

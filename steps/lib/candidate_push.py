@@ -20,22 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from steps.lib.errors import CheckFailed, UsageError
-from steps.lib.gitrepo import (
-    Attempt,
-    Identity,
-    RepoLocation,
-    State,
-    Workspace,
-    diff_states,
-    format_message,
-    git_credentials,
-    hardened_env,
-    join_path,
-    merge_subtree,
-    push_with_retry,
-    tool_trailers,
-    trailer_values,
-)
+from steps.lib.git_env import git_credentials, hardened_env
+from steps.lib.git_inputs import Identity, RepoLocation
+from steps.lib.git_messages import format_message, tool_trailers, trailer_values
+from steps.lib.git_retry import Attempt, push_with_retry
+from steps.lib.git_trees import State, diff_states, join_path, merge_subtree
+from steps.lib.gitrepo import Workspace
 from steps.lib.imageref import ImageRef, InvalidReference
 from steps.lib.output import say
 from steps.lib.provenance import Provenance

@@ -14,7 +14,7 @@ and ``gitops-history`` takes the latest line. Outcomes are ``rolled-out``,
 the notes tip (depth 1) into a private bare repository, add our line to
 whatever note is there now, push, and when the push is rejected because
 someone else pushed notes meanwhile, fetch the new tip and do it again
-(``steps.lib.gitrepo.push_with_retry``, same credentials and backoff).
+(``steps.lib.git_retry.push_with_retry``, same credentials and backoff).
 """
 
 from __future__ import annotations
@@ -28,17 +28,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from steps.lib.errors import StepError, UsageError
-from steps.lib.gitrepo import (
-    DEFAULT_COMMITTER,
-    DEFAULT_MAX_ATTEMPTS,
-    Attempt,
-    Identity,
-    Workspace,
-    git_credentials,
-    parse_identity,
-    parse_repo,
-    push_with_retry,
-)
+from steps.lib.git_env import git_credentials
+from steps.lib.git_inputs import DEFAULT_COMMITTER, Identity, parse_identity, parse_repo
+from steps.lib.git_retry import DEFAULT_MAX_ATTEMPTS, Attempt, push_with_retry
+from steps.lib.gitrepo import Workspace
 from steps.lib.output import say, warn
 
 NOTES_REF = "refs/notes/gitops"

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from steps.lib.deploy_notes import OutcomeNote, parse_note
-from steps.lib.gitrepo import tool_trailers
+from steps.lib.git_messages import tool_trailers
 from steps.lib.history_model import (
     AttemptRow,
     Candidate,

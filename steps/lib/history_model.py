@@ -14,10 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from steps.lib.deploy_notes import OutcomeNote, latest_verdict, parse_note
-from steps.lib.gitrepo import (
-    tool_trailers,
-    trailer_values,
-)
+from steps.lib.git_messages import tool_trailers, trailer_values
 
 if TYPE_CHECKING:
     pass

@@ -20,15 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from steps.lib.deploy_notes import MAX_NOTE, NOTES_REF
 from steps.lib.errors import UsageError
-from steps.lib.gitrepo import (
-    NETWORK_TIMEOUT,
-    RepoLocation,
-    classify_failure,
-    git_credentials,
-    hardened_env,
-    raise_for_failure,
-    with_retries,
-)
+from steps.lib.git_env import git_credentials, hardened_env
+from steps.lib.git_failures import classify_failure, raise_for_failure
+from steps.lib.git_inputs import RepoLocation
+from steps.lib.git_retry import with_retries
+from steps.lib.gitrepo import NETWORK_TIMEOUT
 from steps.lib.history_chain import chain_attempts, environment_rows
 from steps.lib.history_model import (
     AttemptRow,

@@ -18,16 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steps.lib.errors import ManifestError, UsageError
-from steps.lib.manifest_edit import (
-    KUSTOMIZATION_FILENAMES,
-    Change,
-    ImageRule,
-    apply_edits,
-    check_rules_distinct,
-    parse_image_rule,
-    plan_file,
-    verify_plan,
-)
+from steps.lib.image_rules import ImageRule, check_rules_distinct, parse_image_rule
+from steps.lib.manifest_edit import KUSTOMIZATION_FILENAMES, plan_file
+from steps.lib.manifest_splice import Change, apply_edits, verify_plan
 from steps.lib.output import warn
 
 YAML_SUFFIXES = (".yaml", ".yml")

@@ -17,12 +17,8 @@ from typing import Any
 import yaml
 
 from steps.lib.errors import ManifestError, UsageError
-from steps.lib.manifest_edit import (
-    KUSTOMIZATION_FILENAMES,
-    Change,
-    ImageRule,
-    compose_documents,
-)
+from steps.lib.image_rules import ImageRule
+from steps.lib.manifest_edit import KUSTOMIZATION_FILENAMES
 from steps.lib.manifest_io import (
     FileOutcome,
     Outcome,
@@ -36,8 +32,10 @@ from steps.lib.manifest_io import (
     walk_files,
     write_in_place,
 )
+from steps.lib.manifest_splice import Change
 from steps.lib.output import normal_mode, say, warn
 from steps.lib.templates import parse_assignments, render_template
+from steps.lib.yaml_nodes import compose_documents
 
 TEMPLATE_SUFFIX = ".tpl"
 

@@ -74,7 +74,9 @@ def candidate_facts(repo: str, branch: str, commit: str, live: str) -> Candidate
     """Fetch ``branch`` and the verdict notes of ``repo``: is ``live`` newer, was ``commit``
     attempted before. Errors as the git stages raise them (after retries)."""
     from steps.lib.deploy_notes import NOTES_BRANCH, NOTES_REF, NotesWorkspace, parse_note
-    from steps.lib.gitrepo import git_credentials, parse_repo, with_retries
+    from steps.lib.git_env import git_credentials
+    from steps.lib.git_inputs import parse_repo
+    from steps.lib.git_retry import with_retries
 
     location = parse_repo(repo, "--notes")
     with git_credentials(location) as env, NotesWorkspace(location, env) as ws:
@@ -116,7 +118,7 @@ def from_branch(args: Any, record: str | None) -> str | None:
         return None
     if not (args.notes and record and args.lock):
         raise UsageError("--from-branch needs --notes, --record and --lock")
-    from steps.lib.gitrepo import validate_branch
+    from steps.lib.git_inputs import validate_branch
 
     return validate_branch(args.from_branch, "--from-branch")
 

@@ -13,14 +13,10 @@ from dataclasses import replace
 from typing import Any
 
 from steps.lib.errors import CheckFailed, UsageError
-from steps.lib.gitrepo import (
-    Attempt,
-    Workspace,
-    diff_states,
-    git_credentials,
-    push_with_retry,
-    with_retries,
-)
+from steps.lib.git_env import git_credentials
+from steps.lib.git_retry import Attempt, push_with_retry, with_retries
+from steps.lib.git_trees import diff_states
+from steps.lib.gitrepo import Workspace
 from steps.lib.kube_access import connect
 from steps.lib.live_record import LiveRecord, read_live_record
 from steps.lib.output import say

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from steps.lib.gitrepo import format_message, tool_trailers, trailer_values
+from steps.lib.git_messages import format_message, tool_trailers, trailer_values
 
 if TYPE_CHECKING:
-    from steps.lib.gitrepo import Identity, RepoLocation
+    from steps.lib.git_inputs import Identity, RepoLocation
     from steps.lib.kube_access import Access
     from steps.lib.provenance import Provenance
 

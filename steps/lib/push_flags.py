@@ -1,7 +1,7 @@
 """The flags of the stages that push to the env repo (push-candidate, promote).
 
 Light on purpose: a stage's ``--help`` imports this and not the Git plumbing.
-The defaults are those of ``steps.lib.gitrepo``, which does the pushing;
+The defaults are those of ``steps.lib.git_inputs`` and ``git_retry``, which push;
 ``tests/test_packaging.py`` checks that both say the same.
 """
 

@@ -2,10 +2,11 @@
 
 A small OCI distribution client on the standard library: one ``HEAD`` of the
 manifest (a ``GET`` when the registry does not say the digest), the 401
-challenge followed to Basic or Bearer auth, and retries for what is worth
-retrying. Errors follow the project's family: a tag or repository that does
-not exist, or credentials that are refused, are the user's to fix
-(``UsageError``); a registry that keeps failing is ``ExternalError``.
+challenge followed to Basic or Bearer auth (with the credentials
+``registry_auth`` finds), and retries for what is worth retrying. Errors
+follow the project's family: a tag or repository that does not exist, or
+credentials that are refused, are the user's to fix (``UsageError``); a
+registry that keeps failing is ``ExternalError``.
 
 Every secret obtained here goes through ``register_secret`` the moment it is
 read, and no message is built from one.
@@ -13,26 +14,23 @@ read, and no message is built from one.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import json
 import os
 import re
-import shutil
 import ssl
-import subprocess
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import NoReturn
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from steps import __version__
 from steps.lib.errors import ExternalError, UsageError
 from steps.lib.imageref import DOCKER_HUB, ImageRef
 from steps.lib.output import redact, register_secret, say
+from steps.lib.registry_auth import DOCKER_HUB_API, Credentials, CredentialSources
 from steps.lib.retry import RETRY_AFTER_CAP, Backoff, backoff_delay
 
 # Most specific first: an index is what a multi-platform tag points at, and
@@ -45,40 +43,15 @@ MANIFEST_MEDIA_TYPES = (
 )
 ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 
-GOOGLE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-GOOGLE_USERNAME = "oauth2accesstoken"
-ADC_SOURCE = "Application Default Credentials"
-ANONYMOUS = "anonymous"
-
-DOCKER_HUB_API = "registry-1.docker.io"
-# The key ``docker login`` writes for Docker Hub, also what helpers expect.
-DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
-_DOCKER_HUB_ALIASES = {DOCKER_HUB, "index.docker.io", DOCKER_HUB_API}
-
 """Seconds: a registry asking for a longer pause gets this much, then a retry."""
 BACKOFF_CAP = 8.0
 MAX_BODY = 8 * 1024 * 1024
 """Manifests are capped at 4 MiB by the common registries; twice that is plenty."""
 MAX_REDIRECTS = 5
-HELPER_TIMEOUT = 30.0
 
 _SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 _REDIRECTS = {301, 302, 303, 307, 308}
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A username and secret for one registry, and where they came from."""
-
-    username: str
-    password: str = field(repr=False)
-    source: str
-
-    def basic_header(self) -> str:
-        encoded = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        register_secret(encoded)
-        return f"Basic {encoded}"
 
 
 @dataclass(frozen=True)
@@ -95,17 +68,6 @@ class _Response:
 class _Token:
     value: str
     expires: float
-
-
-def is_google_registry(host: str) -> bool:
-    """Container Registry and Artifact Registry hosts, which take ADC."""
-    name = host.split(":", 1)[0].lower()
-    return (
-        name == "gcr.io"
-        or name.endswith(".gcr.io")
-        or name.endswith("-docker.pkg.dev")
-        or name.endswith(".pkg.dev")
-    )
 
 
 def api_host(registry: str) -> str:
@@ -180,7 +142,7 @@ class RegistryClient:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self._insecure = {host.lower() for host in insecure_registries}
-        self._environ = os.environ if environ is None else environ
+        self._auth = CredentialSources(os.environ if environ is None else environ)
         self._timeout = timeout
         self._attempts = attempts
         self._backoff = backoff
@@ -188,8 +150,6 @@ class RegistryClient:
         self._digests: dict[tuple[str, str, str], str] = {}
         self._tokens: dict[tuple[str, str], _Token] = {}
         self._basic: set[str] = set()
-        self._credentials: dict[str, Credentials | None] = {}
-        self._google: Credentials | None = None
 
     # -- public ---------------------------------------------------------------
 
@@ -217,12 +177,7 @@ class RegistryClient:
 
     def credentials_for(self, registry: str) -> Credentials | None:
         """Credentials to offer ``registry`` (None means anonymous); looked up once."""
-        if registry not in self._credentials:
-            if is_google_registry(registry):
-                self._credentials[registry] = self._google_credentials(registry)
-            else:
-                self._credentials[registry] = self._docker_credentials(registry)
-        return self._credentials[registry]
+        return self._auth.lookup(registry)
 
     # -- auth -----------------------------------------------------------------
 
@@ -247,7 +202,7 @@ class RegistryClient:
             if credentials is None:
                 raise UsageError(
                     f"registry {registry} requires credentials for {ref} and none were found "
-                    f"({self._docker_config_hint()})"
+                    f"({self._auth.docker_config_hint()})"
                 )
             self._basic.add(registry)
             headers["Authorization"] = credentials.basic_header()
@@ -297,7 +252,8 @@ class RegistryClient:
         if response.status in (401, 403):
             raise UsageError(
                 f"registry {registry}: the token service {parts.netloc} refused a token "
-                f"for {scope} (credentials: {self._source(registry)}): {_error_detail(response)}"
+                f"for {scope} (credentials: {self._auth.source(registry)}): "
+                f"{_error_detail(response)}"
             )
         if response.status != 200:
             raise ExternalError(
@@ -312,135 +268,6 @@ class RegistryClient:
         expires = time.monotonic() + max(lifetime - 10, 1)
         self._tokens[(registry, scope)] = _Token(token, expires)
         return token
-
-    def _source(self, registry: str) -> str:
-        credentials = self._credentials.get(registry)
-        return credentials.source if credentials else ANONYMOUS
-
-    # -- credential sources ---------------------------------------------------
-
-    def _google_credentials(self, registry: str) -> Credentials:
-        """An access token from Application Default Credentials, shared by Google hosts."""
-        if self._google is not None:
-            return self._google
-        try:
-            import google.auth
-            import google.auth.exceptions
-            import google.auth.transport.urllib3
-            import urllib3
-        except ImportError:
-            raise UsageError(
-                f"resolving digests on {registry} needs google-auth: install gitops-steps[manifest]"
-            ) from None
-        try:
-            credentials, _ = google.auth.default(scopes=GOOGLE_SCOPES)
-            request = google.auth.transport.urllib3.Request(urllib3.PoolManager())  # type: ignore[no-untyped-call]
-            credentials.refresh(request)  # type: ignore[no-untyped-call]
-        except google.auth.exceptions.DefaultCredentialsError as exc:
-            raise UsageError(
-                f"no {ADC_SOURCE} to read {registry}: run the step on Cloud Build or GCE with "
-                "a service account, set GOOGLE_APPLICATION_CREDENTIALS to a key file, or run "
-                f"`gcloud auth application-default login` ({redact(str(exc))})"
-            ) from None
-        except google.auth.exceptions.RefreshError as exc:
-            raise UsageError(
-                f"{ADC_SOURCE} could not be refreshed for {registry}: {redact(str(exc))}"
-            ) from None
-        except google.auth.exceptions.TransportError as exc:
-            raise ExternalError(
-                f"could not reach Google to refresh {ADC_SOURCE} for {registry}: {redact(str(exc))}"
-            ) from None
-        token = str(credentials.token or "")
-        register_secret(token)
-        if not token:
-            raise UsageError(f"{ADC_SOURCE} gave no access token for {registry}")
-        self._google = Credentials(GOOGLE_USERNAME, token, ADC_SOURCE)
-        return self._google
-
-    def _docker_config_path(self) -> Path:
-        directory = self._environ.get("DOCKER_CONFIG")
-        if directory:
-            return Path(directory) / "config.json"
-        home = self._environ.get("HOME")
-        return (Path(home) if home else Path.home()) / ".docker" / "config.json"
-
-    def _docker_config_hint(self) -> str:
-        return f"looked in Docker config {self._display(self._docker_config_path())}"
-
-    def _display(self, path: Path) -> str:
-        home = self._environ.get("HOME")
-        if home and path.is_relative_to(home):
-            return str(Path("~") / path.relative_to(home))
-        return str(path)
-
-    def _docker_credentials(self, registry: str) -> Credentials | None:
-        """Credentials from Docker's config.json: a helper, an ``auths`` entry, a store."""
-        path = self._docker_config_path()
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read Docker config {self._display(path)}: {exc}") from None
-        if not isinstance(config, dict):
-            raise UsageError(f"Docker config {self._display(path)} is not a JSON object")
-        names = _config_keys(registry)
-        helpers = config.get("credHelpers") or {}
-        for key, helper in helpers.items() if isinstance(helpers, dict) else ():
-            if _normalise_config_key(key) in names and helper:
-                return self._run_helper(str(helper), registry, path)
-        auths = config.get("auths") or {}
-        for key, entry in auths.items() if isinstance(auths, dict) else ():
-            if _normalise_config_key(key) in names and isinstance(entry, dict):
-                found = _auth_entry(entry, f"Docker config {self._display(path)}", key)
-                if found:
-                    return found
-        store = config.get("credsStore")
-        if store:
-            return self._run_helper(str(store), registry, path)
-        return None
-
-    def _run_helper(self, name: str, registry: str, config: Path) -> Credentials | None:
-        """Ask ``docker-credential-<name> get``; "not found" means anonymous."""
-        program = f"docker-credential-{name}"
-        source = f"{program} (from Docker config {self._display(config)})"
-        executable = shutil.which(program, path=self._environ.get("PATH", os.environ.get("PATH")))
-        if executable is None:
-            raise UsageError(
-                f"Docker config {self._display(config)} names the credential helper {program} "
-                f"for {registry}, but it is not on PATH"
-            )
-        server = DOCKER_HUB_CONFIG_KEY if registry in _DOCKER_HUB_ALIASES else registry
-        try:
-            done = subprocess.run(
-                [executable, "get"],
-                input=server,
-                capture_output=True,
-                text=True,
-                timeout=HELPER_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise ExternalError(f"{program} did not answer within {HELPER_TIMEOUT:.0f}s") from None
-        except OSError as exc:
-            raise UsageError(f"cannot run {program}: {exc.strerror}") from None
-        if done.returncode != 0:
-            # Helpers exit non-zero with this text when they hold nothing for the host.
-            if "credentials not found" in (done.stdout + done.stderr).lower():
-                return None
-            raise UsageError(
-                f"{program} failed for {registry} (exit {done.returncode}): "
-                f"{redact(done.stderr.strip() or done.stdout.strip())[:300]}"
-            )
-        try:
-            answer = json.loads(done.stdout)
-            username, secret = str(answer["Username"]), str(answer["Secret"])
-        except (ValueError, KeyError, TypeError):
-            raise UsageError(f"{program} gave an answer that is not credentials JSON") from None
-        register_secret(secret)
-        if not secret:
-            return None
-        return Credentials(username, secret, source)
 
     # -- transport ------------------------------------------------------------
 
@@ -538,7 +365,7 @@ class RegistryClient:
         if response.status in (401, 403):
             raise UsageError(
                 f"registry {registry} refused access to {ref} "
-                f"(credentials: {self._source(registry)}): {_error_detail(response)}"
+                f"(credentials: {self._auth.source(registry)}): {_error_detail(response)}"
             )
         if 400 <= response.status < 500:
             raise UsageError(f"registry {registry} rejected {ref}: {_error_detail(response)}")
@@ -576,39 +403,3 @@ def _token_from(body: bytes) -> tuple[str, float]:
     except (TypeError, ValueError):
         lifetime = 60.0
     return str(token), lifetime
-
-
-def _normalise_config_key(key: str) -> str:
-    """``https://host/v1/`` -> ``host``, as Docker matches config.json keys."""
-    text = key.strip()
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    return text.split("/", 1)[0].lower()
-
-
-def _config_keys(registry: str) -> set[str]:
-    name = registry.lower()
-    return set(_DOCKER_HUB_ALIASES) if name in _DOCKER_HUB_ALIASES else {name}
-
-
-def _auth_entry(entry: Mapping[str, Any], source: str, key: str) -> Credentials | None:
-    """Credentials from one ``auths`` entry: ``auth`` (base64) or username/password."""
-    encoded = entry.get("auth")
-    if encoded:
-        register_secret(str(encoded))
-        try:
-            decoded = base64.b64decode(str(encoded), validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
-            raise UsageError(
-                f"{source}: auths[{key!r}].auth is not base64 of user:password"
-            ) from None
-        username, sep, password = decoded.partition(":")
-        register_secret(password)
-        if not sep:
-            raise UsageError(f"{source}: auths[{key!r}].auth is not base64 of user:password")
-        return Credentials(username, password, source) if password else None
-    user, secret = entry.get("username"), entry.get("password")
-    if user and secret:
-        register_secret(str(secret))
-        return Credentials(str(user), str(secret), source)
-    return None

@@ -9,7 +9,7 @@ in step; the floor keeps a retry from coming back at once. A server's
 Two schedules: ``FAILURE`` after a network or server failure (give it time)
 and ``CONTENTION`` after losing a race (someone else made progress; come back
 soon). Callers bound failures by a count and lost races by time
-(``steps.lib.gitrepo.push_with_retry``): many writers on one branch each lose
+(``steps.lib.git_retry.push_with_retry``): many writers on one branch each lose
 many races, and every loss is another writer's success.
 """
 

@@ -134,7 +134,7 @@ def apply_and_wait(
 
 def wait_options(config: Config, deadline: float) -> WaitOptions:
     """How the wait judges, from the flags (the wait's modules load here, after the apply)."""
-    from steps.lib.rollout_rules import Graces
+    from steps.lib.fail_fast import Graces
     from steps.lib.rollout_watch import UNREACHABLE_AT_TIMEOUT, WaitOptions
 
     return WaitOptions(

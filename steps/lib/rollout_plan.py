@@ -120,7 +120,7 @@ def parse_manifests(display: str, text: str) -> list[Manifest]:
     """Objects in one file's text, ``List`` kinds expanded, local-only kinds dropped (pure)."""
     import yaml
 
-    from steps.lib.manifest_edit import compose_documents
+    from steps.lib.yaml_nodes import compose_documents
 
     found: list[Manifest] = []
     for node in compose_documents(display, text):

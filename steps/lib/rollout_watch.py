@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from steps.lib import fail_fast
 from steps.lib import rollout_rules as rules
 from steps.lib.errors import ExternalError
 from steps.lib.output import say, warn
@@ -35,7 +36,7 @@ WARNINGS_ONLY = (("fieldSelector", "type=Warning"),)
 @dataclass(frozen=True)
 class WaitOptions:
     deadline: float
-    graces: rules.Graces = field(default_factory=rules.Graces)
+    graces: fail_fast.Graces = field(default_factory=fail_fast.Graces)
     wait_load_balancer: bool = False
     log_lines: int = 20
     unreachable_grace: float = UNREACHABLE_AT_TIMEOUT
@@ -100,7 +101,7 @@ class Waiter:
         self.events: queue.Queue[Event] = queue.Queue()
         self.cache: dict[str, dict[tuple[str | None, str], dict[str, Any]]] = {}
         self.synced: set[str] = set()
-        self.clocks = {target.ref: rules.ProblemClock() for target in self.targets}
+        self.clocks = {target.ref: fail_fast.ProblemClock() for target in self.targets}
         """When each target's pod problems were first seen (for the grace periods)."""
         self.watches: dict[str, CollectionWatch] = {}
         self.target_paths: set[str] = set()
@@ -257,8 +258,8 @@ class Waiter:
 
     def _pod_failure(self, target: Target, live: Mapping[str, Any], now: float) -> Failure | None:
         new_pods, owners = self._pods_of(target, live)
-        problems = [problem for pod in new_pods for problem in rules.pod_problems(pod)]
-        problems += rules.failed_create_problems(self._recent_events(), owners)
+        problems = [problem for pod in new_pods for problem in fail_fast.pod_problems(pod)]
+        problems += fail_fast.failed_create_problems(self._recent_events(), owners)
         fatal = self.clocks[target.ref].fatal(problems, now, self.options.graces)
         if not fatal:
             return None
@@ -291,7 +292,7 @@ class Waiter:
         failure.events = self._events_about(names)
         return failure
 
-    def _report(self, target: Target, problem: rules.Problem, pod: Any) -> Failure:
+    def _report(self, target: Target, problem: fail_fast.Problem, pod: Any) -> Failure:
         failure = Failure(
             str(target.ref),
             target.ref.namespace,
@@ -326,7 +327,7 @@ class Waiter:
             )
         return lines
 
-    def _logs(self, namespace: str | None, problem: rules.Problem) -> list[str]:
+    def _logs(self, namespace: str | None, problem: fail_fast.Problem) -> list[str]:
         from steps.lib.kube import ApiError
 
         path = f"/api/v1/namespaces/{namespace or 'default'}/pods/{problem.pod}/log"

@@ -9,18 +9,21 @@ Progressing/Available conditions, because the stage judges rollouts on them.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from typing import Any
 
 from steps.sandbox.kube.api import CONTROLLER, Cluster, now
+from steps.sandbox.kube.controller_base import owned_by, owner_ref, resolve, semantic, template_hash
+from steps.sandbox.kube.crds import sync_crds
+from steps.sandbox.kube.cronjobs import sync_cronjobs
 from steps.sandbox.kube.events import EventRecorder
 from steps.sandbox.kube.kubelet import Kubelet, random_pod_name
+from steps.sandbox.kube.network import sync_endpoints
 from steps.sandbox.kube.resources import ResourceType
 from steps.sandbox.kube.selectors import selector_matches
 from steps.sandbox.kube.store import clone
 from steps.sandbox.kube.timings import Timings
+from steps.sandbox.kube.workloads import Workloads
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
@@ -31,67 +34,12 @@ MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 HASH_LABEL = "pod-template-hash"
 HPA_REPLICAS = "sandbox.gitops-steps.dev/replicas"  # an HPA's wanted size, in tests
 IDLE_TICKS = 5  # while nothing changes, controllers look again every this many ticks
-_SAFE = "bcdfghjklmnpqrstvwxz2456789"
 ROOT_CA = "-----BEGIN CERTIFICATE-----\nc2FuZGJveA==\n-----END CERTIFICATE-----\n"
 ROOT_CA_DESCRIPTION = (
     "Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
     "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
     "guaranteed across distributions of Kubernetes clusters."
 )
-
-
-def semantic(value: Any) -> Any:
-    """``value`` without what Go's zero values make equal: nulls, empty maps and lists.
-
-    The real controllers compare and hash typed structs, so a template that says
-    ``creationTimestamp: null`` or ``resources: {}`` (as ``kubectl rollout undo``
-    sends it back) is the same template as one that leaves them out.
-    """
-    if isinstance(value, dict):
-        out = {k: semantic(v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v is not None and v != {} and v != []}
-    if isinstance(value, list):
-        return [semantic(v) for v in value]
-    return value
-
-
-def template_hash(template: Any, collisions: int = 0) -> str:
-    """A pod-template-hash in the controller's alphabet (FNV-1a over the template)."""
-    data = json.dumps(semantic(template), sort_keys=True, separators=(",", ":")).encode()
-    data += str(collisions).encode()
-    value = 0x811C9DC5
-    for byte in data:
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return "".join(_SAFE[ord(ch) % len(_SAFE)] for ch in str(value))
-
-
-def resolve(value: Any, total: int, round_up: bool) -> int:
-    """An int-or-percent against ``total`` (maxSurge rounds up, maxUnavailable down)."""
-    if value is None:
-        return 0
-    if isinstance(value, str) and value.endswith("%"):
-        scaled = int(value[:-1]) * total / 100
-        return int(math.ceil(scaled) if round_up else math.floor(scaled))
-    return int(value)
-
-
-def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
-    uid = owner["metadata"]["uid"]
-    return any(
-        ref.get("uid") == uid and ref.get("controller")
-        for ref in obj["metadata"].get("ownerReferences") or []
-    )
-
-
-def owner_ref(owner: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "name": owner["metadata"]["name"],
-        "uid": owner["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -150,8 +98,6 @@ class Controllers:
         self._quiet_at = -1  # the resourceVersion after the last pass that changed nothing
         self._last_pass = 0.0
         self._pod_index: tuple[int, dict[str, list[dict[str, Any]]]] = (-1, {})
-        from steps.sandbox.kube.workloads import Workloads
-
         self.workloads = Workloads(self)
 
     def rt(self, group: str, plural: str, version: str = "v1") -> ResourceType:
@@ -953,13 +899,9 @@ class Controllers:
             )
 
     def sync_endpoints(self) -> None:
-        from steps.sandbox.kube.network import sync_endpoints
-
         sync_endpoints(self)
 
     def sync_cronjobs(self) -> None:
-        from steps.sandbox.kube.cronjobs import sync_cronjobs
-
         sync_cronjobs(self)
 
     def sync_autoscalers(self) -> None:
@@ -1095,8 +1037,6 @@ class Controllers:
                 self.cluster.write(rt, pdb, subresource="status", manager=CONTROLLER)
 
     def sync_crds(self) -> None:
-        from steps.sandbox.kube.crds import sync_crds
-
         sync_crds(self)
 
 

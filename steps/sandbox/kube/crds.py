@@ -13,7 +13,7 @@ from steps.sandbox.kube.resources import ResourceType
 from steps.sandbox.kube.store import clone
 
 if TYPE_CHECKING:
-    from steps.sandbox.kube.controllers import Controllers
+    from steps.sandbox.kube.controller_base import ControllerHost
 
 CLEANUP = "customresourcecleanup.apiextensions.k8s.io"
 
@@ -46,7 +46,7 @@ def resource_types(crd: dict[str, Any]) -> list[ResourceType]:
     return out
 
 
-def sync_crds(c: Controllers) -> None:
+def sync_crds(c: ControllerHost) -> None:
     cluster = c.cluster
     rt = c.rt("apiextensions.k8s.io", "customresourcedefinitions")
     for crd in [clone(x) for x in cluster.store.items(rt.key)]:

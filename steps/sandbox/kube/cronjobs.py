@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from steps.sandbox.kube.api import CONTROLLER
+from steps.sandbox.kube.controller_base import owned_by, owner_ref
 from steps.sandbox.kube.store import clone
 
 if TYPE_CHECKING:
-    from steps.sandbox.kube.controllers import Controllers
+    from steps.sandbox.kube.controller_base import ControllerHost
 
 __all__ = ["Schedule", "sync_cronjobs"]
 
@@ -140,16 +141,14 @@ def _ref(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def sync_cronjobs(c: Controllers, now: float | None = None) -> None:
+def sync_cronjobs(c: ControllerHost, now: float | None = None) -> None:
     rt = c.rt("batch", "cronjobs")
     for cj in [clone(x) for x in c.cluster.store.items(rt.key)]:
         if not cj["metadata"].get("deletionTimestamp"):
             _sync(c, rt, cj, time.time() if now is None else now)
 
 
-def _sync(c: Controllers, rt: Any, cj: dict[str, Any], now: float) -> None:
-    from steps.sandbox.kube.controllers import owned_by, owner_ref
-
+def _sync(c: ControllerHost, rt: Any, cj: dict[str, Any], now: float) -> None:
     spec, meta = cj.get("spec") or {}, cj["metadata"]
     ns = meta["namespace"]
     jobs_rt = c.rt("batch", "jobs")
@@ -219,7 +218,7 @@ def _job_for(cj: dict[str, Any], due: float, owner: dict[str, Any]) -> dict[str,
 
 
 def _keep_history(
-    c: Controllers, jobs_rt: Any, cj: dict[str, Any], jobs: list[dict[str, Any]]
+    c: ControllerHost, jobs_rt: Any, cj: dict[str, Any], jobs: list[dict[str, Any]]
 ) -> None:
     spec = cj.get("spec") or {}
     limits = {
@@ -235,7 +234,7 @@ def _keep_history(
             _delete(c, jobs_rt, job)
 
 
-def _delete(c: Controllers, jobs_rt: Any, job: dict[str, Any]) -> None:
+def _delete(c: ControllerHost, jobs_rt: Any, job: dict[str, Any]) -> None:
     from steps.sandbox.kube.apierrors import ApiError
 
     meta = job["metadata"]

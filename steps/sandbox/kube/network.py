@@ -17,7 +17,7 @@ from steps.sandbox.kube.selectors import selector_matches
 from steps.sandbox.kube.store import clone
 
 if TYPE_CHECKING:
-    from steps.sandbox.kube.controllers import Controllers
+    from steps.sandbox.kube.controller_base import ControllerHost
 
 SERVICE_NAME = "kubernetes.io/service-name"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
@@ -47,7 +47,7 @@ def _owner(svc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pods_for(c: Controllers, svc: dict[str, Any]) -> list[dict[str, Any]]:
+def _pods_for(c: ControllerHost, svc: dict[str, Any]) -> list[dict[str, Any]]:
     selector = (svc.get("spec") or {}).get("selector") or {}
     ns = svc["metadata"]["namespace"]
     return sorted(
@@ -75,7 +75,7 @@ def _address(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _endpoints(c: Controllers, svc: dict[str, Any], pods: list[dict[str, Any]]) -> Any:
+def _endpoints(c: ControllerHost, svc: dict[str, Any], pods: list[dict[str, Any]]) -> Any:
     ports = (svc.get("spec") or {}).get("ports") or []
     subsets: dict[tuple[Any, ...], dict[str, Any]] = {}
     for pod in pods:
@@ -94,7 +94,7 @@ def _endpoints(c: Controllers, svc: dict[str, Any], pods: list[dict[str, Any]]) 
     return [s for s in subsets.values() if s.get("addresses") or s.get("notReadyAddresses")]
 
 
-def _slice_endpoints(c: Controllers, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _slice_endpoints(c: ControllerHost, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for pod in pods:
         ready = c.pod_ready(pod)
@@ -124,7 +124,7 @@ def _slice_ports(svc: dict[str, Any], pods: list[dict[str, Any]]) -> list[dict[s
     return out
 
 
-def _put(c: Controllers, group: str, plural: str, wanted: dict[str, Any]) -> None:
+def _put(c: ControllerHost, group: str, plural: str, wanted: dict[str, Any]) -> None:
     """Create ``wanted`` or bring the stored one to it; nothing when already so."""
     rt = c.rt(group, plural)
     meta = wanted["metadata"]
@@ -148,7 +148,7 @@ def _put(c: Controllers, group: str, plural: str, wanted: dict[str, Any]) -> Non
     c.cluster.write(rt, updated, manager=CONTROLLER)
 
 
-def sync_endpoints(c: Controllers) -> None:
+def sync_endpoints(c: ControllerHost) -> None:
     """Endpoints and EndpointSlices for every Service with a selector."""
     for svc in list(c.cluster.store.items(("", "services"))):
         spec = svc.get("spec") or {}
@@ -189,7 +189,7 @@ def sync_endpoints(c: Controllers) -> None:
         _put(c, "discovery.k8s.io", "endpointslices", slice_)
 
 
-def api_service(c: Controllers, port: int) -> None:
+def api_service(c: ControllerHost, port: int) -> None:
     """The ``default/kubernetes`` Service, its Endpoints and EndpointSlice: this server."""
     labels = {"component": "apiserver", "provider": "kubernetes"}
     service = {

@@ -12,17 +12,18 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from steps.sandbox.kube.api import CONTROLLER, now
+from steps.sandbox.kube.controller_base import owner_ref, resolve, template_hash
 from steps.sandbox.kube.kubelet import random_pod_name, target_node
 from steps.sandbox.kube.store import clone
 
 if TYPE_CHECKING:
-    from steps.sandbox.kube.controllers import Controllers
+    from steps.sandbox.kube.controller_base import ControllerHost
 
 REVISION_LABEL = "controller-revision-hash"
 
 
 class Workloads:
-    def __init__(self, controllers: Controllers) -> None:
+    def __init__(self, controllers: ControllerHost) -> None:
         self.c = controllers
         self.templates: dict[tuple[str, str], dict[str, Any]] = {}
         self._job_retry_at: dict[str, float] = {}
@@ -31,8 +32,6 @@ class Workloads:
     # -- ControllerRevisions ------------------------------------------------------
 
     def _revision(self, owner: dict[str, Any], template: dict[str, Any]) -> str:
-        from steps.sandbox.kube.controllers import owner_ref, template_hash
-
         pod_hash = template_hash(template)
         name = f"{owner['metadata']['name']}-{pod_hash}"
         self.templates[(owner["metadata"]["uid"], name)] = clone(template)
@@ -218,8 +217,6 @@ class Workloads:
             self._sync_daemonset(rt, ds)
 
     def _sync_daemonset(self, rt: Any, ds: dict[str, Any]) -> None:
-        from steps.sandbox.kube.controllers import resolve, template_hash
-
         c = self.c
         spec, meta = ds["spec"], ds["metadata"]
         template = spec["template"]
@@ -431,7 +428,7 @@ def _revision_of(pod: dict[str, Any], name: str) -> str:
     return str((pod["metadata"].get("labels") or {}).get(REVISION_LABEL, ""))
 
 
-def c_pods(c: Controllers, sts: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def c_pods(c: ControllerHost, sts: dict[str, Any]) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for pod in c.pods_of(sts):
         suffix = pod["metadata"]["name"].rsplit("-", 1)[-1]
