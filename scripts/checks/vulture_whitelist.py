@@ -4,6 +4,9 @@ scripts/test runs vulture with the settings in pyproject.toml ([tool.vulture]),
 this file among its paths: each attribute named below counts as used.
 """
 
+# Bare attribute reads on an unbound name are how vulture whitelists are written.
+# ruff: noqa: F821, B018
+
 _: object
 
 # steps/lib/provenance.py: Provenance fields, filled from cli.provenance_of (every result has them).
