@@ -18,3 +18,5 @@ _.BYTES
 _.mtime
 # steps/sandbox/gcp.py: Seen, the record of a request, keeps the header it came with.
 _.authorization
+# tests/test_kube_emulator.py: the kubernetes client's Configuration, read by its REST client.
+_.retries
