@@ -11,7 +11,7 @@ def greeting(name: str | None = None) -> str:
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         body = (greeting(os.environ.get("GREETING_NAME")) + "\n").encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")

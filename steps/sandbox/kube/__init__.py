@@ -86,7 +86,6 @@ class KubeEmulator(Service):
         self.port = port
         self.registry = registry
         self.timings = timings or Timings()
-        self.node_count = nodes
         self.history = history
         self.tls = tls
         self.token = token

@@ -7,8 +7,6 @@ from typing import Any
 
 from steps.sandbox.kube.api import Cluster, now
 
-EVENTS = ("", "events")
-
 
 class EventRecorder:
     """Writes Events about objects; a repeat of the same reason and message bumps ``count``."""

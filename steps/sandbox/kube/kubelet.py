@@ -67,7 +67,6 @@ class ContainerSim:
     restarts: int = 0
     pull_failures: int = 0
     started_at: str | None = None
-    started_mono: float = 0.0
     exit_at: float | None = None
     ready_at: float | None = None
     ready: bool = False
@@ -527,7 +526,7 @@ class Kubelet:
             pod, "Normal", "Started", f"Started container {c.name}", "kubelet", node, where
         )
         c.stage = "running"
-        c.started_at, c.started_mono = now(), at
+        c.started_at = now()
         c.container_id = "containerd://" + secrets.token_hex(32)
         c.instances += 1
         c.waiting = ("", "")

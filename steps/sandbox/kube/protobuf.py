@@ -41,8 +41,6 @@ SCALAR_WIRE = {
     "fixed32": FIXED32,
 }
 ZERO: dict[str, Any] = {"bool": False, "int32": 0, "int64": 0, "double": 0.0, "float": 0.0}
-# Messages whose JSON form is not an object (apimachinery's custom marshalling).
-SPECIAL = ("Time", "Quantity", "IntOrString", "FieldsV1")
 
 
 class ProtobufError(ValueError):

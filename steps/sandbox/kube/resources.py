@@ -195,13 +195,6 @@ class Registry:
     def lookup(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._types.get((group, version, plural))
 
-    def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
-        group, _, version = api_version.rpartition("/")
-        for rt in self._types.values():
-            if rt.group == group and rt.version == version and rt.kind == kind:
-                return rt
-        return None
-
     def all(self) -> list[ResourceType]:
         return list(self._types.values())
 
@@ -214,9 +207,6 @@ class Registry:
                 if rt.version not in versions:
                     versions.append(rt.version)
         return out
-
-    def group_versions(self) -> set[tuple[str, str]]:
-        return {(rt.group, rt.version) for rt in self._types.values()}
 
     # -- discovery documents --------------------------------------------------
 
