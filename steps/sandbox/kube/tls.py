@@ -18,6 +18,7 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,7 @@ def make_certificate(directory: Path, host: str = "127.0.0.1") -> ServerCertific
     directory.mkdir(parents=True, exist_ok=True)
     cert_file, key_file = directory / "apiserver.crt", directory / "apiserver.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key_file.write_text(_pem_key(key))
     key_file.chmod(0o600)
     client_key = ec.generate_private_key(ec.SECP256R1())
     client = (
@@ -129,9 +124,18 @@ def make_certificate(directory: Path, host: str = "127.0.0.1") -> ServerCertific
         cert_file=cert_file,
         key_file=key_file,
         client_cert_pem=client.public_bytes(serialization.Encoding.PEM).decode(),
-        client_key_pem=client_key.private_bytes(
+        client_key_pem=_pem_key(client_key),
+    )
+
+
+def _pem_key(key: Any) -> str:
+    """An unencrypted PKCS#8 PEM private key, as kubeconfigs and key files hold them."""
+    from cryptography.hazmat.primitives import serialization
+
+    return str(
+        key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        ).decode(),
+        ).decode()
     )
