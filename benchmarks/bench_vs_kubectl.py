@@ -159,8 +159,16 @@ class CrashClock:
 
 def run(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, float, str]:
     started = time.monotonic()
+    # stdin closed: a kubectl that wants to prompt (an HTTPS kubeconfig whose user has no
+    # credentials asks for a username) fails at once instead of waiting on a terminal.
     proc = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     return proc.returncode, time.monotonic() - started, proc.stderr[-2000:]
 

@@ -66,9 +66,11 @@ class KubeEmulator(Service):
     credentials) and starts the controller loop; ``stop()`` undoes it all.
     ``port=0`` picks a free port; ``kubeconfig=None`` writes one in a temp dir.
     ``tls=True`` serves HTTPS under a throwaway CA (in the kubeconfig, and in
-    ``ca_pem``), as a GKE endpoint does; ``token`` makes every request need a
-    bearer token (any value: tests read ``tokens_seen`` to check which arrived)
-    and puts that one in the kubeconfig.
+    ``ca_pem``), as a GKE endpoint does, and the kubeconfig's user gets an
+    admin client certificate (kubectl prompts for a password otherwise);
+    ``token`` makes every request need a bearer token (any value: tests read
+    ``tokens_seen`` to check which arrived) and puts that one in the kubeconfig
+    instead.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class KubeEmulator(Service):
         self.tls = tls
         self.token = token
         self.ca_pem: str | None = None  # with tls: the CA that signed the server certificate
+        self._client_cert: tuple[str, str] | None = None  # with tls: (cert, key) PEM
         self._kubeconfig = Path(kubeconfig) if kubeconfig is not None else None
         self._tempdir: Path | None = None
         self.faults = FaultInjector()
@@ -144,8 +147,12 @@ class KubeEmulator(Service):
         if self.tls:
             certificate = make_certificate(self._workdir())
             self.ca_pem = certificate.ca_pem
+            self._client_cert = (certificate.client_cert_pem, certificate.client_key_pem)
+            # The handshake happens on the connection's own thread (Handler.handle),
+            # not in accept(): a client that connects and stays silent must not
+            # stall every other one.
             self._server.socket = certificate.context().wrap_socket(
-                self._server.socket, server_side=True
+                self._server.socket, server_side=True, do_handshake_on_connect=False
             )
         serve = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="kube-api", daemon=True
@@ -215,7 +222,12 @@ class KubeEmulator(Service):
         cluster: dict[str, Any] = {"server": self.url}
         if self.ca_pem is not None:
             cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem.encode()).decode()
-        user = {"token": self.token} if self.token is not None else {}
+        user: dict[str, str] = {}
+        if self.token is not None:
+            user = {"token": self.token}
+        elif self._client_cert is not None:
+            cert, key = (base64.b64encode(pem.encode()).decode() for pem in self._client_cert)
+            user = {"client-certificate-data": cert, "client-key-data": key}
         config = {
             "apiVersion": "v1",
             "kind": "Config",

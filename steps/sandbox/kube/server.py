@@ -12,6 +12,7 @@ import calendar
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -111,7 +112,17 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def handle(self) -> None:
-        """A client that drops an idle kept-alive connection is not an error."""
+        """A client that drops an idle kept-alive connection is not an error.
+
+        Over TLS the handshake happens here, on this connection's thread; one
+        that fails (a client distrusting our CA, a bad client certificate) ends
+        only this connection, as a real API server logs and moves on.
+        """
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except OSError:  # ssl.SSLError is an OSError
+                return
         with contextlib.suppress(ConnectionResetError, BrokenPipeError):
             super().handle()
 
