@@ -119,8 +119,21 @@ class Store:
         self.changed.notify_all()
 
     def events_after(self, rv: int) -> list[WatchEvent]:
+        """The logged events newer than ``rv``, oldest first.
+
+        Read from the newest end: the log is in version order, and a watch asks
+        on every change for the few events since its last, so the cost is what
+        is new, not the log's length (which made each watch stream slow down
+        the whole emulator, controllers included, as the log filled).
+        """
         with self.lock:
-            return [e for e in self._log if e.rv > rv]
+            newer: list[WatchEvent] = []
+            for event in reversed(self._log):
+                if event.rv <= rv:
+                    break
+                newer.append(event)
+            newer.reverse()
+            return newer
 
     def compact(self) -> None:
         """Forget the event log, as etcd compaction does: older versions now get 410."""
