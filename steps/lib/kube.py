@@ -240,6 +240,8 @@ class KubeApi:
         with self._discovery_lock:
             if api_version in self._discovery:
                 return self._discovery[api_version]
+        if not _group_version(api_version):
+            return None  # no server serves it; never let it reshape the request line
         path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
         group, _, version = api_version.rpartition("/")
         listing = self.get(path)
@@ -560,3 +562,12 @@ class CollectionWatch:
             self._stream = None
             stream.close()
         return version, count
+
+
+_DNS_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def _group_version(api_version: str) -> bool:
+    """``group/version`` or ``version`` spelled as Kubernetes can serve it (lowercase DNS)."""
+    group, slash, version = api_version.rpartition("/")
+    return bool(version) and (bool(group) or not slash) and set(group + version) <= _DNS_CHARACTERS
