@@ -331,3 +331,19 @@ def test_verify_rollout_through_kubectl_proxy(
     assert code == 0
     (live,) = [o for o in kube.objects("deployments", "default") if o["metadata"]["name"] == "web"]
     assert live["status"].get("availableReplicas") == 2
+
+
+def test_a_watch_go_ends_leaves_the_connection_reusable(
+    kube: KubeEmulator, proxy: str, connects: list[int]
+) -> None:
+    """The last chunk and its empty trailer, as Go's proxy writes them, end the body cleanly."""
+    api = KubeApi(Transport(f"http://{proxy}"))
+    path = "/api/v1/namespaces/default/configmaps"
+    version = api.request("GET", path)["metadata"]["resourceVersion"]
+    stream = api.watch(path, version, timeout_seconds=1)
+    assert stream.response.headers.get("Transfer-Encoding") == "chunked"
+    events = list(stream.events())  # read to the end: the server ends the watch
+    assert {event["type"] for event in events} <= {"BOOKMARK"}  # nothing else happened
+    stream.close()
+    assert api.get(path + "/kube-root-ca.crt") is not None
+    assert connects == [1]  # the first GET, the watch and this GET on one connection
