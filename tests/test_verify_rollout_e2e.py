@@ -425,6 +425,8 @@ def test_cluster_scoped_kinds_need_the_flag(
         "apps/v1\x7f",
         "Example.com/v1",
         "/v1",
+        "../v1",
+        "example.com/../v1",
     ],
 )
 def test_an_api_version_no_server_could_serve_is_a_manifest_error(

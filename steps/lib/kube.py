@@ -564,10 +564,18 @@ class CollectionWatch:
         return version, count
 
 
-_DNS_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+_DNS_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 def _group_version(api_version: str) -> bool:
-    """``group/version`` or ``version`` spelled as Kubernetes can serve it (lowercase DNS)."""
+    """``group/version`` or ``version`` spelled as Kubernetes can serve it (lowercase DNS).
+
+    Anything else (a space, a line break, ``..``) is served by no cluster and
+    must not reach a request line or a path.
+    """
     group, slash, version = api_version.rpartition("/")
-    return bool(version) and (bool(group) or not slash) and set(group + version) <= _DNS_CHARACTERS
+    labels = [*(group.split(".") if slash else ()), version]
+    return all(
+        label and set(label) <= _DNS_CHARACTERS and label[0] != "-" and label[-1] != "-"
+        for label in labels
+    )
