@@ -184,3 +184,29 @@ def test_a_header_value_with_a_line_break_is_refused_before_sending(
     with pytest.raises(ValueError, match="invalid HTTP header"):
         transport.request("GET", "/", headers={"X": "a\r\nInjected: 1"}, body=None, timeout=5)
     assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/apis/example.com/v1 HTTP/1.1\r\nX: y"),
+        ("GET", "/apis/example.com /v1"),
+        ("GET", "/apis/example.com/v1\0"),
+        ("GET", "/apis/example.com/v1\x7f"),
+        ("GET", "/apis/example.com/v1\t"),
+        ("GET", "/apis/caf\u00e9/v1"),
+        ("GET", ""),
+        ("GET\r\nX: y", "/"),
+        ("GET /", "/"),
+    ],
+)
+def test_a_method_or_target_that_would_reshape_the_request_line_is_refused_before_sending(
+    script: type[Scripted], method: str, target: str
+) -> None:
+    server = script([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"] * 2)
+    transport = Transport(f"http://127.0.0.1:{server.port}")
+    with pytest.raises(ValueError, match=r"invalid HTTP (method|request target)"):
+        transport.request(method, target, headers={}, body=None, timeout=5)
+    response = transport.request("GET", "/fine", headers={}, body=None, timeout=5)
+    assert response.status == 200
+    assert [request.split(b"\r\n", 1)[0] for request in server.requests] == [b"GET /fine HTTP/1.1"]

@@ -416,6 +416,29 @@ def test_cluster_scoped_kinds_need_the_flag(
     assert run.code == 2 and "--allow-cluster-scoped" in run.err
 
 
+@pytest.mark.parametrize(
+    "api_version",
+    [
+        "example.com/v1 HTTP/1.1\r\nX: y",  # would be a second line of the request
+        "example.com /v1",  # a space: the server would answer 400 (was a traceback)
+        "example.com/v1\0",
+        "apps/v1\x7f",
+        "Example.com/v1",
+        "/v1",
+        "../v1",
+        "example.com/../v1",
+    ],
+)
+def test_an_api_version_no_server_could_serve_is_a_manifest_error(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], api_version: str
+) -> None:
+    thing = {"apiVersion": api_version, "kind": "Thing", "metadata": {"name": "a"}}
+    run = run_stage(kube, write_manifests(tmp_path / "m", thing), capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 2, run
+    assert "all.yaml:1: Thing/a: " in run.err and "is not served by the cluster" in run.err
+    assert "Traceback" not in run.err
+
+
 # -- record, prune, rollback -------------------------------------------------------------
 
 

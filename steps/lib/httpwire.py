@@ -99,6 +99,10 @@ class Connection:
     ) -> RawResponse:
         """Send one request and read the answer's status line and headers."""
         assert self.sock is not None
+        for part, what in ((method, "method"), (target, "request target")):
+            # As http.client: no space or control byte may reshape the request line.
+            if not (part.isascii() and part.isprintable()) or " " in part or not part:
+                raise ValueError(f"invalid HTTP {what} {part!r}")
         lines = [f"{method} {target} HTTP/1.1"]
         for name, value in headers.items():
             if any(c in name or c in value for c in "\r\n\0"):

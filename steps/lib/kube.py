@@ -240,6 +240,8 @@ class KubeApi:
         with self._discovery_lock:
             if api_version in self._discovery:
                 return self._discovery[api_version]
+        if not _group_version(api_version):
+            return None  # no server serves it; never let it reshape the request line
         path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
         group, _, version = api_version.rpartition("/")
         listing = self.get(path)
@@ -560,3 +562,20 @@ class CollectionWatch:
             self._stream = None
             stream.close()
         return version, count
+
+
+_DNS_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def _group_version(api_version: str) -> bool:
+    """``group/version`` or ``version`` spelled as Kubernetes can serve it (lowercase DNS).
+
+    Anything else (a space, a line break, ``..``) is served by no cluster and
+    must not reach a request line or a path.
+    """
+    group, slash, version = api_version.rpartition("/")
+    labels = [*(group.split(".") if slash else ()), version]
+    return all(
+        label and set(label) <= _DNS_CHARACTERS and label[0] != "-" and label[-1] != "-"
+        for label in labels
+    )
