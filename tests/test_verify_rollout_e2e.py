@@ -435,8 +435,23 @@ def test_an_api_version_no_server_could_serve_is_a_manifest_error(
     thing = {"apiVersion": api_version, "kind": "Thing", "metadata": {"name": "a"}}
     run = run_stage(kube, write_manifests(tmp_path / "m", thing), capsys=capsys, tmp_path=tmp_path)
     assert run.code == 2, run
-    assert "all.yaml:1: Thing/a: " in run.err and "is not served by the cluster" in run.err
+    if api_version.isprintable() and " " not in api_version:
+        assert "all.yaml:1: Thing/a: " in run.err and "is not served by the cluster" in run.err
+    else:  # named quoted: a line break or control byte never reaches the terminal
+        assert f"all.yaml:1: apiVersion {api_version!r} has a space or a control" in run.err
+        assert not any(c in run.err for c in "\r\0\x7f")
     assert "Traceback" not in run.err
+
+
+@pytest.mark.parametrize("kind", ["Thing\r\nX", "Th ing", "Thing\x1b[2J"])
+def test_a_kind_with_a_control_character_is_named_quoted(
+    kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    thing = {"apiVersion": "example.com/v1", "kind": kind, "metadata": {"name": "a"}}
+    run = run_stage(kube, write_manifests(tmp_path / "m", thing), capsys=capsys, tmp_path=tmp_path)
+    assert run.code == 2, run
+    assert f"all.yaml:1: kind {kind!r} has a space or a control character" in run.err
+    assert not any(c in run.err for c in "\r\x1b")
 
 
 # -- record, prune, rollback -------------------------------------------------------------

@@ -152,8 +152,16 @@ def check_object(manifest: Manifest) -> None:
     if not obj:
         raise where(manifest.source, manifest.line, "a List item that is not an object")
     for key in ("apiVersion", "kind"):
-        if not isinstance(obj.get(key), str) or not obj.get(key):
+        value = obj.get(key)
+        if not isinstance(value, str) or not value:
             raise where(manifest.source, manifest.line, f"object without {key}")
+        if not value.isprintable() or any(c.isspace() for c in value):
+            # Quoted: a line break or control byte must not reach the terminal.
+            raise where(
+                manifest.source,
+                manifest.line,
+                f"{key} {value!r} has a space or a control character: no cluster serves it",
+            )
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict) or not metadata.get("name"):
         if isinstance(metadata, dict) and metadata.get("generateName"):
