@@ -150,3 +150,23 @@ def test_a_stage_and_its_work_use_one_name(stage: str, work: str) -> None:
     module = importlib.import_module(stage)
     assert importlib.import_module(work).STEP == module.STEP
     assert module.STEP in {s.name for s in REGISTRY}
+
+
+def test_reading_manifests_to_apply_does_not_load_the_editing_machinery(tmp_path: Path) -> None:
+    """verify-rollout only reads manifests: its path to the first request must not
+    load update-manifest's editing modules (milliseconds before every apply)."""
+    (tmp_path / "a.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from steps.lib.rollout_plan import load_manifests\n"
+        f"assert len(load_manifests(Path({str(tmp_path)!r}))) == 1\n"
+        "edit = sorted(m for m in sys.modules if m in {\n"
+        "    'steps.lib.manifest_edit', 'steps.lib.manifest_io', 'steps.lib.manifest_splice',\n"
+        "    'steps.lib.flux_markers', 'steps.lib.image_rules', 'tempfile'})\n"
+        "print(edit)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]", out

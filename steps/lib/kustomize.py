@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from steps.lib.errors import ManifestError, UsageError
-from steps.lib.manifest_edit import KUSTOMIZATION_FILENAMES
+from steps.lib.manifest_files import KUSTOMIZATION_FILENAMES
 
 KUSTOMIZE_IMAGE = "update-manifest-kustomize"
 """The step image that carries Kustomize (steps/stages.py: update-manifest's variant)."""

@@ -36,8 +36,6 @@ from steps.lib.yaml_nodes import (
     str_value,
 )
 
-KUSTOMIZATION_FILENAMES = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
-
 
 def plan_file(
     path: str,

@@ -19,12 +19,10 @@ from pathlib import Path
 
 from steps.lib.errors import ManifestError, UsageError
 from steps.lib.image_rules import ImageRule, check_rules_distinct, parse_image_rule
-from steps.lib.manifest_edit import KUSTOMIZATION_FILENAMES, plan_file
+from steps.lib.manifest_edit import plan_file
+from steps.lib.manifest_files import KUSTOMIZATION_FILENAMES, YAML_SUFFIXES, walk_files
 from steps.lib.manifest_splice import Change, apply_edits, verify_plan
 from steps.lib.output import warn
-
-YAML_SUFFIXES = (".yaml", ".yml")
-
 
 # --------------------------------------------------------------------------- I/O model
 
@@ -112,32 +110,6 @@ def iter_manifest_files(path: Path) -> Iterator[Path]:
     for root, name in walk_files(path):
         if is_manifest_name(name):
             yield Path(root, name)
-
-
-def walk_files(top: Path) -> Iterator[tuple[str, str]]:
-    """(directory, file name) below ``top``, sorted, without hidden dirs or symlinks.
-
-    Unlike a bare os.walk, a directory that cannot be read is an error: a
-    silently skipped directory would be a silently skipped manifest.
-    """
-
-    def fail(exc: OSError) -> None:
-        raise ManifestError(str(exc.filename), None, f"cannot read: {exc.strerror}")
-
-    for root, dirs, files in os.walk(top, onerror=fail):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            try:
-                mode = os.lstat(path).st_mode
-            except OSError as exc:
-                raise ManifestError(path, None, f"cannot read: {exc.strerror}") from None
-            if stat.S_ISLNK(mode):
-                continue
-            if not stat.S_ISREG(mode):  # a FIFO would block the read forever
-                warn(f"{path}: not a regular file; skipped")
-                continue
-            yield root, name
 
 
 def is_manifest_name(name: str) -> bool:

@@ -18,7 +18,7 @@ import yaml
 
 from steps.lib.errors import ManifestError, UsageError
 from steps.lib.image_rules import ImageRule
-from steps.lib.manifest_edit import KUSTOMIZATION_FILENAMES
+from steps.lib.manifest_files import KUSTOMIZATION_FILENAMES, walk_files
 from steps.lib.manifest_io import (
     FileOutcome,
     Outcome,
@@ -29,7 +29,6 @@ from steps.lib.manifest_io import (
     plan_in_place,
     plan_text,
     read_bytes,
-    walk_files,
     write_in_place,
 )
 from steps.lib.manifest_splice import Change

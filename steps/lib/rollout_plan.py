@@ -12,7 +12,6 @@ from typing import Any
 
 from steps.lib.errors import ManifestError, UsageError
 
-YAML_SUFFIXES = (".yaml", ".yml")
 LOCAL_ONLY_GROUPS = ("kustomize.config.k8s.io", "config.kubernetes.io")
 CRD_GROUP_KIND = ("apiextensions.k8s.io", "CustomResourceDefinition")
 NAMESPACE_GROUP_KIND = ("", "Namespace")
@@ -80,7 +79,7 @@ def refuse_kustomization(directory: Path, flag: str, files: Sequence[Path]) -> N
     (and send ``kustomization.yaml`` itself to the server); what is applied
     must be what was reviewed in Git, rendered by the app build.
     """
-    from steps.lib.manifest_edit import KUSTOMIZATION_FILENAMES
+    from steps.lib.manifest_files import KUSTOMIZATION_FILENAMES
 
     for path in files:
         if path.name in KUSTOMIZATION_FILENAMES:
@@ -93,7 +92,7 @@ def refuse_kustomization(directory: Path, flag: str, files: Sequence[Path]) -> N
 
 def load_manifests(directory: Path, flag: str = "--manifests") -> list[Manifest]:
     """Every object in the YAML files under ``directory`` (or in one file)."""
-    from steps.lib.manifest_io import walk_files
+    from steps.lib.manifest_files import YAML_SUFFIXES, walk_files
 
     if directory.is_file():
         files = [directory]
