@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from steps.lib import cluster_flags, git_inputs, git_retry, lease, push_flags
 from steps.stages import STAGES as REGISTRY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,15 +125,6 @@ def test_importing_the_package_is_light() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
-
-
-def test_the_light_flag_modules_show_the_defaults_the_work_uses() -> None:
-    """push_flags and cluster_flags repeat defaults for --help so as not to import
-    gitrepo or lease; they must say what those use."""
-    assert push_flags.DEFAULT_COMMITTER == git_inputs.DEFAULT_COMMITTER
-    assert push_flags.DEFAULT_MAX_ATTEMPTS == git_retry.DEFAULT_MAX_ATTEMPTS
-    assert push_flags.CONTENTION_BUDGET == git_retry.CONTENTION_BUDGET
-    assert cluster_flags.LEASE_DURATION == lease.LEASE_DURATION
 
 
 @pytest.mark.parametrize(

@@ -29,10 +29,11 @@ from typing import Any
 
 from steps.lib.errors import StepError, UsageError
 from steps.lib.git_env import git_credentials
-from steps.lib.git_inputs import DEFAULT_COMMITTER, Identity, parse_identity, parse_repo
-from steps.lib.git_retry import DEFAULT_MAX_ATTEMPTS, Attempt, push_with_retry
+from steps.lib.git_inputs import Identity, parse_identity, parse_repo
+from steps.lib.git_retry import Attempt, push_with_retry
 from steps.lib.gitrepo import Workspace
 from steps.lib.output import say, warn
+from steps.lib.push_flags import DEFAULT_COMMITTER, DEFAULT_MAX_ATTEMPTS
 
 NOTES_REF = "refs/notes/gitops"
 NOTES_BRANCH = "gitops-notes"

@@ -14,9 +14,6 @@ from urllib.parse import urlsplit
 
 from steps.lib.errors import UsageError
 
-DEFAULT_COMMITTER = "gitops-steps bot <gitops-bot@gitops-steps.invalid>"
-
-
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _SCP_LIKE = re.compile(r"^(?:[A-Za-z0-9._~-]+@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?!//)")
 _PLAIN_BRANCH = re.compile(r"[A-Za-z0-9_-]+")

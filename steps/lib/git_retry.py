@@ -19,16 +19,10 @@ from steps.lib.errors import ExternalError
 from steps.lib.git_failures import TransientGitError, raise_for_failure
 from steps.lib.gitrepo import Workspace
 from steps.lib.output import redact, say
+from steps.lib.push_flags import CONTENTION_BUDGET
 from steps.lib.retry import CONTENTION, FAILURE, backoff_delay
 
 T = TypeVar("T")
-
-
-DEFAULT_MAX_ATTEMPTS = 10
-"""Failed attempts (network, server) before a git stage gives up."""
-CONTENTION_BUDGET = 300.0
-"""Seconds after its first attempt during which a writer that keeps losing the
-race for a branch (others pushing first) still starts a new attempt."""
 
 
 FETCH_ATTEMPTS = 3
