@@ -47,15 +47,12 @@ class CandidateFacts:
     attempted_before: bool
 
 
-def same_commit(a: str, b: str) -> bool:
-    a, b = a.lower(), b.lower()
-    return a.startswith(b) or b.startswith(a)
-
-
 def overtaken_reason(
     commit: str, live_at_start: str | None, live_now: str, facts: CandidateFacts
 ) -> str | None:
     """Why this build must not apply ``commit`` over ``live_now``; None to go ahead (pure)."""
+    from steps.lib.promotion import same_commit  # promote's rule; loaded only when asked
+
     if not facts.live_is_newer:
         return None
     if not facts.attempted_before:
@@ -134,6 +131,8 @@ def superseded_result(
     api: KubeApi, namespace: str, build: Build, live_at_start: LiveRecord | None
 ) -> dict[str, Any] | None:
     """Under the lock: the result of a build a newer live commit overtook; None to go ahead."""
+    from steps.lib.promotion import same_commit
+
     if not (build.from_branch and build.notes and build.commit):
         return None
     live_now = live_record_if(True, api, namespace, build)
