@@ -534,7 +534,7 @@ def test_watches_resumed_after_compaction_are_told_410_in_stream_and_list_again(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from steps.lib import kube as kube_module
+    from steps.lib import kube_watch as kube_module
     from steps.sandbox.kube.timings import Timings
 
     kube = kube_factory(timings=Timings.fast().but(slow_start=3.0))
@@ -567,7 +567,7 @@ def test_watches_resumed_after_compaction_are_told_410_in_stream_and_list_again(
 def test_a_bug_in_the_watch_thread_is_exit_70_not_a_timeout_nor_a_rollback(
     kube: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from steps.lib import kube as kube_module
+    from steps.lib import kube_watch as kube_module
 
     good = write_manifests(tmp_path / "production", configmap("c", version="1"))
     assert run_stage(kube, good, capsys=capsys, tmp_path=tmp_path).code == 0

@@ -18,7 +18,8 @@ from steps.lib.rollout_apply import Target
 from steps.lib.timefmt import parse_rfc3339
 
 if TYPE_CHECKING:
-    from steps.lib.kube import CollectionWatch, Event, KubeApi, Resource
+    from steps.lib.kube import KubeApi, Resource
+    from steps.lib.kube_watch import CollectionWatch, Event
 
 TICK = 0.5
 """Seconds between checks of grace periods and the deadline when nothing happens."""
@@ -112,7 +113,7 @@ class Waiter:
         return resource.path(namespace if resource.namespaced else None)
 
     def _watch(self, path: str, selectors: Sequence[tuple[str, str]] = ()) -> None:
-        from steps.lib.kube import CollectionWatch
+        from steps.lib.kube_watch import CollectionWatch
 
         if path not in self.watches:
             self.cache.setdefault(path, {})
