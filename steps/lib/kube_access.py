@@ -12,9 +12,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from steps.lib.cluster_flags import DEFAULT_CONTAINER_API
 from steps.lib.errors import ExternalError, UsageError
@@ -39,8 +38,7 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 # --------------------------------------------------------------------------- access config
 
 
-@dataclass(frozen=True)
-class ClusterName:
+class ClusterName(NamedTuple):
     project: str
     location: str
     cluster: str
@@ -63,8 +61,7 @@ class ClusterName:
         return f"projects/{self.project}/locations/{self.location}/clusters/{self.cluster}"
 
 
-@dataclass(frozen=True)
-class Access:
+class Access(NamedTuple):
     """How to reach the cluster, straight from the flags."""
 
     cluster: ClusterName | None = None
@@ -118,8 +115,7 @@ def access_from_args(args: argparse.Namespace) -> Access:
     )
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     host: str
     ca_pem: str | None
 

@@ -30,13 +30,11 @@ import base64
 import binascii
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from steps.lib.errors import ExternalError, UsageError
 from steps.lib.output import register_secret
@@ -49,8 +47,7 @@ EXEC_TIMEOUT = 60.0
 DEFAULT_KUBECONFIG = "~/.kube/config"
 
 
-@dataclass(frozen=True)
-class ExecConfig:
+class ExecConfig(NamedTuple):
     """A user's ``exec`` credential plugin, its paths resolved."""
 
     command: str
@@ -62,8 +59,7 @@ class ExecConfig:
     provide_cluster_info: bool = False
 
 
-@dataclass(frozen=True)
-class ClientConfig:
+class ClientConfig(NamedTuple):
     """Everything needed to talk to one cluster as one user."""
 
     server: str
@@ -77,10 +73,14 @@ class ClientConfig:
     token: str | None = None
     token_file: Path | None = None
     username: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = None
     exec: ExecConfig | None = None
     where: str = ""
     """Which file, context and user this came from, for error messages."""
+
+    def __repr__(self) -> str:
+        """Where it came from and the server; never a credential."""
+        return f"ClientConfig({self.where or 'no origin'}: {self.server})"
 
 
 # --------------------------------------------------------------------------- files
@@ -108,23 +108,22 @@ def kubeconfig_paths(explicit: str | None, environ: Mapping[str, str] = os.envir
     return [default]
 
 
-@dataclass
-class _Named:
+class _Named(NamedTuple):
     """One cluster, user or context entry, and the file it came from."""
 
     body: dict[str, Any]
     origin: Path
 
 
-@dataclass
 class Merged:
     """The kubeconfig files merged as kubectl merges them (first one wins)."""
 
-    files: list[Path]
-    clusters: dict[str, _Named] = field(default_factory=dict)
-    users: dict[str, _Named] = field(default_factory=dict)
-    contexts: dict[str, _Named] = field(default_factory=dict)
-    current_context: str | None = None
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+        self.clusters: dict[str, _Named] = {}
+        self.users: dict[str, _Named] = {}
+        self.contexts: dict[str, _Named] = {}
+        self.current_context: str | None = None
 
     @property
     def label(self) -> str:
@@ -372,8 +371,7 @@ def _path(value: Any, origin: Path) -> Path:
 # --------------------------------------------------------------------------- exec plugins
 
 
-@dataclass(frozen=True)
-class ExecResult:
+class ExecResult(NamedTuple):
     token: str | None
     expires: float | None
     client_cert_pem: str | None = None
@@ -442,7 +440,8 @@ class ExecCredentials:
                            "spec": spec})  # fmt: skip
 
     def _run(self) -> ExecResult:
-        import subprocess  # only for exec plugins: ~3 ms of start-up otherwise
+        import shutil  # with subprocess, only for exec plugins: start-up otherwise
+        import subprocess
 
         config = self.config
         what = f"{self.where}: exec plugin {config.command}"

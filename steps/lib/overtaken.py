@@ -24,8 +24,7 @@ started, is the deliberate rollback, and goes ahead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from steps.lib.errors import UsageError
 from steps.lib.output import say
@@ -39,8 +38,7 @@ FIRST_DEPTH = 64
 SEARCH_LIMIT = 4096
 
 
-@dataclass(frozen=True)
-class CandidateFacts:
+class CandidateFacts(NamedTuple):
     """What the env repo says about this build's commit and the live one."""
 
     live_is_newer: bool

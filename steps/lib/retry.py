@@ -15,15 +15,16 @@ many races, and every loss is another writer's success.
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import random
 
 RETRY_AFTER_CAP = 10.0
 """Seconds: the most a server's Retry-After may make us wait."""
 
 
-@dataclass(frozen=True)
-class Backoff:
+class Backoff(NamedTuple):
     base: float
     cap: float
 
@@ -47,5 +48,7 @@ def backoff_delay(
         return max(0.0, min(retry_after, RETRY_AFTER_CAP))
     ceiling = policy.ceiling(attempt)
     if rng is None:
+        import random  # only once something failed: its import (math, bisect, _sha512) is start-up
+
         return random.uniform(ceiling / 2, ceiling)
     return rng.uniform(ceiling / 2, ceiling)

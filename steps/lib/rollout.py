@@ -16,10 +16,9 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from steps.lib import overtaken
 from steps.lib.errors import CheckFailed, ExternalError, ManifestError, StepError, UsageError
@@ -49,8 +48,7 @@ ROLLBACK_SHARE = 1 / 3
 # --------------------------------------------------------------------------- one rollout
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     manifests: Path
     namespace: str | None
     timeout: float

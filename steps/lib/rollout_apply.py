@@ -4,7 +4,6 @@ phase order (what was applied, for a half-applied report), and pruning."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from steps.lib.errors import ManifestError
@@ -29,15 +28,31 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- apply
 
 
-@dataclass
 class Target:
-    """One applied object the wait follows (the wait keeps its judgement in ``verdict``)."""
+    """One applied object the wait follows (the wait keeps its judgement in ``verdict``).
 
-    ref: ObjRef
-    resource: Resource
-    applied_generation: int | None
-    live: dict[str, Any]
-    verdict: rules.Verdict | None = None
+    A plain class, as every record on the path to the first write: a dataclass
+    costs that path its import (inspect, ast, dis) and a few ``exec`` calls per class.
+    """
+
+    __slots__ = ("applied_generation", "live", "ref", "resource", "verdict")
+
+    def __init__(
+        self,
+        ref: ObjRef,
+        resource: Resource,
+        applied_generation: int | None,
+        live: dict[str, Any],
+        verdict: rules.Verdict | None = None,
+    ) -> None:
+        self.ref = ref
+        self.resource = resource
+        self.applied_generation = applied_generation
+        self.live = live
+        self.verdict = verdict
+
+    def __repr__(self) -> str:
+        return f"Target({self.ref.qualified()}, generation {self.applied_generation})"
 
 
 def scopes_for(api: KubeApi, manifests: Sequence[Manifest]) -> dict[tuple[str, str], Scope]:
@@ -107,13 +122,15 @@ def _resource(api: KubeApi, item: Planned) -> Resource:
     return resource
 
 
-@dataclass
 class ApplyProgress:
     """What one apply has changed so far, to say (and undo) when it stops half-way."""
 
-    applied: list[ObjRef] = field(default_factory=list)
-    waiting: bool = False
-    """True once every object is applied and the wait has begun."""
+    __slots__ = ("applied", "waiting")
+
+    def __init__(self) -> None:
+        self.applied: list[ObjRef] = []
+        self.waiting = False
+        """True once every object is applied and the wait has begun."""
 
     @property
     def half_applied(self) -> bool:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from steps.lib.errors import ManifestError, UsageError
 
@@ -20,8 +19,7 @@ NAMESPACE_GROUP_KIND = ("", "Namespace")
 # --------------------------------------------------------------------------- manifests
 
 
-@dataclass(frozen=True)
-class ObjRef:
+class ObjRef(NamedTuple):
     group: str
     kind: str
     namespace: str | None
@@ -34,8 +32,7 @@ class ObjRef:
         return f"{self.namespace}/{self}" if self.namespace else str(self)
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     """One object from a manifest file, and where it was written."""
 
     obj: dict[str, Any]
@@ -186,16 +183,14 @@ def check_unique(manifests: Sequence[Manifest]) -> None:
 # --------------------------------------------------------------------------- planning (pure)
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     """What the planner knows about one kind: served now, or defined by a manifest CRD."""
 
     namespaced: bool
     served: bool
 
 
-@dataclass
-class Planned:
+class Planned(NamedTuple):
     manifest: Manifest
     obj: dict[str, Any]
     namespace: str | None
