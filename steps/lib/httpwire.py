@@ -67,14 +67,15 @@ class Connection:
         self._reader: Any = None
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
+        address = (_wire_name(self.host), self.port)  # getaddrinfo takes bytes; typeshed says str
+        sock = socket.create_connection(address, self.timeout)  # type: ignore[arg-type]
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.tunnel is not None:
                 self._open_tunnel(sock, *self.tunnel)
             if self.context is not None:
                 name = self.server_name or (self.tunnel[0] if self.tunnel else self.host)
-                sock = self.context.wrap_socket(sock, server_hostname=name)
+                sock = self.context.wrap_socket(sock, server_hostname=_wire_name(name))
         except BaseException:
             sock.close()
             raise
@@ -209,6 +210,16 @@ def _line(reader: Any) -> bytes:
     if len(line) > MAX_LINE:
         raise BadResponse("line too long in the answer")
     return line
+
+
+def _wire_name(host: str) -> str | bytes:
+    """An ASCII host name as bytes, which ``socket`` and ``ssl`` take as they are.
+
+    Given ``str``, both run it through the ``idna`` codec, whose import
+    (``stringprep``, ``unicodedata``) is a millisecond and a half of start-up;
+    for an ASCII name the codec would return it unchanged.
+    """
+    return host.encode("ascii") if host.isascii() else host
 
 
 def _status_line(line: bytes) -> tuple[str, int, str]:
