@@ -614,3 +614,43 @@ def test_hpa_clamps_and_changes_the_live_replicas(kube: KubeEmulator, kube_api: 
     )
     assert condition({"status": status}, "ScalingActive")["reason"] == "FailedGetResourceMetric"
     assert any(e["reason"] == "SuccessfulRescale" for e in kube.objects("events", "default"))
+
+
+def test_the_controller_loop_keeps_its_rate_whatever_a_pass_costs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Passes start a tick apart (work inside the tick is not added to it), and an
+    overrun pass is followed by a whole tick's rest rather than an at-once pass.
+
+    A fake clock: each pass costs what ``costs`` says, each wait advances the
+    clock by what it was asked. A loop that slept a whole tick after every pass
+    (the old one) asks for 30 ms each time and fails.
+    """
+    import steps.sandbox.kube as emulator_module
+
+    clock = [100.0]
+    costs = iter([0.004, 0.010, 0.045, 0.004, 0.004])
+    waits: list[float] = []
+
+    class FakeTime:
+        @staticmethod
+        def monotonic() -> float:
+            return clock[0]
+
+    class FakeStop:
+        def wait(self, seconds: float) -> bool:
+            waits.append(round(seconds, 6))
+            clock[0] += seconds
+            return len(waits) > 5
+
+    def a_pass() -> None:
+        clock[0] += next(costs)
+
+    kube = KubeEmulator(timings=Timings(tick=0.03))
+    monkeypatch.setattr(emulator_module, "time", FakeTime)
+    monkeypatch.setattr(kube, "_stopping", FakeStop())
+    monkeypatch.setattr(kube.kubelet, "tick", a_pass)
+    monkeypatch.setattr(kube.controllers, "tick", lambda: None)
+    kube._loop()
+    # 30 ms, then 30 ms less each pass's cost; the 45 ms pass overran: a full tick.
+    assert waits == [0.03, 0.026, 0.02, 0.03, 0.026, 0.026]

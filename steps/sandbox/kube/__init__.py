@@ -178,8 +178,19 @@ class KubeEmulator(Service):
         # so a client holding it sees an unreachable cluster rather than a missing file.
 
     def _loop(self) -> None:
-        """The controller manager and kubelet, one pass per tick."""
-        while not self._stopping.wait(self.timings.tick):
+        """The controller manager and kubelet, one pass per tick, at a fixed rate.
+
+        Passes start ``tick`` apart, however long the last one took: a real
+        kubelet's and controller-manager's timing does not depend on how busy
+        the API server is, and a loop that slept a whole tick after each pass
+        made every rollout slower the more this process served (watches, lists).
+        A pass that overruns its tick is followed by a whole tick's rest, as
+        before, so an overloaded emulator never spins.
+        """
+        tick = self.timings.tick
+        due = time.monotonic() + tick
+        while not self._stopping.wait(max(0.0, due - time.monotonic())):
+            due += tick
             try:
                 self.kubelet.tick()
                 self.controllers.tick()
@@ -189,6 +200,9 @@ class KubeEmulator(Service):
                     import traceback
 
                     traceback.print_exc()
+            now = time.monotonic()
+            if due <= now:
+                due = now + tick
 
     def _bootstrap(self) -> None:
         """System namespaces and the fake nodes, as a fresh cluster has them."""
