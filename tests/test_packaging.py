@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import subprocess
 import sys
 import sysconfig
@@ -160,3 +161,64 @@ def test_reading_manifests_to_apply_does_not_load_the_editing_machinery(tmp_path
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]", out
+
+
+BEFORE_FIRST_REQUEST_MUST_NOT_IMPORT = (
+    "dataclasses",  # inspect, ast, dis, tokenize: ~6 ms, and ~0.3 ms per class
+    "inspect",
+    "random",  # retry jitter: only once something failed
+    "encodings.idna",  # socket and ssl, given a str host name
+    "subprocess",  # exec credential plugins only
+    "tempfile",
+    "http.client",
+    "ssl",  # https only
+    "logging",
+    "steps.lib.kube_watch",  # the wait: loaded after the apply
+    "steps.lib.rollout_watch",
+    "steps.lib.fail_fast",
+    "steps.lib.live_record",
+)
+
+
+def test_verify_rollout_reaches_its_first_request_without_the_wait_or_heavy_imports(
+    tmp_path: Path,
+) -> None:
+    """The path from spawn to the first request (the dry run, then the apply) is
+    what a deploy waits on: pin what it must not load. The first connection
+    prints the modules loaded by then and ends the process."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "app.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n"
+        "spec:\n  selector: {matchLabels: {app: web}}\n"
+        "  template:\n    metadata: {labels: {app: web}}\n"
+        "    spec: {containers: [{name: web, image: example.com/web:1}]}\n"
+    )
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t0ken}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    must_not = BEFORE_FIRST_REQUEST_MUST_NOT_IMPORT
+    code = (
+        "import os, socket, sys\n"
+        "def first_connection(address, *args, **kwargs):\n"
+        "    socket.getaddrinfo(*address)  # as create_connection would, with the host as given\n"
+        f"    print(sorted(m for m in sys.modules if m in {must_not!r}))\n"
+        "    print('connecting to', *address, flush=True)\n"
+        "    os._exit(0)\n"
+        "socket.create_connection = first_connection\n"
+        "from steps.verify_rollout import main\n"
+        f"main(['--manifests', {str(manifests)!r}, '--kubeconfig', {str(kubeconfig)!r}])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITOPS_", "KUBE"))}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and lines[-1:] == ["connecting to b'127.0.0.1' 9"], (
+        done.stdout + done.stderr
+    )
+    assert lines[-2] == "[]", lines[-2]
