@@ -389,14 +389,16 @@ def _prune_and_record(
 ) -> dict[str, Any]:
     """After a rollout: prune what the last record applied and this one does not
     (``--prune``), then record this commit as live (``--record``)."""
+    if not config.record:
+        return {}  # nothing to load: this runs between the verdict and the exit
     from datetime import UTC, datetime
 
     from steps.lib.live_record import LiveRecord, configmap_name, images_in, write_live_record
 
     result: dict[str, Any] = {}
-    if config.prune and config.record:
+    if config.prune:
         result["pruned"] = prune(api, config.record, planned, previous)
-    if config.record and config.commit:
+    if config.commit:
         record = LiveRecord(
             name=config.record,
             namespace=namespace,
