@@ -5,7 +5,9 @@ first in odd ones) so that drift in machine load hits both sides alike:
 
 1. Healthy rollout: a ConfigMap, a Service and a 4-replica Deployment with a
    new image each time. Ours: ``gitops-verify-rollout --manifests DIR``
-   (server-side dry run, ordered apply, watch). kubectl:
+   (server-side dry run, ordered apply, watch), from a plain install of this
+   checkout as in the image (``plain_install``; ``--ours dev`` runs the dev
+   ``.venv``'s editable install instead). kubectl:
    ``kubectl apply --server-side --force-conflicts -f DIR`` then ``kubectl rollout status
    deployment/web``, the two sharing one discovery cache that starts empty each
    run, as in a fresh Cloud Build step (``--kubectl-cache warm`` keeps one
@@ -47,10 +49,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import yaml
+from plain_install import plain_install
 
 from steps.sandbox.kube import KubeEmulator, Timings
 from steps.sandbox.kube.resources import VERSION_INFO
@@ -75,8 +79,9 @@ def kubectl_version(kubectl: Path) -> str:
     return proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else "unknown"
 
 
-def ours_command() -> list[str]:
-    found = Path(sys.executable).with_name("gitops-verify-rollout")
+def ours_command(bin_dir: Path | None = None) -> list[str]:
+    """gitops-verify-rollout from ``bin_dir`` (a plain install), else this environment."""
+    found = (bin_dir or Path(sys.executable).parent) / "gitops-verify-rollout"
     return [str(found)] if found.exists() else [sys.executable, "-m", "steps.verify_rollout"]
 
 
@@ -175,9 +180,15 @@ def run(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, floa
 
 class Sides:
     def __init__(
-        self, kube: KubeEmulator, work: Path, warm_cache: bool, kubectl: Path | None = None
+        self,
+        kube: KubeEmulator,
+        work: Path,
+        warm_cache: bool,
+        kubectl: Path | None = None,
+        ours_bin: Path | None = None,
     ) -> None:
         self.kube = kube
+        self.ours_command = ours_command(ours_bin)
         self.kubectl_path = kubectl or find_kubectl(VERSION_INFO["minor"])
         self.work = work
         self.warm_cache = warm_cache
@@ -191,7 +202,7 @@ class Sides:
         self.count = 0
 
     def ours(self, directory: Path, timeout: float) -> tuple[int, float, float]:
-        argv = [*ours_command(), "--manifests", str(directory), "--timeout", f"{timeout:g}s"]
+        argv = [*self.ours_command, "--manifests", str(directory), "--timeout", f"{timeout:g}s"]
         argv += ["--kubeconfig", str(self.kube.kubeconfig)]
         code, seconds, err = run(argv, self.env, timeout + 30)
         if code not in (0, 1):
@@ -333,15 +344,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--emulator-mode", metavar="NAME", help="Timings.NAME() of the emulator")
     parser.add_argument("--real-backoff", action="store_true", help="crash back-off 10s doubling")
     parser.add_argument("--timing", action="append", default=[], metavar="NAME=SECONDS")
+    parser.add_argument(
+        "--ours",
+        choices=("plain", "dev"),
+        default="plain",
+        help="measure a plain install of this checkout, as in the image (default), or the "
+        "dev .venv's editable one (its import hook runs on every import)",
+    )
     args = parser.parse_args(argv)
     kubectl = args.kubectl or find_kubectl(VERSION_INFO["minor"])
     if not kubectl.exists():
         raise SystemExit(f"{kubectl}: not found (--kubectl PATH)")
 
     timings = timings_from(args)
-    with tempfile.TemporaryDirectory() as tmp, KubeEmulator(timings=timings, tls=args.tls) as kube:
+    with ExitStack() as stack:
+        ours_bin = stack.enter_context(plain_install("verify")) if args.ours == "plain" else None
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        kube = stack.enter_context(KubeEmulator(timings=timings, tls=args.tls))
         work = Path(tmp)
-        sides = Sides(kube, work, args.kubectl_cache == "warm", kubectl)
+        sides = Sides(kube, work, args.kubectl_cache == "warm", kubectl, ours_bin)
+        ours_label = " ".join(sides.ours_command)
         # Warm up both sides once (page cache, the first ReplicaSet), unmeasured.
         warm = write_dir(
             work / "warm",
@@ -361,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             clock.stop()
 
+    print(f"ours: {ours_label} ({args.ours} install)")
     print(f"kubectl: {kubectl} ({kubectl_version(kubectl)}), discovery cache {args.kubectl_cache}")
     print(f"emulator timings: {timings}; load average {os.getloadavg()[0]:.1f}")
     if pairs:
