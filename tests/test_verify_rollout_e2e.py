@@ -874,3 +874,29 @@ def test_cluster_flag_through_the_gke_stand_in(kube: Any, tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     assert f"GKE cluster {cluster}" in proc.stderr
     assert gcp.tokens_issued
+
+
+def test_a_stopped_watch_thread_ends_though_no_event_or_bookmark_comes(
+    kube_factory: Any,
+) -> None:
+    """``stop`` wakes the thread blocked reading its stream (which then closes the
+    stream itself). Bookmarks are a minute apart here and nothing changes, so a
+    ``stop`` that only set the flag would leave the thread blocked."""
+    import queue
+
+    from steps.lib.kube_access import Access, connect
+    from steps.lib.kube_watch import CollectionWatch
+    from steps.sandbox.kube.timings import Timings
+
+    kube = kube_factory(timings=Timings.fast().but(bookmark=60.0))
+    api = connect(Access(kubeconfig=str(kube.kubeconfig)))
+    sink: queue.Queue[Any] = queue.Queue()
+    watch = CollectionWatch(api, "cm", "/api/v1/namespaces/default/configmaps", sink).start()
+    assert sink.get(timeout=10).type == "SYNC"
+    kube.wait_for(lambda: watch._stream is not None, timeout=10)
+    time.sleep(0.2)  # the watch request is in, the thread is blocked reading
+    watch.stop()
+    watch._thread.join(timeout=10)
+    assert not watch._thread.is_alive()
+    left = [sink.get_nowait() for _ in range(sink.qsize())]
+    assert [(e.type, e.error) for e in left if e.type in ("FATAL", "BUG")] == [], left

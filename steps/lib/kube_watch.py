@@ -91,10 +91,11 @@ class CollectionWatch:
         return self
 
     def stop(self) -> None:
+        """Ask the thread to end; it closes its stream itself (``WatchStream.interrupt``)."""
         self._stop.set()
         stream = self._stream
         if stream is not None:
-            stream.close()
+            stream.interrupt()
 
     def unreachable_for(self) -> float:
         """Seconds since this watch last heard from the API server while failing (0: fine)."""
