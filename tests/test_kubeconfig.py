@@ -410,7 +410,30 @@ def test_ca_data_ca_file_and_a_wrong_ca(tls_kube: KubeEmulator, tmp_path: Path) 
         namespaces(api)
 
 
-def test_client_certificate_data_and_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key_files", ["memfd", "memfd-refused", "no-memfd"])
+def test_client_certificate_data_and_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_files: str
+) -> None:
+    """ssl loads a certificate and key only from files: in memory where Linux
+    allows it (the key never on disk), else a temporary directory."""
+    import tempfile
+
+    made: list[str] = []
+    real_temporary_directory = tempfile.TemporaryDirectory
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        made.append(kwargs.get("prefix", ""))
+        return real_temporary_directory(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", spied)
+    if key_files == "no-memfd":
+        monkeypatch.delattr(os, "memfd_create", raising=False)
+    elif key_files == "memfd-refused":
+
+        def refused(name: str, flags: int = 0) -> int:
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(os, "memfd_create", refused)
     pki = make_pki()
     server = RecordingServer(tmp_path, pki=pki)
     try:
@@ -443,6 +466,10 @@ def test_client_certificate_data_and_files(tmp_path: Path) -> None:
             namespaces(bare)
         # The key never shows up in what we print.
         assert "PRIVATE KEY" not in redact(pki.client_key)
+        if key_files == "memfd" and hasattr(os, "memfd_create"):
+            assert made == []
+        else:
+            assert "gitops-tls-" in made
     finally:
         server.close()
 
