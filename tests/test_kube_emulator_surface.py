@@ -8,6 +8,7 @@ the real kubectl.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -369,3 +370,35 @@ def test_cron_controller_runs_the_latest_missed_schedule(kube: KubeEmulator) -> 
     assert status["lastScheduleTime"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due))
     owner = jobs[0]["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("CronJob", "tick", True)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_silent_client_is_let_go_as_kube_apiserver_does(
+    kube_factory: Any, tls: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kube-apiserver bounds the TLS handshake and an idle kept-alive connection
+    (ReadHeaderTimeout 32 s, IdleTimeout 90 s); the emulator does too, so a client
+    that connects and says nothing does not hold a server thread for good. Here
+    the limits are cut to 0.2 s: the server must close the connection."""
+    import socket
+    from urllib.parse import urlsplit
+
+    kube = kube_factory(tls=tls)
+    server = kube._server
+    assert server is not None
+    assert (server.handshake_timeout, server.idle_timeout) == (32.0, 90.0)
+    monkeypatch.setattr(server, "handshake_timeout", 0.2)
+    monkeypatch.setattr(server, "idle_timeout", 0.2)
+    address = urlsplit(kube.url)
+    # Closed by the server: EOF, or a reset. A server that waited would let recv
+    # time out after 10 s (socket.timeout, which fails the test).
+    with (
+        socket.create_connection((address.hostname, address.port), timeout=10) as silent,
+        contextlib.suppress(ConnectionResetError),
+    ):
+        assert silent.recv(1) == b""
+    # The emulator still serves everyone else.
+    from steps.lib.kube_access import Access, connect
+
+    api = connect(Access(kubeconfig=str(kube.kubeconfig)))
+    assert (api.get("/api/v1/namespaces/default") or {}).get("kind") == "Namespace"

@@ -73,6 +73,12 @@ class ApiServer(ThreadingHTTPServer):
         self._connections_lock = threading.Lock()
         self.require_token = False  # answer 401 to requests without a bearer token
         self.tokens_seen: list[str] = []  # distinct bearer tokens, in order of first use
+        # kube-apiserver's http.Server: ReadHeaderTimeout 32 s (which also bounds the
+        # TLS handshake) and IdleTimeout 90 s between requests on a kept-alive
+        # connection. Without them a client that connects and stays silent holds a
+        # thread for good.
+        self.handshake_timeout = 32.0
+        self.idle_timeout = 90.0
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -119,10 +125,15 @@ class Handler(BaseHTTPRequestHandler):
         only this connection, as a real API server logs and moves on.
         """
         if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.settimeout(self.server.handshake_timeout)
             try:
                 self.connection.do_handshake()
-            except OSError:  # ssl.SSLError is an OSError
+            except OSError:  # ssl.SSLError and TimeoutError are OSErrors
                 return
+        # Every blocking read or write on the connection from here: a silent or
+        # vanished client is let go after the idle timeout (handle_one_request
+        # closes the connection on TimeoutError; a watch ends its stream).
+        self.connection.settimeout(self.server.idle_timeout)
         with contextlib.suppress(ConnectionResetError, BrokenPipeError):
             super().handle()
 
