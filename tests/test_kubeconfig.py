@@ -904,3 +904,23 @@ def test_proxies_from_the_kubeconfig_and_the_environment(
     finally:
         proxy.close()
         server.close()
+
+
+def test_config_records_never_show_a_credential_in_their_repr() -> None:
+    """A record printed in a traceback or a debug line must not carry the secret."""
+    from steps.lib.kubeconfig import ClientConfig, ExecResult
+
+    config = ClientConfig(
+        "https://127.0.0.1:6443",
+        token="tok-e9f1",
+        password="pw-71c2",
+        client_key_pem="-----BEGIN PRIVATE KEY-----\nk3y\n",
+        where="kubeconfig f context c user u",
+    )
+    result = ExecResult(
+        "tok-e9f1", 12.0, "-----BEGIN CERTIFICATE-----\n", "-----BEGIN PRIVATE KEY-----\nk3y\n"
+    )
+    for text in (repr(config), str(config), repr(result), repr([config, result])):
+        for secret in ("tok-e9f1", "pw-71c2", "k3y", "PRIVATE KEY"):
+            assert secret not in text, text
+    assert "127.0.0.1:6443" in repr(config) and "user u" in repr(config)

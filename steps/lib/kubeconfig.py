@@ -377,6 +377,11 @@ class ExecResult(NamedTuple):
     client_cert_pem: str | None = None
     client_key_pem: str | None = None
 
+    def __repr__(self) -> str:
+        """What the plugin gave, never the credential itself."""
+        given = [name for name in ("token", "client_cert_pem") if getattr(self, name)]
+        return f"ExecResult({', '.join(given) or 'nothing'}; expires {self.expires})"
+
 
 if TYPE_CHECKING:
     import subprocess
