@@ -953,3 +953,30 @@ def test_rerun_runs_no_hook_of_the_copied_repository(
     again = rerun.rerun_build(record.build_id, build.records, log=build.lines.append)
     assert again.status == "SUCCESS", build.log()
     assert not marker.exists()
+
+
+def test_the_build_context_repr_names_no_secret_or_environment(tmp_path: Path) -> None:
+    """The runner's shared context holds decrypted secrets and every step's
+    environment; a repr of it (a traceback, a debugger) must show neither."""
+    import threading
+
+    from steps.cloudbuild.execute import Context
+
+    context = Context(
+        engine="host",
+        workspace=tmp_path,
+        home=tmp_path,
+        scratch=tmp_path,
+        volumes={},
+        values={"PROJECT_ID": "p"},
+        options={},
+        secrets={"TOKEN": "s3cr3t-value"},
+        base_env={"API_KEY": "env-s3cr3t"},
+        extra_env={"PASSWORD": "extra-s3cr3t"},
+        maps=[],
+        mask=None,  # type: ignore[arg-type]
+        log=None,  # type: ignore[arg-type]
+        cancel=threading.Event(),
+    )
+    text = repr(context)
+    assert "s3cr3t" not in text and str(tmp_path) in text, text

@@ -29,9 +29,9 @@ KILL_GRACE = 3.0
 # -- one step ------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False)
 class Context:
-    """What every step of one build shares."""
+    """What every step of one build shares (its repr names no secret or environment)."""
 
     engine: str
     workspace: Path
@@ -50,6 +50,9 @@ class Context:
     log_lock: threading.Lock = field(default_factory=threading.Lock)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _images: dict[str, bool] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Context({self.engine} in {self.workspace})"
 
     def image_available(self, image: str, engine: str) -> bool:
         """Whether ``engine`` has ``image`` or can pull it (cached)."""
