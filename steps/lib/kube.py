@@ -382,13 +382,9 @@ class WatchStream:
             yield data
 
     def close(self) -> None:
-        shutdown = getattr(self.response, "shutdown", None)
-        try:
-            if callable(shutdown):
-                shutdown()
+        with contextlib.suppress(Exception):  # closing a stream that may be half-dead
+            self._shut_down()
             self.response.release_conn()
-        except Exception:  # closing a stream that may be half-dead
-            pass
 
     def interrupt(self) -> None:
         """Wake the thread reading this stream, which then ends it and closes it.
@@ -398,12 +394,20 @@ class WatchStream:
         streams between its verdict and the exit. A response that cannot be
         woken is closed as before.
         """
+        try:
+            woken = self._shut_down()
+        except Exception:  # a stream that may be half-dead
+            return
+        if not woken:
+            self.close()
+
+    def _shut_down(self) -> bool:
+        """Shut the socket down, which wakes a blocked reader; False if the response cannot."""
         shutdown = getattr(self.response, "shutdown", None)
         if not callable(shutdown):
-            self.close()
-            return
-        with contextlib.suppress(Exception):  # a stream that may be half-dead
-            shutdown()
+            return False
+        shutdown()
+        return True
 
 
 def _watch_event(line: bytes) -> Any:
