@@ -226,18 +226,7 @@ def _pem_files(cert: str, key: str) -> Iterator[tuple[str, str]]:
     touches a disk, and there is no ``tempfile`` to import (3 ms). Elsewhere,
     a private temporary directory, removed as soon as the key is loaded.
     """
-    memfd = getattr(os, "memfd_create", None)
-    descriptors: list[int] = []
-    if memfd is not None and os.path.isdir("/proc/self/fd"):
-        try:
-            for name, text in (("gitops-client-cert", cert), ("gitops-client-key", key)):
-                descriptors.append(memfd(name))
-                with open(descriptors[-1], "w", closefd=False) as handle:
-                    handle.write(text)
-        except OSError:  # not allowed here (a seccomp profile): the temporary files
-            for descriptor in descriptors:
-                os.close(descriptor)
-            descriptors = []
+    descriptors = _memory_files({"gitops-client-cert": cert, "gitops-client-key": key})
     if descriptors:
         try:
             yield (f"/proc/self/fd/{descriptors[0]}", f"/proc/self/fd/{descriptors[1]}")
@@ -254,6 +243,24 @@ def _pem_files(cert: str, key: str) -> Iterator[tuple[str, str]]:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(key)
         yield (str(cert_file), str(key_file))
+
+
+def _memory_files(texts: Mapping[str, str]) -> list[int]:
+    """An open memfd per named text, in order; none where Linux's memfd is missing or refused."""
+    memfd = getattr(os, "memfd_create", None)
+    if memfd is None or not os.path.isdir("/proc/self/fd"):
+        return []
+    descriptors: list[int] = []
+    try:
+        for name, text in texts.items():
+            descriptors.append(memfd(name))
+            with open(descriptors[-1], "w", closefd=False) as handle:
+                handle.write(text)
+    except OSError:  # refused here (a seccomp profile): the caller uses temporary files
+        for descriptor in descriptors:
+            os.close(descriptor)
+        return []
+    return descriptors
 
 
 # --------------------------------------------------------------------------- transport
