@@ -26,6 +26,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,23 @@ class Kubectl:
 
     def __call__(self, *args: str, ns: str | None = None, stdin: str | None = None) -> str:
         return self.run(*args, ns=ns, stdin=stdin).stdout
+
+    @contextmanager
+    def streaming(self, *args: str, ns: str) -> Iterator[LineReader]:
+        """A kubectl that keeps running (``get -w``): its output lines; killed at the end."""
+        child = subprocess.Popen(
+            [self.binary, "-n", ns, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+        try:
+            yield LineReader(child.stdout)
+        finally:
+            child.kill()
+            child.wait()
 
     def fails(self, *args: str, ns: str | None = None, stdin: str | None = None) -> str:
         done = self.run(*args, ns=ns, check=False, stdin=stdin)
@@ -780,22 +798,11 @@ def test_get_watch_streams_table_rows(kubectl: Kubectl, ns: str) -> None:
     # kubectl get -w watches with Accept as=Table: each event is a one-row Table
     # (apiserver/pkg/endpoints/handlers/watch.go transforms watch objects too).
     kubectl("create", "configmap", "first", "--from-literal=a=1", ns=ns)
-    watcher = subprocess.Popen(
-        [kubectl.binary, "-n", ns, "get", "configmaps", "-w"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=kubectl.env,
-    )
-    try:
-        reader = LineReader(watcher.stdout)
+    with kubectl.streaming("get", "configmaps", "-w", ns=ns) as reader:
         listed = reader.until(r"^first\s")
         assert header(listed[0]) == ["NAME", "DATA", "AGE"]
         kubectl("create", "configmap", "watched", "--from-literal=a=1", "--from-literal=b=2", ns=ns)
         assert re.match(r"watched\s+2\s+\d+s", reader.until(r"^watched\s")[-1])
-    finally:
-        watcher.kill()
-        watcher.wait()
 
 
 def test_server_side_apply_labels_env_and_history(kubectl: Kubectl, ns: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -22,7 +21,6 @@ import yaml
 from test_kubectl_conformance import (
     VERSIONS,
     Kubectl,
-    LineReader,
     deployment,
     header,
     versioned_kubectl,
@@ -71,22 +69,10 @@ def test_watch_streams_over_tls(tls_kubectl: Kubectl) -> None:
     kubectl = tls_kubectl
     kubectl("create", "namespace", "tls-watch")
     kubectl("create", "configmap", "first", "--from-literal=a=1", ns="tls-watch")
-    watcher = subprocess.Popen(
-        [kubectl.binary, "-n", "tls-watch", "get", "configmaps", "-w"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=kubectl.env,
-    )
-    try:
-        reader = LineReader(watcher.stdout)
+    with kubectl.streaming("get", "configmaps", "-w", ns="tls-watch") as reader:
         assert header(reader.until(r"^first\s")[0]) == ["NAME", "DATA", "AGE"]
         kubectl("create", "configmap", "watched", "--from-literal=a=1", ns="tls-watch")
         reader.until(r"^watched\s+1\s")
-    finally:
-        watcher.kill()
-        watcher.wait()
 
 
 def test_h2_is_not_negotiated_and_a_silent_client_stalls_no_one(tls_kubectl: Kubectl) -> None:
